@@ -1,0 +1,106 @@
+//! `HEAD/GET /v2/<name>/blobs/<digest>`: stored blobs from disk, cold ones from a fill, with Range.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+
+use super::range;
+use super::{ApiError, Body, full};
+use crate::App;
+use crate::cache::{BlobSource, FileReader};
+use crate::reference::{Digest, RepoName};
+use crate::upstream::Upstream;
+
+pub async fn get(
+    app: &Arc<App>,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let digest = Digest::parse(digest).map_err(|_| ApiError::digest_invalid(digest))?;
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| range::parse(s).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "RANGE_INVALID",
+                        "unsupported or malformed Range header",
+                    )
+                })?,
+        ),
+    };
+    if head {
+        let size = app.cache.blob_size(up, repo, &digest).await?;
+        return Ok(blob_headers(&digest, StatusCode::OK, size)
+            .body(full(Vec::new()))
+            .expect("valid"));
+    }
+
+    let source = app.cache.blob(up, repo, &digest)?;
+    let size = match &source {
+        BlobSource::Stored { size, .. } => *size,
+        BlobSource::Filling { fill, .. } => fill.total().await.map_err(|e| ApiError::from(&*e))?,
+    };
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(r) => match r.resolve(size) {
+            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
+            None => {
+                return Ok(Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                    .header(header::CONTENT_LENGTH, 0)
+                    .body(full(Vec::new()))
+                    .expect("valid"));
+            }
+        },
+    };
+    let mut b = blob_headers(&digest, status, end - start);
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        );
+    }
+    let metrics = app.metrics.clone();
+    let count = move |r: &std::io::Result<bytes::Bytes>| {
+        if let Ok(b) = r {
+            metrics
+                .served_bytes
+                .with_label_values(&["blob"])
+                .inc_by(b.len() as u64);
+        }
+    };
+    use futures_util::StreamExt as _;
+    let body: Body = match source {
+        BlobSource::Stored { file, .. } => {
+            let s = FileReader::new(file, start, end)
+                .into_stream()
+                .inspect(count);
+            StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
+        }
+        BlobSource::Filling { fill, file } => {
+            let s = fill.stream(file, start, end).inspect(count);
+            StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
+        }
+    };
+    Ok(b.body(body).expect("valid"))
+}
+
+fn blob_headers(digest: &Digest, status: StatusCode, len: u64) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string())
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000")
+}

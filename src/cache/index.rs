@@ -1,0 +1,308 @@
+//! The index: what the cache holds, in redb (an embedded, crash-safe, ACID key-value store).
+//!
+//! Tables:
+//! - `entries`: digest -> size, last access, and whether it is a blob, a manifest or both;
+//! - `manifests`: digest + upstream -> media type (a manifest is served per upstream);
+//! - `tags`: upstream + repo + tag -> digest and when the upstream last confirmed it;
+//! - `repos`: upstream + repo, for `_catalog`.
+//!
+//! Keys join their parts with NUL, which no name, tag or digest can contain. Writes are small
+//! transactions; access times reach the index in batches (see `Cache::flush_access_times`).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::reference::Digest;
+
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+const MANIFESTS: TableDefinition<&str, &str> = TableDefinition::new("manifests");
+const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
+
+/// Kinds an entry can be, as bit flags (one digest can be both).
+pub const KIND_BLOB: u8 = 1;
+pub const KIND_MANIFEST: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[error("index: {0}")]
+pub struct IndexError(String);
+
+fn ie(e: impl std::fmt::Display) -> IndexError {
+    IndexError(e.to_string())
+}
+
+/// What the index knows of one stored file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub last_access: u64,
+    pub kinds: u8,
+}
+
+impl EntryMeta {
+    fn encode(&self) -> [u8; 17] {
+        let mut b = [0u8; 17];
+        b[..8].copy_from_slice(&self.size.to_le_bytes());
+        b[8..16].copy_from_slice(&self.last_access.to_le_bytes());
+        b[16] = self.kinds;
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<EntryMeta> {
+        (b.len() == 17).then(|| EntryMeta {
+            size: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            last_access: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            kinds: b[16],
+        })
+    }
+}
+
+/// A tag's cached answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagEntry {
+    pub digest: Digest,
+    /// Seconds since the Unix epoch when the upstream last confirmed the mapping.
+    pub checked_at: u64,
+}
+
+pub struct Index {
+    db: Database,
+}
+
+fn key(parts: &[&str]) -> String {
+    parts.join("\0")
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::create(path).map_err(ie)?;
+        let tx = db.begin_write().map_err(ie)?;
+        tx.open_table(ENTRIES).map_err(ie)?;
+        tx.open_table(MANIFESTS).map_err(ie)?;
+        tx.open_table(TAGS).map_err(ie)?;
+        tx.open_table(REPOS).map_err(ie)?;
+        tx.commit().map_err(ie)?;
+        Ok(Index { db })
+    }
+
+    /// Every entry, for loading the in-memory view at start.
+    pub fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
+        let tx = self.db.begin_read().map_err(ie)?;
+        let t = tx.open_table(ENTRIES).map_err(ie)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(ie)? {
+            let (k, v) = item.map_err(ie)?;
+            if let (Ok(d), Some(m)) = (Digest::parse(k.value()), EntryMeta::decode(v.value())) {
+                out.push((d, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records entries (new files, or batched access times).
+    pub fn put_entries(&self, entries: &[(Digest, EntryMeta)]) -> Result<(), IndexError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(ie)?;
+        {
+            let mut t = tx.open_table(ENTRIES).map_err(ie)?;
+            for (d, m) in entries {
+                t.insert(d.to_string().as_str(), m.encode().as_slice())
+                    .map_err(ie)?;
+            }
+        }
+        tx.commit().map_err(ie)
+    }
+
+    /// Forgets entries whose files are gone (evicted, or lost), with their manifest types.
+    pub fn remove_entries(&self, digests: &[Digest]) -> Result<(), IndexError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(ie)?;
+        {
+            let mut t = tx.open_table(ENTRIES).map_err(ie)?;
+            let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
+            for d in digests {
+                let ds = d.to_string();
+                t.remove(ds.as_str()).map_err(ie)?;
+                let prefix = format!("{ds}\0");
+                let end = format!("{ds}\u{1}");
+                m.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                    .map_err(ie)?;
+            }
+        }
+        tx.commit().map_err(ie)
+    }
+
+    /// Records a manifest fetched from `upstream` for `repo`, its entry and media type together.
+    pub fn put_manifest(
+        &self,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+        meta: EntryMeta,
+        media_type: &str,
+    ) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().map_err(ie)?;
+        {
+            let ds = digest.to_string();
+            tx.open_table(ENTRIES)
+                .map_err(ie)?
+                .insert(ds.as_str(), meta.encode().as_slice())
+                .map_err(ie)?;
+            tx.open_table(MANIFESTS)
+                .map_err(ie)?
+                .insert(key(&[&ds, upstream]).as_str(), media_type)
+                .map_err(ie)?;
+            tx.open_table(REPOS)
+                .map_err(ie)?
+                .insert(key(&[upstream, repo]).as_str(), meta.last_access)
+                .map_err(ie)?;
+        }
+        tx.commit().map_err(ie)
+    }
+
+    pub fn manifest_type(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<Option<String>, IndexError> {
+        let tx = self.db.begin_read().map_err(ie)?;
+        let t = tx.open_table(MANIFESTS).map_err(ie)?;
+        Ok(t.get(key(&[&digest.to_string(), upstream]).as_str())
+            .map_err(ie)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    pub fn tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<TagEntry>, IndexError> {
+        let tx = self.db.begin_read().map_err(ie)?;
+        let t = tx.open_table(TAGS).map_err(ie)?;
+        let Some(v) = t.get(key(&[upstream, repo, tag]).as_str()).map_err(ie)? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        if v.len() < 8 {
+            return Ok(None);
+        }
+        let checked_at = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+        let digest = std::str::from_utf8(&v[8..])
+            .ok()
+            .and_then(|s| Digest::parse(s).ok());
+        Ok(digest.map(|digest| TagEntry { digest, checked_at }))
+    }
+
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        entry: &TagEntry,
+    ) -> Result<(), IndexError> {
+        let mut v = entry.checked_at.to_le_bytes().to_vec();
+        v.extend_from_slice(entry.digest.to_string().as_bytes());
+        let tx = self.db.begin_write().map_err(ie)?;
+        {
+            tx.open_table(TAGS)
+                .map_err(ie)?
+                .insert(key(&[upstream, repo, tag]).as_str(), v.as_slice())
+                .map_err(ie)?;
+            tx.open_table(REPOS)
+                .map_err(ie)?
+                .insert(key(&[upstream, repo]).as_str(), entry.checked_at)
+                .map_err(ie)?;
+        }
+        tx.commit().map_err(ie)
+    }
+
+    /// Tags cached for a repository, in lexical order.
+    pub fn tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, IndexError> {
+        let tx = self.db.begin_read().map_err(ie)?;
+        let t = tx.open_table(TAGS).map_err(ie)?;
+        let prefix = key(&[upstream, repo, ""]);
+        let end = format!("{upstream}\0{repo}\u{1}");
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..end.as_str()).map_err(ie)? {
+            let (k, _) = item.map_err(ie)?;
+            out.push(k.value()[prefix.len()..].to_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every (upstream, repo) the cache has served.
+    pub fn repos(&self) -> Result<Vec<(String, String)>, IndexError> {
+        let tx = self.db.begin_read().map_err(ie)?;
+        let t = tx.open_table(REPOS).map_err(ie)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(ie)? {
+            let (k, _) = item.map_err(ie)?;
+            if let Some((u, r)) = k.value().split_once('\0') {
+                out.push((u.to_owned(), r.to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn note_repo(&self, upstream: &str, repo: &str, now: u64) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().map_err(ie)?;
+        tx.open_table(REPOS)
+            .map_err(ie)?
+            .insert(key(&[upstream, repo]).as_str(), now)
+            .map_err(ie)?;
+        tx.commit().map_err(ie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+        let d = Digest::sha256_of(b"x");
+        let m = EntryMeta {
+            size: 1,
+            last_access: 7,
+            kinds: KIND_MANIFEST,
+        };
+        idx.put_manifest(
+            "docker.io",
+            "library/a",
+            &d,
+            m,
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+        assert_eq!(idx.entries().unwrap(), vec![(d.clone(), m)]);
+        assert_eq!(
+            idx.manifest_type("docker.io", &d).unwrap().as_deref(),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
+        assert_eq!(idx.manifest_type("quay.io", &d).unwrap(), None);
+        let t = TagEntry {
+            digest: d.clone(),
+            checked_at: 9,
+        };
+        idx.put_tag("docker.io", "library/a", "v1", &t).unwrap();
+        idx.put_tag("docker.io", "library/ab", "v0", &t).unwrap();
+        assert_eq!(idx.tag("docker.io", "library/a", "v1").unwrap(), Some(t));
+        assert_eq!(idx.tags("docker.io", "library/a").unwrap(), vec!["v1"]);
+        idx.remove_entries(std::slice::from_ref(&d)).unwrap();
+        assert!(idx.entries().unwrap().is_empty());
+        assert_eq!(idx.manifest_type("docker.io", &d).unwrap(), None);
+        let mut repos = idx.repos().unwrap();
+        repos.sort();
+        assert_eq!(repos.len(), 2);
+    }
+}

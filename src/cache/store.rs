@@ -1,0 +1,123 @@
+//! The blob store: verified content as flat files named by digest.
+//!
+//! `blobs/<alg>/<2 hex>/<hex>` holds exactly the bytes whose digest is its name (invariant 2):
+//! content is written under `tmp/` first, hashed on the way in, fsynced, and only then renamed into
+//! place. A file's name is a promise about its content. The interface is deliberately small
+//! (temp file, commit, open, remove, list) so another backend can slot in later.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::reference::{Algorithm, Digest};
+
+pub struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    next_temp: AtomicU64,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store under `dir`, deleting whatever a previous run left in `tmp/`.
+    pub fn open(dir: &Path) -> io::Result<BlobStore> {
+        let blobs = dir.join("blobs");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        match fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(BlobStore {
+            blobs,
+            tmp,
+            next_temp: AtomicU64::new(0),
+        })
+    }
+
+    /// Where the verified content for `digest` lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// A fresh, unique path under `tmp/` for content in flight.
+    pub fn temp_path(&self, digest: &Digest) -> PathBuf {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        self.tmp
+            .join(format!("{}-{}-{n}", digest.hex(), std::process::id()))
+    }
+
+    /// Moves a verified, fsynced temp file into place under its digest name, and makes the rename
+    /// durable. Blocking: call from a blocking context.
+    pub fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
+        let dest = self.path(digest);
+        let parent = dest.parent().expect("blob paths have parents");
+        fs::create_dir_all(parent)?;
+        fs::rename(temp, &dest)?;
+        fs::File::open(parent)?.sync_all()
+    }
+
+    /// Writes a small verified value (a manifest) under its digest: temp, fsync, rename.
+    /// Blocking.
+    pub fn write_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        let temp = self.temp_path(digest);
+        let result = (|| {
+            let mut f = fs::File::create(&temp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            self.commit(&temp, digest)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every file in the store that is named like a digest, with its size. Anything else found
+    /// there (stray names, directories) is removed: nothing but verified content lives here.
+    pub fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.blobs.join(alg.name());
+            let Ok(prefixes) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for prefix in prefixes {
+                let prefix = prefix?;
+                let Ok(files) = fs::read_dir(prefix.path()) else {
+                    continue;
+                };
+                for file in files {
+                    let file = file?;
+                    let name = file.file_name();
+                    let parsed = name
+                        .to_str()
+                        .and_then(|n| Digest::parse(&format!("{}:{n}", alg.name())).ok())
+                        .filter(|d| prefix.file_name().to_str() == Some(&d.hex()[..2]));
+                    let meta = file.metadata()?;
+                    match parsed {
+                        Some(d) if meta.is_file() => out.push((d, meta.len())),
+                        _ => {
+                            tracing::warn!(path = %file.path().display(), "removing a stray file from the blob store");
+                            let _ = fs::remove_file(file.path());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,489 @@
+//! The client side: one [`Upstream`] per configured registry, speaking the distribution API over
+//! reqwest + rustls.
+//!
+//! An `Upstream` knows its base URL, its stored credentials and its token cache. Callers ask for a
+//! path under `/v2/<repo>/` and get back a successful response or an [`UpstreamError`] that already
+//! says what went wrong in registry terms (not found, denied, rate-limited, unreachable). The
+//! token dance (challenge, token, one retry after a 401), redirects (followed with a hop limit;
+//! reqwest drops `Authorization` when the host changes) and rate-limit headers live here and
+//! nowhere else. Responses are never decompressed: blobs are bytes.
+
+pub mod auth;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use reqwest::Response;
+use url::Url;
+
+use crate::config::{Secret, UpstreamConfig};
+use crate::metrics::Metrics;
+use crate::reference::RepoName;
+use auth::Challenge;
+
+/// What can go wrong talking to an upstream, in registry terms.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} is unreachable: {reason}")]
+    Unreachable { upstream: String, reason: String },
+    #[error("upstream {upstream} has no such {what}")]
+    NotFound {
+        upstream: String,
+        what: &'static str,
+    },
+    #[error("upstream {upstream} refused access (status {status})")]
+    Denied { upstream: String, status: u16 },
+    #[error("upstream {upstream} is rate-limiting this mirror")]
+    TooManyRequests {
+        upstream: String,
+        retry_after: Option<u64>,
+    },
+    #[error("upstream {upstream} answered status {status}")]
+    Status { upstream: String, status: u16 },
+    #[error("upstream {upstream} sent a bad answer: {reason}")]
+    BadResponse { upstream: String, reason: String },
+}
+
+impl UpstreamError {
+    /// Whether serving stale cached data is the right answer to this error (the upstream is
+    /// unhealthy or limiting us, as opposed to telling us the thing is gone).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable { .. }
+            | UpstreamError::TooManyRequests { .. }
+            | UpstreamError::BadResponse { .. } => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            UpstreamError::NotFound { .. } | UpstreamError::Denied { .. } => false,
+        }
+    }
+}
+
+/// The manifest media types we ask upstreams for, all at once, so the cache holds what the
+/// registry really stores whatever the client accepts.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json";
+
+/// A cached bearer token and when it stops being usable.
+#[derive(Clone)]
+struct CachedToken {
+    value: String,
+    usable_until: Instant,
+}
+
+/// One configured registry.
+pub struct Upstream {
+    pub name: String,
+    base: Url,
+    pub library_prefix: bool,
+    pub is_default: bool,
+    client: reqwest::Client,
+    credentials: Option<(String, Secret)>,
+    /// The last challenge this registry sent, so later requests can go straight for a token.
+    challenge: RwLock<Option<Challenge>>,
+    /// Tokens by (realm, service, scope).
+    tokens: moka::future::Cache<String, CachedToken>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("entrepot/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true);
+        if let Some(path) = &cfg.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("upstream {}: ca_cert {}: {e}", cfg.name, path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("upstream {}: ca_cert {}: {e}", cfg.name, path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
+        let mut base = cfg.url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            base,
+            library_prefix: cfg.library_prefix,
+            is_default: cfg.default,
+            client,
+            credentials: cfg.username.clone().zip(cfg.password.clone()),
+            challenge: RwLock::new(None),
+            tokens: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            metrics,
+        })
+    }
+
+    /// The repository name as this upstream spells it (Docker Hub's `library/` rule).
+    pub fn upstream_repo(&self, repo: &RepoName) -> RepoName {
+        if self.library_prefix {
+            repo.with_library_prefix()
+        } else {
+            repo.clone()
+        }
+    }
+
+    fn url(&self, repo: &RepoName, suffix: &str) -> Url {
+        let mut url = self.base.clone();
+        // `repo` and `suffix` come from parsed types, so they hold only URL-safe characters.
+        url.set_path(&format!("{}v2/{}/{}", self.base.path(), repo, suffix));
+        url
+    }
+
+    /// Sends `method` to `/v2/<repo>/<suffix>` with the given headers, answering the auth challenge
+    /// if one comes. Returns the response if its status is 2xx (or 304); anything else becomes an
+    /// [`UpstreamError`]. `what` names the thing asked for, for "no such ..." errors and metrics.
+    pub async fn send(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        suffix: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        what: &'static str,
+    ) -> Result<Response, UpstreamError> {
+        let repo = self.upstream_repo(repo);
+        let mut url = self.url(&repo, suffix);
+        url.set_query(query);
+        let scope = format!("repository:{repo}:pull");
+
+        let mut auth = self.cached_authorization(&scope).await;
+        let mut retried = false;
+        loop {
+            let resp = self
+                .execute(
+                    method.clone(),
+                    url.clone(),
+                    headers.clone(),
+                    auth.clone(),
+                    what,
+                )
+                .await?;
+            self.note_rate_limit(resp.headers());
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !retried {
+                retried = true;
+                let challenge = resp
+                    .headers()
+                    .get_all(header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(auth::parse_challenges)
+                    .collect::<Vec<_>>();
+                let Some(challenge) = auth::preferred(challenge) else {
+                    return Err(self.status_error(status, what, resp.headers()));
+                };
+                *self.challenge.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(challenge.clone());
+                auth = self.fresh_authorization(&challenge, &scope).await?;
+                if auth.is_none() {
+                    return Err(self.status_error(status, what, resp.headers()));
+                }
+                continue;
+            }
+            if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            return Err(self.status_error(status, what, resp.headers()));
+        }
+    }
+
+    /// One HTTP exchange, retried (twice, with a short backoff) only when no connection could be
+    /// made: the request is idempotent and nothing reached the registry.
+    async fn execute(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        auth: Option<HeaderValue>,
+        what: &'static str,
+    ) -> Result<Response, UpstreamError> {
+        let kind = if method == Method::HEAD {
+            match what {
+                "blob" => "blob_head",
+                _ => "manifest_head",
+            }
+        } else {
+            what
+        };
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(a) = &auth {
+                req = req.header(header::AUTHORIZATION, a.clone());
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.metrics
+                        .upstream_requests
+                        .with_label_values(&[self.name.as_str(), kind, resp.status().as_str()])
+                        .inc();
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    self.metrics
+                        .upstream_requests
+                        .with_label_values(&[self.name.as_str(), kind, "error"])
+                        .inc();
+                    attempt += 1;
+                    if e.is_connect() && attempt <= 2 {
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        continue;
+                    }
+                    return Err(UpstreamError::Unreachable {
+                        upstream: self.name.clone(),
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+    }
+
+    fn status_error(
+        &self,
+        status: StatusCode,
+        what: &'static str,
+        headers: &HeaderMap,
+    ) -> UpstreamError {
+        let upstream = self.name.clone();
+        match status.as_u16() {
+            404 => UpstreamError::NotFound { upstream, what },
+            401 | 403 => UpstreamError::Denied {
+                upstream,
+                status: status.as_u16(),
+            },
+            429 => UpstreamError::TooManyRequests {
+                upstream,
+                retry_after: headers
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok()),
+            },
+            s => UpstreamError::Status {
+                upstream,
+                status: s,
+            },
+        }
+    }
+
+    fn note_rate_limit(&self, headers: &HeaderMap) {
+        // Docker Hub: `ratelimit-remaining: 76;w=21600`
+        if let Some(n) = headers
+            .get("ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            self.metrics
+                .ratelimit_remaining
+                .with_label_values(&[self.name.as_str()])
+                .set(n);
+        }
+    }
+
+    fn token_key(realm: &str, service: Option<&str>, scope: &str) -> String {
+        format!("{realm}\n{}\n{scope}", service.unwrap_or(""))
+    }
+
+    /// The Authorization to send before any challenge, from what we learned earlier.
+    async fn cached_authorization(&self, scope: &str) -> Option<HeaderValue> {
+        let challenge = self
+            .challenge
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        match challenge {
+            Challenge::Basic => self.basic_header(),
+            Challenge::Bearer { realm, service, .. } => {
+                let key = Self::token_key(&realm, service.as_deref(), scope);
+                let tok = self.tokens.get(&key).await?;
+                if tok.usable_until <= Instant::now() {
+                    self.tokens.invalidate(&key).await;
+                    return None;
+                }
+                HeaderValue::from_str(&format!("Bearer {}", tok.value)).ok()
+            }
+        }
+    }
+
+    fn basic_header(&self) -> Option<HeaderValue> {
+        use base64::Engine as _;
+        let (user, pass) = self.credentials.as_ref()?;
+        let raw = format!("{user}:{}", pass.expose());
+        let mut v = HeaderValue::from_str(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ))
+        .ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    /// Answers a challenge: Basic gets the stored credentials (if any); Bearer gets a new token.
+    async fn fresh_authorization(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>, UpstreamError> {
+        match challenge {
+            Challenge::Basic => Ok(self.basic_header()),
+            Challenge::Bearer {
+                realm,
+                service,
+                scopes,
+            } => {
+                let token = self
+                    .fetch_token(realm, service.as_deref(), scopes, scope)
+                    .await?;
+                let (value, lifetime) = token;
+                // Expire a little early so a token never dies in flight.
+                let skew = (lifetime / 10).clamp(5, 30);
+                let key = Self::token_key(realm, service.as_deref(), scope);
+                self.tokens
+                    .insert(
+                        key,
+                        CachedToken {
+                            value: value.clone(),
+                            usable_until: Instant::now() + Duration::from_secs(lifetime - skew),
+                        },
+                    )
+                    .await;
+                Ok(HeaderValue::from_str(&format!("Bearer {value}")).ok())
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        challenge_scopes: &[String],
+        scope: &str,
+    ) -> Result<(String, u64), UpstreamError> {
+        let bad = |reason: String| UpstreamError::BadResponse {
+            upstream: self.name.clone(),
+            reason,
+        };
+        let mut url = Url::parse(realm).map_err(|e| bad(format!("token realm {realm:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!("token realm {realm:?} is not http(s)")));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            let mut all: Vec<&str> = challenge_scopes.iter().map(String::as_str).collect();
+            if !all.contains(&scope) {
+                all.push(scope);
+            }
+            for s in all {
+                q.append_pair("scope", s);
+            }
+        }
+        let mut req = self.client.get(url.clone());
+        let realm_host = url.host_str().unwrap_or("");
+        let own_host = self.base.host_str().unwrap_or("");
+        if auth::credentials_may_go(own_host, realm_host) {
+            if let Some(h) = self.basic_header() {
+                req = req.header(header::AUTHORIZATION, h);
+            }
+        } else if self.credentials.is_some() {
+            tracing::warn!(
+                upstream = %self.name,
+                realm = %realm_host,
+                "token realm is on another site: asking for an anonymous token, credentials withheld"
+            );
+        }
+        let resp = req.send().await.map_err(|e| UpstreamError::Unreachable {
+            upstream: self.name.clone(),
+            reason: format!("token service: {}", error_chain(&e)),
+        })?;
+        let status = resp.status();
+        self.metrics
+            .token_requests
+            .with_label_values(&[self.name.as_str(), status.as_str()])
+            .inc();
+        if !status.is_success() {
+            return Err(match status.as_u16() {
+                401 | 403 => UpstreamError::Denied {
+                    upstream: self.name.clone(),
+                    status: status.as_u16(),
+                },
+                429 => self.status_error(status, "token", resp.headers()),
+                _ => UpstreamError::Status {
+                    upstream: self.name.clone(),
+                    status: status.as_u16(),
+                },
+            });
+        }
+        let body = read_limited(resp, 1 << 20, &self.name).await?;
+        let answer: auth::TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("token answer is not JSON: {e}")))?;
+        answer
+            .into_token()
+            .ok_or_else(|| bad("token answer holds no token".into()))
+    }
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes.
+pub async fn read_limited(
+    mut resp: Response,
+    limit: usize,
+    upstream: &str,
+) -> Result<Vec<u8>, UpstreamError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(UpstreamError::BadResponse {
+            upstream: upstream.to_owned(),
+            reason: format!("answer larger than {limit} bytes"),
+        });
+    }
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(UpstreamError::BadResponse {
+                        upstream: upstream.to_owned(),
+                        reason: format!("answer larger than {limit} bytes"),
+                    });
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                return Err(UpstreamError::Unreachable {
+                    upstream: upstream.to_owned(),
+                    reason: format!("body: {}", error_chain(&e)),
+                });
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's Display hides the interesting part).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
