@@ -1,0 +1,292 @@
+//! Pulling through the mirror from a real registry (Debian's docker-registry) with skopeo, and the
+//! fill's guarantees: one upstream fetch however many clients, never a complete wrong body, and
+//! everything cached still served when the upstream is gone.
+
+mod support;
+
+use std::collections::HashSet;
+use std::fs;
+
+use support::*;
+
+/// skopeo pulls every seeded image through the mirror, by tag, and gets the registry's digests:
+/// Docker schema2, OCI, a multi-arch index (`--all`), 25 layers, a 105 MiB layer, and a name with
+/// three components (through a non-default upstream named by path prefix).
+#[test]
+fn skopeo_pulls_every_image_with_the_right_digests() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(
+        &[
+            Up::default("docker.io", reg.url()),
+            Up::new("quay.io", reg.url()),
+        ],
+        "",
+    );
+    let out = scratch("skopeo-out");
+    for img in &seed.images {
+        let all = !img.children.is_empty();
+        let name = if img.repo == "library/busybox" {
+            "busybox".to_owned()
+        } else {
+            img.repo.clone()
+        };
+        // The three-component name goes through the `quay.io` upstream by path prefix.
+        let reference = if img.repo == "team/project/app" {
+            format!("{}/quay.io/{}:{}", mirror.host(), name, img.tag)
+        } else {
+            format!("{}/{}:{}", mirror.host(), name, img.tag)
+        };
+        let dest = out.path().join(img.repo.replace('/', "_"));
+        let got = skopeo_pull(&reference, &dest, all);
+        assert_eq!(got, img.digest, "{reference}");
+        // Every blob arrived and hashes to its name.
+        for (digest, size) in &img.blobs {
+            let dirs: Vec<_> = if all {
+                img.children.iter().map(|c| dest.join(&c[7..])).collect()
+            } else {
+                vec![dest.clone()]
+            };
+            let found = dirs
+                .iter()
+                .find_map(|d| fs::read(d.join(&digest[7..])).ok());
+            let found = found.or_else(|| fs::read(dest.join(&digest[7..])).ok());
+            let bytes = found.unwrap_or_else(|| panic!("{reference}: blob {digest} missing"));
+            assert_eq!(bytes.len() as u64, *size);
+            assert_eq!(&sha256(&bytes), digest);
+        }
+    }
+    // All of it is now cached: the index, its children, every blob.
+    let cached: HashSet<String> = mirror.cached_files().into_iter().collect();
+    for img in &seed.images {
+        assert!(
+            cached.contains(&img.digest),
+            "{} manifest not cached",
+            img.repo
+        );
+        for c in &img.children {
+            assert!(cached.contains(c), "{} child not cached", img.repo);
+        }
+        for (b, _) in &img.blobs {
+            assert!(cached.contains(b), "{} blob {b} not cached", img.repo);
+        }
+    }
+    assert_eq!(mirror.temp_files(), 0);
+}
+
+/// 16 concurrent cold GETs of one 105 MiB blob: one upstream GET, 16 right answers.
+#[test]
+fn sixteen_concurrent_cold_gets_cause_one_upstream_fetch() {
+    let seed = seed();
+    let img = seed.image("big/blob");
+    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let path = format!("/v2/big/blob/blobs/{digest}");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (path, barrier, port) = (path.clone(), barrier.clone(), mirror.port);
+            std::thread::spawn(move || {
+                barrier.wait();
+                stream_get(port, &path, &[])
+            })
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.declared, Some(size));
+        assert!(r.complete());
+        assert_eq!(r.digest, digest);
+    }
+    assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
+    assert!(mirror.cached_files().contains(&digest));
+}
+
+/// Range on a cold blob is served from the fill (206 with the right tail), not ignored.
+#[test]
+fn range_on_a_cold_blob_gets_the_right_bytes() {
+    let seed = seed();
+    let img = seed.image("big/blob");
+    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let start = 100_000_001u64;
+    let r = raw_request(
+        mirror.port,
+        "GET",
+        &format!("/v2/big/blob/blobs/{digest}"),
+        &[("Range", &format!("bytes={start}-"))],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {start}-{}/{size}", size - 1).as_str())
+    );
+    let full = fs::read(registry_blob_path(&seed.storage, &digest)).unwrap();
+    assert!(r.complete);
+    assert!(r.body == full[start as usize..], "tail bytes differ");
+    // Past the end: 416 with the size.
+    let r = raw_request(
+        mirror.port,
+        "GET",
+        &format!("/v2/big/blob/blobs/{digest}"),
+        &[("Range", &format!("bytes={size}-"))],
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{size}").as_str())
+    );
+}
+
+/// An upstream whose stored blob has one byte flipped: no client ever gets a complete body, and
+/// nothing is cached under the digest. Likewise for a flipped manifest.
+#[test]
+fn a_flipped_byte_upstream_never_yields_a_complete_wrong_body() {
+    let seed = seed();
+    let img = seed.image("oci/app");
+    let storage = storage_copy();
+    let (layer, _) = img.blobs.last().unwrap().clone();
+    let path = registry_blob_path(storage.path(), &layer);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let mpath = registry_blob_path(storage.path(), &img.digest);
+    let mut m = fs::read(&mpath).unwrap();
+    let last = m.len() - 2;
+    m[last] = b' ';
+    fs::write(&mpath, &m).unwrap();
+
+    let reg = Registry::start(storage.path());
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    for _ in 0..2 {
+        let r = stream_get(mirror.port, &format!("/v2/oci/app/blobs/{layer}"), &[]);
+        assert!(
+            !(r.status == 200 && r.complete()),
+            "a complete wrong body was served"
+        );
+        let r = raw_request(
+            mirror.port,
+            "GET",
+            &format!("/v2/oci/app/manifests/{}", img.digest),
+            &[],
+        );
+        assert_ne!(r.status, 200, "a wrong manifest was served");
+        assert!(r.body.starts_with(b"{\"errors\""));
+        let r = raw_request(mirror.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+        assert_ne!(r.status, 200, "a wrong manifest was served by tag");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !mirror.cached_files().contains(&layer),
+        "a corrupt blob was kept"
+    );
+    assert!(
+        !mirror.cached_files().contains(&img.digest),
+        "a corrupt manifest was kept"
+    );
+    assert_eq!(mirror.temp_files(), 0);
+    let metrics = raw_request(mirror.port, "GET", "/metrics", &[]);
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("entrepot_fill_failures_total{reason=\"digest_mismatch\"}"),
+        "{text}"
+    );
+}
+
+/// A blob whose upstream stored copy was truncated, and an upstream connection cut mid-body:
+/// neither yields a complete body, neither leaves anything cached.
+#[test]
+fn a_short_upstream_body_never_yields_a_complete_body() {
+    let seed = seed();
+    // Truncated at the source.
+    let img = seed.image("many/layers");
+    let storage = storage_copy();
+    let (layer, _) = img.blobs[3].clone();
+    let path = registry_blob_path(storage.path(), &layer);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let reg = Registry::start(storage.path());
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let r = stream_get(mirror.port, &format!("/v2/many/layers/blobs/{layer}"), &[]);
+    assert!(!(r.status == 200 && r.complete()));
+
+    // Cut mid-body by the network.
+    let big = seed.image("big/blob");
+    let (digest, size) = big.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let proxy = CuttingProxy::start(reg.port, 8 << 20);
+    let mirror2 = Mirror::start(
+        &[Up::default(
+            "docker.io",
+            format!("http://127.0.0.1:{}", proxy.port),
+        )],
+        "",
+    );
+    let r = stream_get(mirror2.port, &format!("/v2/big/blob/blobs/{digest}"), &[]);
+    assert!(
+        !(r.status == 200 && r.complete()),
+        "a cut body looked complete"
+    );
+    assert!(r.received < size);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!mirror.cached_files().contains(&layer));
+    assert!(!mirror2.cached_files().contains(&digest));
+    assert_eq!(mirror2.temp_files(), 0);
+}
+
+/// Stop the upstream, restart the mirror: every cached image still pulls, by tag too (the tag TTL
+/// has passed, so this is stale-if-error at work).
+#[test]
+fn with_the_upstream_gone_a_restarted_mirror_serves_everything_cached() {
+    let seed = seed();
+    let mut reg = Registry::start(&seed.storage);
+    let mut mirror = Mirror::start(
+        &[
+            Up::default("docker.io", reg.url()),
+            Up::new("quay.io", reg.url()),
+        ],
+        "tag_ttl = \"1s\"",
+    );
+    let refs = [
+        (
+            format!("{}/busybox:latest", mirror.host()),
+            "library/busybox",
+            false,
+        ),
+        (format!("{}/oci/app:v1", mirror.host()), "oci/app", false),
+        (
+            format!("{}/multi/arch:v1", mirror.host()),
+            "multi/arch",
+            true,
+        ),
+        (
+            format!("{}/quay.io/team/project/app:v1", mirror.host()),
+            "team/project/app",
+            false,
+        ),
+    ];
+    let out = scratch("offline");
+    for (i, (r, repo, all)) in refs.iter().enumerate() {
+        let d = skopeo_pull(r, &out.path().join(format!("a{i}")), *all);
+        assert_eq!(d, seed.image(repo).digest);
+    }
+    reg.stop();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    mirror.restart();
+    for (i, (r, repo, all)) in refs.iter().enumerate() {
+        let d = skopeo_pull(r, &out.path().join(format!("b{i}")), *all);
+        assert_eq!(
+            d,
+            seed.image(repo).digest,
+            "{r} after the upstream went away"
+        );
+    }
+    let metrics = String::from_utf8(raw_request(mirror.port, "GET", "/metrics", &[]).body).unwrap();
+    assert!(
+        metrics.contains("entrepot_cache_lookups_total{kind=\"tag\",result=\"stale\"}"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,529 @@
+//! Shared setup for the integration tests: real processes on 127.0.0.1.
+//!
+//! - [`seed`] builds the test images as OCI layouts (in Rust, byte for byte) and pushes them with
+//!   `skopeo copy` into the storage of a real `docker-registry` (CNCF distribution), once per
+//!   `cargo test` run: the first test binary to get there builds it under a file lock, the others
+//!   reuse it.
+//! - [`Registry`] runs `docker-registry` over a storage directory, with its access log captured so
+//!   tests can count upstream requests.
+//! - [`Mirror`] runs the `entrepot` binary with a config a test writes.
+//!
+//! Every process is killed when its handle drops.
+#![allow(dead_code)]
+
+pub mod images;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use images::Seed;
+
+/// A port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not start listening on {port}");
+}
+
+/// Where shared fixtures live: under the cargo target directory, so they survive between test
+/// binaries of one run (and between runs, keyed by the seed's version).
+pub fn fixtures_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-binary>
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let dir = target.join("test-fixtures");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A scratch directory under the fixtures dir (not /tmp, which may be small).
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    let base = fixtures_dir().join("scratch");
+    fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// The seeded upstream storage, built once.
+pub fn seed() -> &'static Seed {
+    static SEED: OnceLock<Seed> = OnceLock::new();
+    SEED.get_or_init(images::build_or_load)
+}
+
+/// A real `docker-registry` process.
+pub struct Registry {
+    pub port: u16,
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Serves `storage` (read by several registries at once safely) over plain HTTP.
+    pub fn start(storage: &Path) -> Registry {
+        Self::start_with(storage, "", None)
+    }
+
+    /// With extra YAML (e.g. an `auth:` section) and optionally a fixed port.
+    pub fn start_with(storage: &Path, extra_yaml: &str, port: Option<u16>) -> Registry {
+        let dir = scratch("registry");
+        let port = port.unwrap_or_else(free_port);
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        // The access log goes to stdout, other logs to stderr: keep both in one file.
+        let log = dir.path().join("registry.log");
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        wait_for_port(port, "docker-registry");
+        Registry {
+            port,
+            child: Some(child),
+            log,
+            storage: storage.to_owned(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many access-log lines contain `needle` (e.g. `"GET /v2/x/blobs/sha256:..."`).
+    pub fn count(&self, needle: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An upstream entry for a mirror config.
+pub struct Up<'a> {
+    pub name: &'a str,
+    pub url: String,
+    pub default: bool,
+    pub extra: String,
+}
+
+impl<'a> Up<'a> {
+    pub fn new(name: &'a str, url: String) -> Up<'a> {
+        Up {
+            name,
+            url,
+            default: false,
+            extra: String::new(),
+        }
+    }
+
+    pub fn default(name: &'a str, url: String) -> Up<'a> {
+        Up {
+            default: true,
+            ..Up::new(name, url)
+        }
+    }
+}
+
+/// The `entrepot` binary under test.
+pub struct Mirror {
+    pub port: u16,
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub cache_dir: PathBuf,
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Mirror {
+    /// Starts a mirror with these upstreams and extra `[cache]` lines (e.g. `tag_ttl = "1s"`).
+    pub fn start(upstreams: &[Up], cache_extra: &str) -> Mirror {
+        let dir = scratch("mirror");
+        let port = free_port();
+        let cache_dir = dir.path().join("cache");
+        let mut cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[cache]\ndir = \"{}\"\n{cache_extra}\n",
+            cache_dir.display()
+        );
+        for u in upstreams {
+            cfg.push_str(&format!(
+                "\n[[upstream]]\nname = \"{}\"\nurl = \"{}\"\ndefault = {}\n{}\n",
+                u.name, u.url, u.default, u.extra
+            ));
+        }
+        let config = dir.path().join("config.toml");
+        fs::write(&config, cfg).unwrap();
+        let log = dir.path().join("mirror.log");
+        let mut m = Mirror {
+            port,
+            child: None,
+            config,
+            cache_dir,
+            log,
+            dir,
+        };
+        m.restart();
+        m
+    }
+
+    /// (Re)starts the process on the same port, config and cache.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "entrepot=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.port, "entrepot");
+    }
+
+    /// Kills the process without warning (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:port`, as image references spell it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The verified files in the cache, by name.
+    pub fn cached_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = self.cache_dir.join("blobs");
+        for alg in fs::read_dir(&root).into_iter().flatten().flatten() {
+            for pre in fs::read_dir(alg.path()).into_iter().flatten().flatten() {
+                for f in fs::read_dir(pre.path()).into_iter().flatten().flatten() {
+                    out.push(format!(
+                        "{}:{}",
+                        alg.file_name().to_string_lossy(),
+                        f.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Files left in the temp area.
+    pub fn temp_files(&self) -> usize {
+        fs::read_dir(self.cache_dir.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.1 response, read off a raw socket so tests can see exactly what a client
+/// would: whether the body was complete, cut short, or the connection aborted.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether the body had as many bytes as `Content-Length` promised.
+    pub complete: bool,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the answer to EOF.
+pub fn raw_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    // An aborted connection shows up as a reset or an early EOF: keep what arrived.
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    parse_raw(&buf, method == "HEAD")
+}
+
+fn parse_raw(buf: &[u8], head: bool) -> RawResponse {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head_text = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head_text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = buf[split + 4..].to_vec();
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let complete = head || declared.is_some_and(|n| n == body.len());
+    RawResponse {
+        status,
+        headers,
+        body,
+        complete,
+    }
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SHA-256 digest of bytes, as `sha256:<hex>`.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `skopeo copy` from the mirror into a `dir:` layout; returns the copied manifest's digest.
+pub fn skopeo_pull(reference: &str, dest: &Path, all: bool) -> String {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--src-tls-verify=false", "--retry-times", "0"]);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.arg(format!("docker://{reference}"))
+        .arg(format!("dir:{}", dest.display()));
+    run(&mut cmd);
+    sha256(&fs::read(dest.join("manifest.json")).unwrap())
+}
+
+/// What a streaming GET saw: status, headers, how many body bytes arrived, and their digest.
+pub struct Streamed {
+    pub status: u16,
+    pub declared: Option<u64>,
+    pub received: u64,
+    pub digest: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Streamed {
+    /// A complete body: exactly as many bytes as `Content-Length` promised.
+    pub fn complete(&self) -> bool {
+        self.declared == Some(self.received)
+    }
+}
+
+/// GETs `path` over a raw socket, hashing the body as it arrives (no buffering of big blobs).
+pub fn stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Streamed {
+    use sha2::Digest as _;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut hasher = sha2::Sha256::new();
+    let mut head: Option<(u16, Vec<(String, String)>)> = None;
+    let mut received = 0u64;
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if head.is_some() {
+            hasher.update(&chunk[..n]);
+            received += n as u64;
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_raw(&buf[..split + 4], true);
+            let body = &buf[split + 4..];
+            hasher.update(body);
+            received += body.len() as u64;
+            head = Some((r.status, r.headers));
+        }
+    }
+    let (status, headers) = head.expect("a response head");
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok());
+    Streamed {
+        status,
+        declared,
+        received,
+        digest: format!("sha256:{}", hex(&hasher.finalize())),
+        headers,
+    }
+}
+
+/// A TCP proxy in front of an upstream that cuts every connection after `limit` bytes have gone
+/// back to the client: a registry whose connection dies mid-body.
+pub struct CuttingProxy {
+    pub port: u16,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream_port: u16, limit: u64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                std::thread::spawn(move || {
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                        return;
+                    };
+                    let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut u2);
+                    });
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while sent < limit {
+                        let n = match up.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n.min((limit - sent) as usize),
+                        };
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port }
+    }
+}
+
+/// Path of a blob's data file inside a distribution registry's filesystem storage.
+pub fn registry_blob_path(storage: &Path, digest: &str) -> PathBuf {
+    let hex = &digest[7..];
+    storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// A private copy of the seeded storage, for tests that damage it.
+pub fn storage_copy() -> tempfile::TempDir {
+    let dir = scratch("storage");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", seed().storage.display()))
+        .arg(dir.path()));
+    dir
+}
