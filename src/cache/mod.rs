@@ -285,7 +285,7 @@ impl Cache {
                 "blob",
             )
             .await?;
-        resp.content_length().ok_or_else(|| {
+        upstream::declared_length(&resp).ok_or_else(|| {
             CacheError::Upstream(UpstreamError::BadResponse {
                 upstream: up.name.clone(),
                 reason: "blob HEAD without Content-Length".into(),
@@ -662,8 +662,10 @@ impl Cache {
                         .and_then(|v| v.to_str().ok())
                         .map(media_type_of)
                         .filter(|t| MANIFEST_TYPES.contains(&t.as_str()));
-                    match (media_type, resp.content_length()) {
+                    match (media_type, upstream::declared_length(&resp)) {
                         (Some(media_type), Some(size)) => {
+                            // The mapping is confirmed; the bytes come with the client's GET.
+                            self.put_tag(up, &key_repo, tag, &d)?;
                             return Ok(Manifest {
                                 digest: d,
                                 media_type,
@@ -681,13 +683,24 @@ impl Cache {
                     .await?
             }
         };
+        self.put_tag(up, &key_repo, tag, &manifest.digest)?;
+        Ok(manifest)
+    }
+
+    fn put_tag(
+        &self,
+        up: &Upstream,
+        key_repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), CacheError> {
         let entry = TagEntry {
-            digest: manifest.digest.clone(),
+            digest: digest.clone(),
             checked_at: now_secs(),
         };
-        self.index
-            .put_tag(&up.name, key_repo.as_str(), tag.as_str(), &entry)?;
-        Ok(manifest)
+        Ok(self
+            .index
+            .put_tag(&up.name, key_repo.as_str(), tag.as_str(), &entry)?)
     }
 
     /// A cached manifest for this upstream, if we hold it.

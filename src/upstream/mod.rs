@@ -441,6 +441,15 @@ impl Upstream {
     }
 }
 
+/// The `Content-Length` header as sent. (reqwest's `content_length()` reports the body's size,
+/// which is 0 for every HEAD answer.)
+pub fn declared_length(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Reads a whole (small) body, refusing more than `limit` bytes.
 pub async fn read_limited(
     mut resp: Response,

@@ -1,0 +1,373 @@
+//! The read side of the protocol, header by header (protocol.md), against a real upstream.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn error_code(r: &RawResponse) -> String {
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "error bodies are JSON"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn base_endpoint_and_push_methods() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let r = raw_request(m.port, "GET", "/v2/", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"{}");
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    for (method, path) in [
+        ("PUT", "/v2/oci/app/manifests/v1"),
+        ("POST", "/v2/oci/app/blobs/uploads/"),
+        ("PATCH", "/v2/oci/app/blobs/uploads/x"),
+        ("DELETE", "/v2/oci/app/manifests/v1"),
+    ] {
+        let r = raw_request(m.port, method, path, &[]);
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert_eq!(error_code(&r), "UNSUPPORTED");
+        assert_eq!(
+            r.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+    }
+    assert_eq!(reg.count("\"PUT "), 0);
+}
+
+/// dockerd and containerd HEAD by tag first: that costs no upstream GET, and answers with the
+/// digest and exact length. The GET by digest that follows is the one upstream GET; later tag
+/// lookups within the TTL cost nothing upstream.
+#[test]
+fn head_by_tag_costs_no_upstream_get() {
+    let seed = seed();
+    let img = seed.image("oci/app");
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1h\"");
+    let r = raw_request(
+        m.port,
+        "HEAD",
+        "/v2/oci/app/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(img.digest.as_str()));
+    let len: usize = r.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(reg.count("\"GET /v2/oci/app/manifests/"), 0);
+
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/oci/app/manifests/{}", img.digest),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), len);
+    assert_eq!(sha256(&r.body), img.digest);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    assert_eq!(
+        r.header("etag"),
+        Some(format!("\"{}\"", img.digest).as_str())
+    );
+    assert_eq!(reg.count("\"GET /v2/oci/app/manifests/"), 1);
+
+    let heads = reg.count("\"HEAD /v2/oci/app/manifests/v1");
+    for _ in 0..3 {
+        let r = raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256(&r.body), img.digest);
+    }
+    let log = std::fs::read_to_string(&reg.log).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("/manifests/") && l.starts_with("127"))
+        .collect();
+    assert_eq!(
+        reg.count("\"HEAD /v2/oci/app/manifests/v1"),
+        heads,
+        "{lines:#?}"
+    );
+    assert_eq!(reg.count("\"GET /v2/oci/app/manifests/"), 1);
+
+    // If-None-Match with the digest: 304.
+    let etag = format!("\"{}\"", img.digest);
+    let r = raw_request(
+        m.port,
+        "GET",
+        "/v2/oci/app/manifests/v1",
+        &[("If-None-Match", &etag)],
+    );
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+}
+
+/// A client that does not accept the stored type gets 404, never a relabelled Content-Type; a
+/// manifest digest asked for as a blob is 404 too.
+#[test]
+fn accept_and_manifest_digests_as_blobs() {
+    let seed = seed();
+    let img = seed.image("multi/arch");
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let docker_only = [(
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )];
+    let r = raw_request(m.port, "GET", "/v2/multi/arch/manifests/v1", &docker_only);
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
+    // Several Accept lines are merged; `*/*` means anything.
+    let r = raw_request(
+        m.port,
+        "GET",
+        "/v2/multi/arch/manifests/v1",
+        &[
+            (
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ),
+            ("Accept", "application/vnd.oci.image.index.v1+json"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.oci.image.index.v1+json")
+    );
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/multi/arch/manifests/{}", img.children[0]),
+        &[("Accept", "*/*")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256(&r.body), img.children[0]);
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/multi/arch/blobs/{}", img.digest),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "BLOB_UNKNOWN");
+}
+
+#[test]
+fn tags_list_catalog_and_referrers() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(
+        &[
+            Up::default("docker.io", reg.url()),
+            Up::new("quay.io", reg.url()),
+        ],
+        "",
+    );
+    let r = raw_request(
+        m.port,
+        "GET",
+        "/v2/quay.io/team/project/app/tags/list?n=1",
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["name"], "quay.io/team/project/app");
+    assert_eq!(v["tags"], serde_json::json!(["v1"]));
+    // Docker Hub's library/ rule for a single-component name on docker.io.
+    let r = raw_request(m.port, "GET", "/v2/busybox/tags/list", &[]);
+    assert_eq!(r.status, 200);
+    assert!(reg.count("GET /v2/library/busybox/tags/list") >= 1);
+
+    let img = seed.image("oci/app");
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    raw_request(
+        m.port,
+        "GET",
+        "/v2/team/project/app/manifests/v1?ns=quay.io",
+        &[],
+    );
+    let r = raw_request(m.port, "GET", "/v2/_catalog", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["oci/app", "quay.io/team/project/app"])
+    );
+    let r = raw_request(m.port, "GET", "/v2/_catalog?n=1", &[]);
+    assert_eq!(
+        r.header("link"),
+        Some("</v2/_catalog?n=1&last=oci/app>; rel=\"next\"")
+    );
+
+    // distribution 2.8 has no referrers API: its 404 stays a 404 so clients fall back.
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/oci/app/referrers/{}", img.digest),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+}
+
+/// Bad names, references and digests are 400s with OCI bodies; an unconfigured `?ns=` is never
+/// dialed.
+#[test]
+fn bad_input_gets_oci_errors() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let zeros = "0".repeat(64);
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("/v2/Upper/manifests/v1".into(), 400, "NAME_INVALID"),
+        ("/v2/a/../b/manifests/v1".into(), 400, "NAME_INVALID"),
+        ("/v2/a%2fb/manifests/v1".into(), 400, "NAME_INVALID"),
+        ("/v2/a/%2e%2e/manifests/v1".into(), 400, "NAME_INVALID"),
+        (
+            format!("/v2/{}/manifests/v1", "a".repeat(300)),
+            400,
+            "NAME_INVALID",
+        ),
+        ("/v2/oci/app/manifests/.bad".into(), 400, "TAG_INVALID"),
+        ("/v2/oci/app/blobs/sha256:abc".into(), 400, "DIGEST_INVALID"),
+        (
+            format!(
+                "/v2/oci/app/blobs/sha256:{}",
+                zeros.to_uppercase().replace('0', "A")
+            ),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/oci/app/blobs/md5:{zeros}"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/oci/app/blobs/sha256:{zeros}"),
+            404,
+            "BLOB_UNKNOWN",
+        ),
+        (
+            "/v2/nothing/here/manifests/v1".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "/v2/oci/app/manifests/v1?ns=evil.example".into(),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        ("/v2/oci/app/nothing".into(), 404, "NOT_FOUND"),
+    ];
+    for (path, status, code) in cases {
+        let r = raw_request(m.port, "GET", &path, &[]);
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(error_code(&r), code, "{path}");
+    }
+    assert!(m.log_text().len() < 1_000_000);
+}
+
+#[test]
+fn config_mistakes_name_the_key_and_secrets_never_print() {
+    let dir = scratch("config");
+    let check = |text: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let up = "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n";
+    for (text, key) in [
+        (
+            format!("{up}[cache]\nmax_size = \"big\"\n"),
+            "cache.max_size",
+        ),
+        (format!("{up}[cache]\ncolour = \"blue\"\n"), "colour"),
+        (
+            "[[upstream]]\nname = \"quay.io\"\nurl = \"quay.io\"\n".to_owned(),
+            "upstream[0].url",
+        ),
+        (
+            format!(
+                "{up}default = true\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\ndefault = true\n"
+            ),
+            "upstream.default",
+        ),
+    ] {
+        let out = check(&text);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{err} should name {key}");
+    }
+    let out = check(&format!(
+        "{up}username = \"robot\"\npassword = \"s3cret-value\"\n"
+    ));
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("robot") && !shown.contains("s3cret-value"),
+        "{shown}"
+    );
+    // `serve` refuses a bad config at start-up, naming the key.
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, format!("{up}[cache]\ntag_ttl = \"later\"\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.tag_ttl"));
+}
+
+/// `/metrics` is valid Prometheus exposition, as Prometheus's own `promtool` reads it.
+#[test]
+fn metrics_pass_promtool() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/nope", &[]);
+    let r = raw_request(m.port, "GET", "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(
+        text.contains(
+            "entrepot_requests_total{method=\"GET\",route=\"manifest\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("entrepot_upstream_requests_total"), "{text}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    // Clean means no format error and no lint complaint either.
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

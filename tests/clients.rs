@@ -1,0 +1,204 @@
+//! The real clients our users point at the mirror: containerd (`ctr` with a `hosts.toml`, whose
+//! requests carry `?ns=<registry>`) and dockerd (`registry-mirrors`). Both run as root with all
+//! their state in temp dirs; with no network here, a pull can only succeed through the mirror.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A containerd daemon with its root, state and socket in a temp dir.
+struct Containerd {
+    child: Child,
+    socket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        // Unix socket paths are short: keep this under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("ctd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display();
+        let socket = format!("{d}/c.sock");
+        fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{socket}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (Debian package containerd) must be installed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Path::new(&socket).exists() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_pulls_a_non_default_registry_through_hosts_toml() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let empty = scratch("empty-storage");
+    let other = Registry::start(empty.path());
+    // The default upstream holds nothing: the pull works only if `?ns=quay.io` picks `quay.io`.
+    let mirror = Mirror::start(
+        &[
+            Up::default("docker.io", other.url()),
+            Up::new("quay.io", reg.url()),
+        ],
+        "",
+    );
+    let ctd = Containerd::start();
+    let hosts = scratch("hosts");
+    fs::create_dir_all(hosts.path().join("quay.io")).unwrap();
+    fs::write(
+        hosts.path().join("quay.io/hosts.toml"),
+        format!(
+            "server = \"https://quay.io\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.url()
+        ),
+    )
+    .unwrap();
+    for repo in ["team/project/app", "multi/arch", "many/layers"] {
+        let img = seed.image(repo);
+        let reference = format!("quay.io/{repo}:{}", img.tag);
+        run(ctd
+            .ctr()
+            .args(["images", "pull", "--hosts-dir"])
+            .arg(hosts.path())
+            .arg(&reference));
+        let list = run(ctd.ctr().args(["images", "ls"]));
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&reference))
+            .unwrap_or_else(|| panic!("{reference} not in {list}"));
+        assert!(line.contains(&img.digest), "{line}");
+    }
+    // Everything came through the mirror's `quay.io` upstream, none through the default.
+    assert!(reg.count("\"GET /v2/team/project/app/blobs/") > 0);
+    assert_eq!(other.count("GET /v2/team"), 0);
+}
+
+#[test]
+fn dockerd_pulls_through_registry_mirrors() {
+    let seed = seed();
+    let img = seed.image("library/busybox");
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let ctd = Containerd::start();
+    let dir = tempfile::Builder::new()
+        .prefix("dkd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path().display();
+    let sock = format!("{d}/docker.sock");
+    let pidfile = format!("{d}/docker.pid");
+    let config = serde_json::json!({
+        "iptables": false,
+        "bridge": "none",
+        "storage-driver": "vfs",
+        "data-root": format!("{d}/root"),
+        "exec-root": format!("{d}/exec"),
+        "pidfile": pidfile,
+        "hosts": [format!("unix://{sock}")],
+        "containerd": ctd.socket,
+        "registry-mirrors": [mirror.url()],
+    });
+    fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
+    let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
+    let mut dockerd = Command::new("dockerd")
+        .arg("--config-file")
+        .arg(dir.path().join("daemon.json"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("dockerd (Debian package docker.io) must be installed");
+    let host = format!("unix://{sock}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Command::new("docker")
+        .args(["-H", &host, "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "dockerd did not start: {}",
+            fs::read_to_string(dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pulled = Command::new("docker")
+        .args(["-H", &host, "pull", "busybox"])
+        .output()
+        .unwrap();
+    let inspect = Command::new("docker")
+        .args([
+            "-H",
+            &host,
+            "image",
+            "inspect",
+            "busybox",
+            "--format",
+            "{{json .RepoDigests}}",
+        ])
+        .output()
+        .unwrap();
+    // Stop dockerd with SIGTERM so it unmounts its root, whatever happened.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(dockerd.id().to_string())
+        .status();
+    let _ = dockerd.wait();
+    assert!(
+        pulled.status.success(),
+        "docker pull failed: {}{}",
+        String::from_utf8_lossy(&pulled.stdout),
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let digests = String::from_utf8_lossy(&inspect.stdout);
+    assert!(digests.contains(&img.digest), "{digests}");
+    // dockerd HEADs the tag, then GETs by digest: the mirror asked the upstream once for the
+    // manifest bytes and cached every blob.
+    let cached = mirror.cached_files();
+    for (b, _) in &img.blobs {
+        assert!(cached.contains(b));
+    }
+    assert!(reg.count("\"GET /v2/library/busybox/blobs/") >= img.blobs.len());
+}
