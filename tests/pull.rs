@@ -290,3 +290,37 @@ fn with_the_upstream_gone_a_restarted_mirror_serves_everything_cached() {
         "{metrics}"
     );
 }
+
+/// A client that leaves mid-blob does not cancel the fill: the blob ends up cached, verified,
+/// from the one upstream GET.
+#[test]
+fn the_fill_finishes_when_every_client_leaves() {
+    use std::io::{Read, Write};
+    let seed = seed();
+    let img = seed.image("big/blob");
+    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", mirror.port)).unwrap();
+        write!(
+            s,
+            "GET /v2/big/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        s.read_exact(&mut buf).unwrap();
+        // Dropped here, long before the end.
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !mirror.cached_files().contains(&digest) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = stream_get(mirror.port, &format!("/v2/big/blob/blobs/{digest}"), &[]);
+    assert!(r.complete() && r.digest == digest && r.declared == Some(size));
+    assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
+}

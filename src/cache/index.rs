@@ -36,8 +36,8 @@ fn ie(e: impl std::fmt::Display) -> IndexError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryMeta {
     pub size: u64,
-    /// Seconds since the Unix epoch.
-    pub last_access: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_access_ms: u64,
     pub kinds: u8,
 }
 
@@ -45,7 +45,7 @@ impl EntryMeta {
     fn encode(&self) -> [u8; 17] {
         let mut b = [0u8; 17];
         b[..8].copy_from_slice(&self.size.to_le_bytes());
-        b[8..16].copy_from_slice(&self.last_access.to_le_bytes());
+        b[8..16].copy_from_slice(&self.last_access_ms.to_le_bytes());
         b[16] = self.kinds;
         b
     }
@@ -53,7 +53,7 @@ impl EntryMeta {
     fn decode(b: &[u8]) -> Option<EntryMeta> {
         (b.len() == 17).then(|| EntryMeta {
             size: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-            last_access: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            last_access_ms: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
             kinds: b[16],
         })
     }
@@ -63,8 +63,8 @@ impl EntryMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagEntry {
     pub digest: Digest,
-    /// Seconds since the Unix epoch when the upstream last confirmed the mapping.
-    pub checked_at: u64,
+    /// Milliseconds since the Unix epoch when the upstream last confirmed the mapping.
+    pub checked_at_ms: u64,
 }
 
 pub struct Index {
@@ -160,7 +160,7 @@ impl Index {
                 .map_err(ie)?;
             tx.open_table(REPOS)
                 .map_err(ie)?
-                .insert(key(&[upstream, repo]).as_str(), meta.last_access)
+                .insert(key(&[upstream, repo]).as_str(), meta.last_access_ms)
                 .map_err(ie)?;
         }
         tx.commit().map_err(ie)
@@ -193,11 +193,14 @@ impl Index {
         if v.len() < 8 {
             return Ok(None);
         }
-        let checked_at = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+        let checked_at_ms = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
         let digest = std::str::from_utf8(&v[8..])
             .ok()
             .and_then(|s| Digest::parse(s).ok());
-        Ok(digest.map(|digest| TagEntry { digest, checked_at }))
+        Ok(digest.map(|digest| TagEntry {
+            digest,
+            checked_at_ms,
+        }))
     }
 
     pub fn put_tag(
@@ -207,7 +210,7 @@ impl Index {
         tag: &str,
         entry: &TagEntry,
     ) -> Result<(), IndexError> {
-        let mut v = entry.checked_at.to_le_bytes().to_vec();
+        let mut v = entry.checked_at_ms.to_le_bytes().to_vec();
         v.extend_from_slice(entry.digest.to_string().as_bytes());
         let tx = self.db.begin_write().map_err(ie)?;
         {
@@ -217,7 +220,7 @@ impl Index {
                 .map_err(ie)?;
             tx.open_table(REPOS)
                 .map_err(ie)?
-                .insert(key(&[upstream, repo]).as_str(), entry.checked_at)
+                .insert(key(&[upstream, repo]).as_str(), entry.checked_at_ms)
                 .map_err(ie)?;
         }
         tx.commit().map_err(ie)
@@ -273,7 +276,7 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         let m = EntryMeta {
             size: 1,
-            last_access: 7,
+            last_access_ms: 7,
             kinds: KIND_MANIFEST,
         };
         idx.put_manifest(
@@ -292,7 +295,7 @@ mod tests {
         assert_eq!(idx.manifest_type("quay.io", &d).unwrap(), None);
         let t = TagEntry {
             digest: d.clone(),
-            checked_at: 9,
+            checked_at_ms: 9,
         };
         idx.put_tag("docker.io", "library/a", "v1", &t).unwrap();
         idx.put_tag("docker.io", "library/ab", "v0", &t).unwrap();

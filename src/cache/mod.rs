@@ -126,10 +126,11 @@ pub struct Cache {
     metrics: Arc<Metrics>,
 }
 
-pub fn now_secs() -> u64 {
+/// Milliseconds since the Unix epoch: LRU order and tag ages need better than seconds.
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -308,7 +309,7 @@ impl Cache {
             }
             match std::fs::File::open(self.store.path(digest)) {
                 Ok(file) => {
-                    meta.last_access = now_secs();
+                    meta.last_access_ms = now_millis();
                     let size = meta.size;
                     s.dirty.insert(digest.clone());
                     self.metrics
@@ -508,18 +509,18 @@ impl Cache {
                 .map_err(|e| io::Error::other(e.to_string()))??;
             let meta = {
                 let mut s = self.lock();
-                let now = now_secs();
+                let now = now_millis();
                 let meta = match s.entries.get(&digest) {
                     Some(m) => EntryMeta {
                         kinds: m.kinds | KIND_BLOB,
-                        last_access: now,
+                        last_access_ms: now,
                         size,
                     },
                     None => {
                         s.committed += size;
                         EntryMeta {
                             size,
-                            last_access: now,
+                            last_access_ms: now,
                             kinds: KIND_BLOB,
                         }
                     }
@@ -536,7 +537,7 @@ impl Cache {
                 .put_entries(&[(digest.clone(), meta)])
                 .and_then(|()| {
                     self.index
-                        .note_repo(&up.name, up.upstream_repo(repo).as_str(), now_secs())
+                        .note_repo(&up.name, up.upstream_repo(repo).as_str(), now_millis())
                 });
             if let Err(e) = recorded {
                 tracing::error!(%digest, error = %e, "could not record a stored blob in the index");
@@ -595,7 +596,7 @@ impl Cache {
         let key_repo = up.upstream_repo(repo);
         let cached = self.index.tag(&up.name, key_repo.as_str(), tag.as_str())?;
         if let Some(t) = &cached
-            && Duration::from_secs(now_secs().saturating_sub(t.checked_at)) < self.tag_ttl
+            && Duration::from_millis(now_millis().saturating_sub(t.checked_at_ms)) < self.tag_ttl
             && let Some(m) = self.load_manifest(up, &t.digest).await?
         {
             self.metrics
@@ -696,7 +697,7 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let entry = TagEntry {
             digest: digest.clone(),
-            checked_at: now_secs(),
+            checked_at_ms: now_millis(),
         };
         Ok(self
             .index
@@ -720,7 +721,7 @@ impl Cache {
         {
             let mut s = self.lock();
             if let Some(m) = s.entries.get_mut(digest) {
-                m.last_access = now_secs();
+                m.last_access_ms = now_millis();
                 s.dirty.insert(digest.clone());
             }
         }
@@ -830,18 +831,18 @@ impl Cache {
         }
         let meta = {
             let mut s = self.lock();
-            let now = now_secs();
+            let now = now_millis();
             let meta = match s.entries.get(digest) {
                 Some(m) => EntryMeta {
                     kinds: m.kinds | KIND_MANIFEST,
-                    last_access: now,
+                    last_access_ms: now,
                     size: m.size,
                 },
                 None => {
                     s.committed += size;
                     EntryMeta {
                         size,
-                        last_access: now,
+                        last_access_ms: now,
                         kinds: KIND_MANIFEST,
                     }
                 }
@@ -912,7 +913,7 @@ impl State {
         let mut by_age: Vec<(u64, Digest)> = self
             .entries
             .iter()
-            .map(|(d, m)| (m.last_access, d.clone()))
+            .map(|(d, m)| (m.last_access_ms, d.clone()))
             .collect();
         by_age.sort();
         let mut victims = Vec::new();
@@ -1013,7 +1014,7 @@ mod tests {
                 d,
                 EntryMeta {
                     size,
-                    last_access: i as u64,
+                    last_access_ms: i as u64,
                     kinds: KIND_BLOB,
                 },
             );
@@ -1023,7 +1024,7 @@ mod tests {
         s.entries
             .get_mut(&Digest::sha256_of(&[1]))
             .unwrap()
-            .last_access = 10;
+            .last_access_ms = 10;
         let victims = s.evict_to(150, 0);
         let gone: Vec<Digest> = victims.into_iter().map(|(d, _)| d).collect();
         assert_eq!(gone, vec![Digest::sha256_of(&[2]), Digest::sha256_of(&[3])]);
