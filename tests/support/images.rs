@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Registry, fixtures_dir, run, sha256};
 
 /// Bump when the images change, so stale fixtures are not reused.
-const SEED_VERSION: &str = "seed-v2";
+const SEED_VERSION: &str = "seed-v3";
 
 /// One pushed image as the registry holds it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -106,6 +106,13 @@ pub fn build_or_load() -> Seed {
     let l = layouts.join("big");
     let m = oci_image(&l, &[big_layer(&mut rng, 105 << 20)], "amd64");
     images.push(push(&l, &m, &host, "big/blob", "v1", &[]));
+    // Three large single-layer images for the LRU test: 128, 64 and 64 MiB.
+    for (repo, mib) in [("lru/a", 128usize), ("lru/b", 64), ("lru/c", 64)] {
+        let l = layouts.join(repo.replace('/', "_"));
+        let m = oci_image(&l, &[big_layer(&mut rng, mib << 20)], "amd64");
+        images.push(push(&l, &m, &host, repo, "v1", &[]));
+        let _ = fs::remove_dir_all(&l);
+    }
     drop(registry);
     let _ = fs::remove_dir_all(&layouts);
 

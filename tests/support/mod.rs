@@ -419,15 +419,20 @@ impl Streamed {
 
 /// GETs `path` over a raw socket, hashing the body as it arrives (no buffering of big blobs).
 pub fn stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Streamed {
+    try_stream_get(port, path, headers).expect("a response")
+}
+
+/// Like [`stream_get`], but `None` when no response head arrived (refused, reset).
+pub fn try_stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Streamed> {
     use sha2::Digest as _;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).ok()?;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 256 * 1024];
     let mut hasher = sha2::Sha256::new();
@@ -452,18 +457,18 @@ pub fn stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Streamed {
             head = Some((r.status, r.headers));
         }
     }
-    let (status, headers) = head.expect("a response head");
+    let (status, headers) = head?;
     let declared = headers
         .iter()
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse().ok());
-    Streamed {
+    Some(Streamed {
         status,
         declared,
         received,
         digest: format!("sha256:{}", hex(&hasher.finalize())),
         headers,
-    }
+    })
 }
 
 /// A TCP proxy in front of an upstream that cuts every connection after `limit` bytes have gone
@@ -505,6 +510,59 @@ impl CuttingProxy {
             }
         });
         CuttingProxy { port }
+    }
+}
+
+/// A TCP proxy that passes an upstream's answers back at a limited rate (bytes per second,
+/// changeable while it runs; 0 means unlimited): a slow registry.
+pub struct SlowProxy {
+    pub port: u16,
+    pub rate: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    pub fn start(upstream_port: u16, bytes_per_sec: u64) -> SlowProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rate = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(bytes_per_sec));
+        let r = rate.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let rate = r.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                        return;
+                    };
+                    let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut u2);
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match up.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        let bps = rate.load(Ordering::Relaxed);
+                        if bps > 0 {
+                            std::thread::sleep(Duration::from_secs_f64(n as f64 / bps as f64));
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy { port, rate }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 

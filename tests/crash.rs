@@ -1,0 +1,217 @@
+//! Issue 3's crash safety: `kill -9` at any moment, then restart, leaves no partial or unverified
+//! file, an index that agrees with the files, and every verified blob served; a full disk fails a
+//! fill cleanly.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+/// What a client should get for each path: digest and whether it is a manifest.
+fn catalogue(seed: &Seed, repos: &[&str]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for repo in repos {
+        let img = seed.image(repo);
+        out.insert(
+            format!("/v2/{repo}/manifests/{}", img.digest),
+            img.digest.clone(),
+        );
+        for c in &img.children {
+            out.insert(format!("/v2/{repo}/manifests/{c}"), c.clone());
+        }
+        for (b, _) in &img.blobs {
+            out.insert(format!("/v2/{repo}/blobs/{b}"), b.clone());
+        }
+    }
+    out
+}
+
+/// After a crash and restart with the upstream gone: no temp files, and every file in the cache
+/// is known to the index and served whole with the right digest.
+fn assert_consistent_and_served(m: &Mirror, paths: &HashMap<String, String>) {
+    assert_eq!(m.temp_files(), 0, "temp files survived a restart");
+    let cached = m.cached_files();
+    for digest in &cached {
+        let path = paths
+            .iter()
+            .find(|(_, d)| *d == digest)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| panic!("cache holds {digest}, which no test image has"));
+        let r = stream_get(m.port, &path, &[("Accept", "*/*")]);
+        assert_eq!(r.status, 200, "{path} is cached but not served");
+        assert!(r.complete(), "{path}");
+        assert_eq!(&r.digest, digest, "{path} served wrong bytes");
+    }
+}
+
+#[test]
+fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let proxy = SlowProxy::start(reg.port, 4 << 20);
+    let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
+    let (digest, size) = seed
+        .image("lru/c")
+        .blobs
+        .iter()
+        .max_by_key(|(_, s)| *s)
+        .unwrap()
+        .clone();
+    let path = format!("/v2/lru/c/blobs/{digest}");
+    let port = m.port;
+    let p2 = path.clone();
+    let client = std::thread::spawn(move || try_stream_get(port, &p2, &[]));
+    std::thread::sleep(Duration::from_millis(1500));
+    m.kill9();
+    let seen = client.join().unwrap();
+    if let Some(r) = seen {
+        assert!(
+            !(r.status == 200 && r.complete()),
+            "a fill killed midway gave a complete body"
+        );
+    }
+    m.restart();
+    assert_eq!(m.temp_files(), 0);
+    assert!(!m.cached_files().contains(&digest));
+    // The blob fills again, whole, once the upstream is fast.
+    proxy.rate.store(0, Ordering::Relaxed);
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == digest && r.declared == Some(size));
+    assert!(m.cached_files().contains(&digest));
+}
+
+#[test]
+fn kill_9_five_times_under_load_never_serves_wrong_bytes() {
+    let seed = seed();
+    let mut reg = Registry::start(&seed.storage);
+    // A moderately slow upstream, so kills land mid-fill as well as mid-serve.
+    let proxy = SlowProxy::start(reg.port, 40 << 20);
+    let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
+    let paths = catalogue(
+        seed,
+        &[
+            "oci/app",
+            "many/layers",
+            "multi/arch",
+            "library/busybox",
+            "big/blob",
+            "lru/b",
+        ],
+    );
+    let list: Vec<(String, String)> = paths.iter().map(|(p, d)| (p.clone(), d.clone())).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = m.port;
+    let complete_ok = Arc::new(Mutex::new(0usize));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (list, stop, ok) = (list.clone(), stop.clone(), complete_ok.clone());
+            std::thread::spawn(move || {
+                let mut i = t * 7;
+                while !stop.load(Ordering::Relaxed) {
+                    let (path, digest) = &list[i % list.len()];
+                    i += 1;
+                    if let Some(r) = try_stream_get(port, path, &[("Accept", "*/*")]) {
+                        if r.status == 200 && r.complete() {
+                            assert_eq!(
+                                &r.digest, digest,
+                                "{path}: a complete response with wrong bytes"
+                            );
+                            *ok.lock().unwrap() += 1;
+                        }
+                    } else {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..5u64 {
+        std::thread::sleep(Duration::from_millis(700 + 211 * round));
+        m.kill9();
+        m.restart();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("a client saw wrong bytes");
+    }
+    assert!(
+        *complete_ok.lock().unwrap() > 0,
+        "no request completed at all"
+    );
+    // Last crash, then the upstream goes away: everything cached is served, nothing partial.
+    m.kill9();
+    reg.stop();
+    m.restart();
+    assert_consistent_and_served(&m, &paths);
+}
+
+/// ENOSPC on a small tmpfs: the fill fails cleanly, the client's body is not complete, the cache
+/// stays consistent, and the mirror keeps serving and caching what fits.
+#[test]
+fn a_full_disk_fails_the_fill_cleanly() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mount = scratch("tmpfs");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_owned());
+    let cache = mount.path().join("cache");
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    m.kill9();
+    let cfg = std::fs::read_to_string(&m.config).unwrap();
+    let cfg = cfg.replace(
+        &format!("dir = \"{}\"", m.cache_dir.display()),
+        &format!("dir = \"{}\"", cache.display()),
+    );
+    std::fs::write(&m.config, cfg).unwrap();
+    m.cache_dir = cache;
+    m.restart();
+
+    let small = seed.image("oci/app");
+    let (small_layer, _) = small.blobs.last().unwrap().clone();
+    let r = stream_get(m.port, &format!("/v2/oci/app/blobs/{small_layer}"), &[]);
+    assert!(r.complete() && r.digest == small_layer);
+
+    let (big, _) = seed
+        .image("lru/b")
+        .blobs
+        .iter()
+        .max_by_key(|(_, s)| *s)
+        .unwrap()
+        .clone();
+    let r = stream_get(m.port, &format!("/v2/lru/b/blobs/{big}"), &[]);
+    assert!(
+        !(r.status == 200 && r.complete()),
+        "a fill that hit ENOSPC looked complete"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.temp_files(), 0, "the failed fill left its temp file");
+    assert!(!m.cached_files().contains(&big));
+
+    // Still serving what it has, and caching what fits.
+    let r = stream_get(m.port, &format!("/v2/oci/app/blobs/{small_layer}"), &[]);
+    assert!(r.complete() && r.digest == small_layer);
+    let r = raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    assert_eq!(r.status, 200);
+    assert!(m.cached_files().contains(&small.digest));
+    m.restart();
+    assert_consistent_and_served(&m, &catalogue(seed, &["oci/app"]));
+}
