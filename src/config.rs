@@ -75,6 +75,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Longest silence tolerated while reading an upstream answer (not a total deadline).
     pub read_timeout: Duration,
+    /// Requests in flight to this upstream at once (a streaming blob counts until it ends).
+    pub max_concurrent_requests: usize,
 }
 
 /// A secret value that never prints.
@@ -137,6 +139,7 @@ struct RawUpstream {
     ca_cert: Option<PathBuf>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
+    max_concurrent_requests: Option<usize>,
 }
 
 impl Config {
@@ -279,7 +282,15 @@ impl Config {
             )?;
             let read_timeout =
                 opt_duration(u.read_timeout.as_deref(), "60s", &key("read_timeout"), &bad)?;
+            let max_concurrent_requests = u.max_concurrent_requests.unwrap_or(64);
+            if max_concurrent_requests == 0 {
+                return Err(bad(
+                    &key("max_concurrent_requests"),
+                    "must be at least 1".into(),
+                ));
+            }
             upstreams.push(UpstreamConfig {
+                max_concurrent_requests,
                 library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
                 name: u.name,
                 url,
@@ -335,13 +346,14 @@ impl Config {
         );
         for u in &self.upstreams {
             s.push_str(&format!(
-                "\n[[upstream]]\nname = {:?}\nurl = \"{}\"\ndefault = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\n",
+                "\n[[upstream]]\nname = {:?}\nurl = \"{}\"\ndefault = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\nmax_concurrent_requests = {}\n",
                 u.name,
                 u.url,
                 u.default,
                 u.library_prefix,
                 humantime::format_duration(u.connect_timeout),
                 humantime::format_duration(u.read_timeout),
+                u.max_concurrent_requests,
             ));
             if let Some(user) = &u.username {
                 s.push_str(&format!("username = {user:?}\npassword = \"<redacted>\"\n"));

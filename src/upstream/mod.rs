@@ -10,11 +10,13 @@
 
 pub mod auth;
 
-use std::sync::{Arc, RwLock};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use reqwest::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::config::{Secret, UpstreamConfig};
@@ -63,6 +65,32 @@ impl UpstreamError {
 /// registry really stores whatever the client accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json";
 
+/// An upstream answer, holding one of the upstream's concurrency slots until it is dropped, so
+/// a slow body counts against the bound as long as it streams.
+pub struct UpstreamResponse {
+    resp: Response,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Deref for UpstreamResponse {
+    type Target = Response;
+    fn deref(&self) -> &Response {
+        &self.resp
+    }
+}
+
+impl DerefMut for UpstreamResponse {
+    fn deref_mut(&mut self) -> &mut Response {
+        &mut self.resp
+    }
+}
+
+/// How long a request may wait for one of the upstream's slots before giving up.
+const SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// Retries for an idempotent request that found no connection or got a 5xx.
+const RETRIES: u32 = 2;
+
 /// A cached bearer token and when it stops being usable.
 #[derive(Clone)]
 struct CachedToken {
@@ -82,6 +110,11 @@ pub struct Upstream {
     challenge: RwLock<Option<Challenge>>,
     /// Tokens by (realm, service, scope).
     tokens: moka::future::Cache<String, CachedToken>,
+    /// Requests in flight to this registry at once: one slow registry cannot take every
+    /// connection the mirror has.
+    slots: Arc<Semaphore>,
+    /// After a 429 with `Retry-After`: no request goes out before this instant.
+    cool_down_until: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -122,6 +155,8 @@ impl Upstream {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+            cool_down_until: Mutex::new(None),
             metrics,
         })
     }
@@ -153,7 +188,15 @@ impl Upstream {
         query: Option<&str>,
         headers: HeaderMap,
         what: &'static str,
-    ) -> Result<Response, UpstreamError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.check_cool_down()?;
+        let slot = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::Unreachable {
+                upstream: self.name.clone(),
+                reason: format!("no free slot for {SLOT_WAIT:?}: the registry is slow"),
+            })?
+            .expect("the semaphore is never closed");
         let repo = self.upstream_repo(repo);
         let mut url = self.url(&repo, suffix);
         url.set_query(query);
@@ -194,9 +237,17 @@ impl Upstream {
                 continue;
             }
             if status.is_success() || status == StatusCode::NOT_MODIFIED {
-                return Ok(resp);
+                return Ok(UpstreamResponse { resp, _slot: slot });
             }
-            return Err(self.status_error(status, what, resp.headers()));
+            let err = self.status_error(status, what, resp.headers());
+            if let UpstreamError::TooManyRequests {
+                retry_after: Some(secs),
+                ..
+            } = &err
+            {
+                self.start_cool_down(*secs);
+            }
+            return Err(err);
         }
     }
 
@@ -227,12 +278,20 @@ impl Upstream {
             if let Some(a) = &auth {
                 req = req.header(header::AUTHORIZATION, a.clone());
             }
+            attempt += 1;
+            let may_retry = attempt <= RETRIES;
             match req.send().await {
                 Ok(resp) => {
                     self.metrics
                         .upstream_requests
                         .with_label_values(&[self.name.as_str(), kind, resp.status().as_str()])
                         .inc();
+                    // GET and HEAD are idempotent: a registry's passing 5xx is worth another try.
+                    if resp.status().is_server_error() && may_retry {
+                        tracing::debug!(upstream = %self.name, status = %resp.status(), attempt, "retrying");
+                        backoff(attempt).await;
+                        continue;
+                    }
                     return Ok(resp);
                 }
                 Err(e) => {
@@ -240,9 +299,14 @@ impl Upstream {
                         .upstream_requests
                         .with_label_values(&[self.name.as_str(), kind, "error"])
                         .inc();
-                    attempt += 1;
-                    if e.is_connect() && attempt <= 2 {
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    if e.is_redirect() {
+                        return Err(UpstreamError::BadResponse {
+                            upstream: self.name.clone(),
+                            reason: format!("redirects: {}", error_chain(&e)),
+                        });
+                    }
+                    if e.is_connect() && may_retry {
+                        backoff(attempt).await;
                         continue;
                     }
                     return Err(UpstreamError::Unreachable {
@@ -252,6 +316,31 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Fails fast while the registry has asked us (429 + `Retry-After`) to wait.
+    fn check_cool_down(&self) -> Result<(), UpstreamError> {
+        let until = *self
+            .cool_down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) if t > Instant::now() => Err(UpstreamError::TooManyRequests {
+                upstream: self.name.clone(),
+                retry_after: Some((t - Instant::now()).as_secs().max(1)),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn start_cool_down(&self, secs: u64) {
+        // A registry asking for more than an hour is capped: we will ask again then.
+        let until = Instant::now() + Duration::from_secs(secs.min(3600));
+        tracing::warn!(upstream = %self.name, secs, "rate-limited: not contacting this registry until Retry-After passes");
+        *self
+            .cool_down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 
     fn status_error(
@@ -432,7 +521,8 @@ impl Upstream {
                 },
             });
         }
-        let body = read_limited(resp, 1 << 20, &self.name).await?;
+        let mut resp = resp;
+        let body = read_body(&mut resp, 1 << 20, &self.name).await?;
         let answer: auth::TokenAnswer = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("token answer is not JSON: {e}")))?;
         answer
@@ -443,16 +533,30 @@ impl Upstream {
 
 /// The `Content-Length` header as sent. (reqwest's `content_length()` reports the body's size,
 /// which is 0 for every HEAD answer.)
-pub fn declared_length(resp: &Response) -> Option<u64> {
+pub fn declared_length(resp: &UpstreamResponse) -> Option<u64> {
     resp.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Exponential backoff with a little jitter: 100ms, 200ms, ...
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(std::process::id() % 50);
+    tokio::time::sleep(Duration::from_millis(50 * (1 << attempt.min(6)) + jitter)).await;
+}
+
 /// Reads a whole (small) body, refusing more than `limit` bytes.
 pub async fn read_limited(
-    mut resp: Response,
+    mut resp: UpstreamResponse,
+    limit: usize,
+    upstream: &str,
+) -> Result<Vec<u8>, UpstreamError> {
+    read_body(&mut resp, limit, upstream).await
+}
+
+async fn read_body(
+    resp: &mut Response,
     limit: usize,
     upstream: &str,
 ) -> Result<Vec<u8>, UpstreamError> {

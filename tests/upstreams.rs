@@ -1,0 +1,199 @@
+//! Issue 3's misbehaving upstreams. A real registry cannot be made to send an HTML page for a
+//! manifest, lie about lengths, loop redirects, or answer 503/429 on cue, so these tests use a
+//! scripted upstream (`FakeUpstream`) that does exactly that, on 127.0.0.1.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::*;
+
+const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn metrics(m: &Mirror) -> String {
+    String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap()
+}
+
+#[test]
+fn html_pages_lying_lengths_and_redirect_loops_are_clean_errors() {
+    let blob = b"0123456789".repeat(100);
+    let digest = sha256(&blob);
+    let manifest =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{}},"layers":[]}}"#);
+    let mdigest = sha256(manifest.as_bytes());
+    let (b2, m2) = (blob.clone(), manifest.clone());
+    let up = FakeUpstream::start(move |r| {
+        let p = r.path.as_str();
+        if p.starts_with("/v2/html/") {
+            FakeAnswer::new(200, "<html><body>Sign in</body></html>")
+                .header("Content-Type", "text/html")
+        } else if p.starts_with("/v2/short/") && p.contains("/blobs/") {
+            FakeAnswer {
+                declared_len: Some(b2.len()),
+                ..FakeAnswer::new(200, &b2[..10])
+            }
+        } else if p.starts_with("/v2/short/") {
+            FakeAnswer {
+                declared_len: Some(m2.len()),
+                ..FakeAnswer::new(200, &m2.as_bytes()[..20])
+            }
+            .header("Content-Type", OCI)
+        } else if p.starts_with("/v2/loop/") {
+            FakeAnswer::new(307, "").header("Location", p)
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+
+    let r = raw_request(m.port, "GET", "/v2/html/app/manifests/v1", &[]);
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("<html"));
+
+    let r = stream_get(m.port, &format!("/v2/short/app/blobs/{digest}"), &[]);
+    assert!(
+        !(r.status == 200 && r.complete()),
+        "a short body looked complete"
+    );
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/short/app/manifests/{mdigest}"),
+        &[],
+    );
+    assert!(
+        r.status > 500,
+        "a short manifest must be a clean 5xx, not {}",
+        r.status
+    );
+
+    let r = raw_request(m.port, "GET", &format!("/v2/loop/app/blobs/{digest}"), &[]);
+    assert_eq!(r.status, 502);
+    assert!(
+        up.seen("GET", "/v2/loop/") <= 6 * 3,
+        "the redirect loop was followed too far"
+    );
+
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(m.cached_files().is_empty(), "{:?}", m.cached_files());
+    assert_eq!(m.temp_files(), 0);
+    let text = metrics(&m);
+    assert!(
+        text.contains("entrepot_fill_failures_total{reason=\"bad_response\"}"),
+        "{text}"
+    );
+}
+
+/// Passing 5xx answers are retried (GET and HEAD are idempotent); the client never sees them.
+#[test]
+fn passing_server_errors_are_retried() {
+    let blob = b"retry me".repeat(1000);
+    let digest = sha256(&blob);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let up = FakeUpstream::start(move |r| {
+        if r.path.contains("/blobs/") && c.fetch_add(1, Ordering::SeqCst) < 2 {
+            FakeAnswer::new(503, "busy")
+        } else if r.path.contains("/blobs/") {
+            FakeAnswer::new(200, blob.clone())
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+    let r = stream_get(m.port, &format!("/v2/app/x/blobs/{digest}"), &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.complete() && r.digest == digest);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A 429 with `Retry-After`: the cached tag is served, the registry is left alone until the time
+/// is up, and what is not cached gets 429 TOOMANYREQUESTS with `Retry-After`.
+#[test]
+fn rate_limits_serve_the_cache_and_honour_retry_after() {
+    let manifest =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{}},"layers":[]}}"#);
+    let mdigest = sha256(manifest.as_bytes());
+    let limited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = limited.clone();
+    let md = mdigest.clone();
+    let up = FakeUpstream::start(move |r| {
+        if l.load(Ordering::SeqCst) {
+            return FakeAnswer::new(429, r#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#)
+                .header("Retry-After", "30")
+                .header("ratelimit-remaining", "0;w=21600");
+        }
+        if r.path.contains("/manifests/") {
+            FakeAnswer::new(200, manifest.clone())
+                .header("Content-Type", OCI)
+                .header("Docker-Content-Digest", &md)
+                .header("ratelimit-remaining", "76;w=21600")
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::start(&[Up::default("docker.io", up.url())], "tag_ttl = \"1s\"");
+    let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        metrics(&m).contains("entrepot_upstream_ratelimit_remaining{upstream=\"docker.io\"} 76")
+    );
+    limited.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = up.requests.lock().unwrap().len();
+    for _ in 0..3 {
+        let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
+        assert_eq!(
+            r.status, 200,
+            "the cached tag was not served under a rate limit"
+        );
+        assert_eq!(sha256(&r.body), mdigest);
+    }
+    let r = raw_request(m.port, "GET", "/v2/app/other/manifests/v1", &[]);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    assert!(String::from_utf8_lossy(&r.body).contains("TOOMANYREQUESTS"));
+    // One request met the 429; after that, nothing until Retry-After has passed.
+    assert_eq!(up.requests.lock().unwrap().len(), before + 1);
+    assert!(
+        metrics(&m).contains("entrepot_upstream_ratelimit_remaining{upstream=\"docker.io\"} 0")
+    );
+}
+
+/// One slow registry gets at most `max_concurrent_requests` requests at once, however many
+/// clients ask.
+#[test]
+fn concurrency_per_upstream_is_bounded() {
+    let up = FakeUpstream::start(move |r| {
+        let mut a = if r.path.contains("/blobs/") {
+            FakeAnswer::new(200, "slow")
+        } else {
+            FakeAnswer::new(404, "{}")
+        };
+        a.delay = Duration::from_millis(400);
+        a
+    });
+    let mut up_cfg = Up::default("docker.io", up.url());
+    up_cfg.extra = "max_concurrent_requests = 2".into();
+    let m = Mirror::start(&[up_cfg], "");
+    let port = m.port;
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let digest = sha256(format!("blob {i}").as_bytes());
+                try_stream_get(port, &format!("/v2/app/x/blobs/{digest}"), &[])
+            })
+        })
+        .collect();
+    for h in handles {
+        // The fake's bodies never match their digests: every answer is cut off.
+        if let Some(r) = h.join().unwrap() {
+            assert!(!r.complete());
+        }
+    }
+    assert_eq!(up.seen("GET", "/blobs/"), 6);
+    assert_eq!(up.max_in_flight.load(Ordering::SeqCst), 2);
+}
