@@ -368,4 +368,55 @@ mod tests {
         assert!(Reference::parse("sha256:zz").is_err());
         assert!(Reference::parse("..").is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the text, a digest either fails to parse or prints back exactly.
+            #[test]
+            fn digest_parse_round_trips(s in "\\PC{0,140}") {
+                if let Ok(d) = Digest::parse(&s) {
+                    prop_assert_eq!(d.to_string(), s);
+                }
+            }
+
+            #[test]
+            fn valid_digests_parse(hex in "[0-9a-f]{64}", hex512 in "[0-9a-f]{128}") {
+                let (d256, d512) = (format!("sha256:{hex}"), format!("sha512:{hex512}"));
+                prop_assert!(Digest::parse(&d256).is_ok());
+                prop_assert!(Digest::parse(&d512).is_ok());
+                if hex.chars().any(|c| c.is_ascii_alphabetic()) {
+                    let upper = format!("sha256:{}", hex.to_uppercase());
+                    prop_assert!(Digest::parse(&upper).is_err());
+                }
+            }
+
+            /// An accepted name can never climb out of a directory or hide an encoding.
+            #[test]
+            fn accepted_names_are_safe(s in "[a-z0-9./_%-]{0,80}") {
+                if let Some(n) = RepoName::parse(&s) {
+                    prop_assert_eq!(n.as_str(), s.as_str());
+                    prop_assert!(!s.contains("..") && !s.contains("//") && !s.contains('%'));
+                    prop_assert!(!s.starts_with('/') && !s.ends_with('/'));
+                    prop_assert!(s.split('/').all(|c| c != "." && c != ".."));
+                }
+            }
+
+            #[test]
+            fn generated_names_parse(parts in prop::collection::vec("[a-z0-9]{1,8}([._-][a-z0-9]{1,8})?", 1..5)) {
+                let name = parts.join("/");
+                prop_assert!(RepoName::parse(&name).is_some(), "{}", name);
+            }
+
+            #[test]
+            fn references_never_panic(s in "\\PC{0,200}") {
+                let _ = Reference::parse(&s);
+                if let Some(t) = Tag::parse(&s) {
+                    prop_assert!(t.as_str().len() <= 128);
+                }
+            }
+        }
+    }
 }

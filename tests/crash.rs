@@ -88,9 +88,13 @@ fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
 fn kill_9_five_times_under_load_never_serves_wrong_bytes() {
     let seed = seed();
     let mut reg = Registry::start(&seed.storage);
-    // A moderately slow upstream, so kills land mid-fill as well as mid-serve.
+    // A moderately slow upstream, so kills land mid-fill as well as mid-serve; and a cache too
+    // small for everything, so they land mid-eviction too.
     let proxy = SlowProxy::start(reg.port, 40 << 20);
-    let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
+    let mut m = Mirror::start(
+        &[Up::default("docker.io", proxy.url())],
+        "max_size = \"150MiB\"",
+    );
     let paths = catalogue(
         seed,
         &[

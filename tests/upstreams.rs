@@ -197,3 +197,39 @@ fn concurrency_per_upstream_is_bounded() {
     assert_eq!(up.seen("GET", "/blobs/"), 6);
     assert_eq!(up.max_in_flight.load(Ordering::SeqCst), 2);
 }
+
+/// An upstream that accepts and then says nothing: the idle-read timeout ends the wait with a
+/// clean 503, and a cached tag is served instead.
+#[test]
+fn a_stalled_upstream_times_out_cleanly() {
+    let manifest =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{}},"layers":[]}}"#);
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stall.clone();
+    let up = FakeUpstream::start(move |_| {
+        let mut a = FakeAnswer::new(200, manifest.clone()).header("Content-Type", OCI);
+        if s2.load(Ordering::SeqCst) {
+            a.delay = Duration::from_secs(20);
+        }
+        a
+    });
+    let mut cfg = Up::default("docker.io", up.url());
+    cfg.extra = "read_timeout = \"500ms\"".into();
+    let m = Mirror::start(&[cfg], "tag_ttl = \"1s\"");
+    assert_eq!(
+        raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]).status,
+        200
+    );
+    stall.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1100));
+    let start = std::time::Instant::now();
+    let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
+    assert_eq!(r.status, 200, "the cached tag was not served");
+    let r = raw_request(m.port, "GET", "/v2/app/y/manifests/v1", &[]);
+    assert_eq!(r.status, 503);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+}

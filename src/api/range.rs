@@ -122,4 +122,30 @@ mod tests {
         assert_eq!(parse("bytes=-1000").unwrap().resolve(100), Some((0, 100)));
         assert_eq!(parse("bytes=0-").unwrap().resolve(0), None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header either is refused or resolves inside the blob.
+            #[test]
+            fn ranges_stay_inside_the_blob(s in "\\PC{0,40}", size in 0u64..u64::MAX / 2) {
+                if let Ok(r) = parse(&s)
+                    && let Some((a, b)) = r.resolve(size)
+                {
+                    prop_assert!(a < b && b <= size);
+                }
+            }
+
+            #[test]
+            fn numeric_ranges(a in 0u64..1_000_000, len in 0u64..1_000_000, size in 1u64..2_000_000) {
+                let r = parse(&format!("bytes={a}-{}", a + len)).unwrap();
+                match r.resolve(size) {
+                    Some((s, e)) => prop_assert!(s == a && e == (a + len + 1).min(size)),
+                    None => prop_assert!(a >= size),
+                }
+            }
+        }
+    }
 }

@@ -252,4 +252,26 @@ mod tests {
         let a: TokenAnswer = serde_json::from_str(r#"{}"#).unwrap();
         assert_eq!(a.into_token(), None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header value parses to something, quickly, without panicking.
+            #[test]
+            fn challenges_never_panic(s in "\\PC{0,300}") {
+                let _ = parse_challenges(&s);
+            }
+
+            /// A challenge we build is read back whole, whatever the quoting needs.
+            #[test]
+            fn built_challenges_read_back(realm in "https://[a-z]{1,10}/[a-z\"\\\\]{0,10}", service in "[a-z.]{1,20}", scope in "[a-z:/]{1,30}") {
+                let q = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+                let h = format!("Bearer realm=\"{}\",service=\"{}\",scope=\"{}\"", q(&realm), q(&service), q(&scope));
+                let c = parse_challenges(&h);
+                prop_assert_eq!(c, vec![Challenge::Bearer { realm, service: Some(service), scopes: vec![scope] }]);
+            }
+        }
+    }
 }

@@ -221,7 +221,11 @@ impl Mirror {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // Its own empty working directory, so tests can see it writes nothing outside cache.dir.
+        let cwd = self.dir.path().join("cwd");
+        fs::create_dir_all(&cwd).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .current_dir(&cwd)
             .arg("serve")
             .arg("--config")
             .arg(&self.config)

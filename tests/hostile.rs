@@ -1,0 +1,248 @@
+//! Issue 3's hostile input: anything outside the grammar is a 4xx with an OCI error body, never a
+//! 5xx, a panic, a hang or a file outside the cache; and connection hygiene (header size, header
+//! read timeout, connection cap) keeps slow or greedy clients from starving the others.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A small deterministic generator for paths.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+
+    fn path(&mut self) -> String {
+        const PARTS: &[&str] = &[
+            "v2",
+            "oci",
+            "app",
+            "blobs",
+            "manifests",
+            "tags",
+            "list",
+            "referrers",
+            "_catalog",
+            "..",
+            ".",
+            "%2e%2e",
+            "%2F",
+            "%00",
+            "%",
+            "%zz",
+            "library",
+            "busybox",
+            "quay.io",
+            "docker.io",
+            "A",
+            "a__b",
+            "a---b",
+            "latest",
+            "v1",
+            "sha256:",
+            "sha512:abc",
+            "md5:00",
+            ";",
+            "~",
+            "*",
+            "%20",
+            "'",
+            "\"",
+            "\\",
+            "é",
+            "%C3%A9",
+            "?ns=quay.io",
+            "?ns=evil.example",
+            "?n=-1",
+            "?last=..",
+            "&",
+            "#frag",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ];
+        let mut p = String::from(if self.next().is_multiple_of(8) {
+            "/"
+        } else {
+            "/v2/"
+        });
+        for _ in 0..(self.next() % 7) {
+            p.push_str(self.pick(PARTS));
+            if !self.next().is_multiple_of(4) {
+                p.push('/');
+            }
+        }
+        // Keep what goes on the wire a valid request line: no spaces or control characters.
+        p.replace([' ', '\r', '\n', '#', '"', '\\'], "_")
+    }
+}
+
+#[test]
+fn thousands_of_random_paths_never_get_a_5xx_or_a_dropped_connection() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(
+        &[
+            Up::default("docker.io", reg.url()),
+            Up::new("quay.io", reg.url()),
+        ],
+        "",
+    );
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let methods = ["GET", "HEAD", "GET", "PUT", "DELETE", "OPTIONS"];
+    for i in 0..3000 {
+        let path = g.path();
+        let method = methods[i % methods.len()];
+        let range = [
+            "",
+            "bytes=0-",
+            "bytes=-1",
+            "bytes=99999999999999999999-",
+            "bytes=5-1",
+            "bytes=0-1,2-3",
+            "lines=1-",
+        ][i % 7];
+        let headers: Vec<(&str, &str)> = if range.is_empty() {
+            vec![]
+        } else {
+            vec![("Range", range)]
+        };
+        let r = raw_request(m.port, method, &path, &headers);
+        assert!(r.status < 500, "{method} {path} ({range}) got {}", r.status);
+        if method != "HEAD" && r.status >= 400 && r.status != 431 {
+            assert!(
+                r.body.starts_with(b"{\"errors\"") || r.body.is_empty(),
+                "{method} {path}: not an OCI error body: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+    // Still healthy, and nothing was written outside the cache directory.
+    assert_eq!(raw_request(m.port, "GET", "/v2/", &[]).status, 200);
+    let cwd: Vec<_> = std::fs::read_dir(m.dir().join("cwd")).unwrap().collect();
+    assert!(
+        cwd.is_empty(),
+        "the mirror wrote into its working directory"
+    );
+    let mut top: Vec<String> = std::fs::read_dir(m.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, vec!["cache", "config.toml", "cwd", "mirror.log"]);
+    let mut inside: Vec<String> = std::fs::read_dir(&m.cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    inside.sort();
+    assert_eq!(inside, vec!["blobs", "index.redb", "tmp"]);
+}
+
+#[test]
+fn traversal_and_encodings_are_refused() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    for path in [
+        "/v2/..%2f..%2fetc/passwd/manifests/latest",
+        "/v2/oci/app%00/manifests/v1",
+        "/v2/oci/app/manifests/v1%00",
+        "/v2/oci/%2e%2e/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "/v2/oci/app/blobs/..%2f..%2fetc%2fpasswd",
+        "/v2/oci/app/blobs/sha256:..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd0000000",
+        "/v2/oci/app/manifests/sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+    ] {
+        let r = raw_request(m.port, "GET", path, &[]);
+        assert_eq!(r.status, 400, "{path}");
+        assert!(r.body.starts_with(b"{\"errors\""), "{path}");
+    }
+    let long_tag = "t".repeat(129);
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/oci/app/manifests/{long_tag}"),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let huge = "x".repeat(200 * 1024);
+    let r = raw_request(m.port, "GET", "/v2/", &[("X-Big", &huge)]);
+    assert!(r.status == 431 || r.status == 400, "{}", r.status);
+    assert_eq!(raw_request(m.port, "GET", "/v2/", &[]).status, 200);
+}
+
+/// Opens `n` connections that send half a request head and then nothing.
+fn half_open(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn slowloris_connections_do_not_starve_real_clients() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let idle = half_open(m.port, 300);
+    let start = Instant::now();
+    let r = raw_request(m.port, "GET", "/v2/", &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "a normal request waited behind slowloris connections"
+    );
+    drop(idle);
+}
+
+/// With the connection cap reached by clients that never finish their headers, the header-read
+/// timeout frees the slots and a real client is served.
+#[test]
+fn the_header_timeout_frees_capped_connections() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    m.kill9();
+    let cfg = std::fs::read_to_string(&m.config).unwrap().replace(
+        "[server]\n",
+        "[server]\nmax_connections = 8\nheader_read_timeout = \"1s\"\n",
+    );
+    std::fs::write(&m.config, cfg).unwrap();
+    m.restart();
+    let mut idle = half_open(m.port, 8);
+    let r = raw_request(m.port, "GET", "/v2/", &[]);
+    assert_eq!(r.status, 200);
+    // The slow ones were cut off by the timeout.
+    let mut buf = [0u8; 64];
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = s.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            n == 0 || text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 400"),
+            "{text}"
+        );
+    }
+}
