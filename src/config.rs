@@ -66,8 +66,11 @@ pub struct UpstreamConfig {
     pub name: String,
     pub url: Url,
     pub default: bool,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub credentials: CredentialSource,
+    /// When set, only repositories matching one of these are served (others get 403 DENIED).
+    pub repositories: Option<Vec<RepoPattern>>,
+    /// Accept any certificate from this upstream (explicitly asked for; logged at start).
+    pub tls_insecure_skip_verify: bool,
     /// Docker Hub's rule: single-component names mean `library/<name>`.
     pub library_prefix: bool,
     /// Extra CA certificate (PEM) trusted for this upstream.
@@ -79,11 +82,101 @@ pub struct UpstreamConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// Where an upstream's stored credentials come from.
+#[derive(Clone, Debug)]
+pub enum CredentialSource {
+    None,
+    Password {
+        username: String,
+        password: Secret,
+    },
+    /// The secret is read from a file at use (so a rotated Kubernetes secret is picked up).
+    PasswordFile {
+        username: String,
+        path: PathBuf,
+    },
+    /// A docker credential helper: `docker-credential-NAME` on PATH, or a program path.
+    Helper(PathBuf),
+    /// A docker `identitytoken` (an OAuth2 refresh token).
+    IdentityToken(Secret),
+}
+
+impl CredentialSource {
+    fn describe(&self) -> String {
+        match self {
+            CredentialSource::None => String::new(),
+            CredentialSource::Password { username, .. } => {
+                format!("username = {username:?}\npassword = \"<redacted>\"\n")
+            }
+            CredentialSource::PasswordFile { username, path } => {
+                format!(
+                    "username = {username:?}\npassword_file = {:?}\n",
+                    path.display().to_string()
+                )
+            }
+            CredentialSource::Helper(p) => {
+                format!("credential_helper = {:?}\n", p.display().to_string())
+            }
+            CredentialSource::IdentityToken(_) => {
+                "# credentials: identitytoken from docker_config (redacted)\n".into()
+            }
+        }
+    }
+}
+
+/// A repository allow-list entry: `library/*` (one component), `myorg/**` (any depth), `a/b`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoPattern(String);
+
+impl RepoPattern {
+    fn parse(s: &str) -> Option<RepoPattern> {
+        let ok = !s.is_empty()
+            && s.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-*".contains(&b)
+                    })
+                    && (seg == "**" || !seg.contains("**"))
+            });
+        ok.then(|| RepoPattern(s.to_owned()))
+    }
+
+    pub fn matches(&self, repo: &str) -> bool {
+        let pat: Vec<&str> = self.0.split('/').collect();
+        let name: Vec<&str> = repo.split('/').collect();
+        match_segments(&pat, &name)
+    }
+}
+
+fn match_segments(pat: &[&str], name: &[&str]) -> bool {
+    match (pat.first(), name.first()) {
+        (None, None) => true,
+        (Some(&"**"), _) => (0..=name.len()).any(|k| match_segments(&pat[1..], &name[k..])),
+        (Some(p), Some(n)) => {
+            glob(p.as_bytes(), n.as_bytes()) && match_segments(&pat[1..], &name[1..])
+        }
+        _ => false,
+    }
+}
+
+/// `*` matches any run of characters within one path component.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') => (0..=s.len()).any(|k| glob(&p[1..], &s[k..])),
+        Some(c) => s.first() == Some(c) && glob(&p[1..], &s[1..]),
+    }
+}
+
 /// A secret value that never prints.
 #[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -106,6 +199,14 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    credentials: RawCredentials,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    docker_config: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,6 +236,11 @@ struct RawUpstream {
     default: bool,
     username: Option<String>,
     password: Option<String>,
+    password_file: Option<PathBuf>,
+    credential_helper: Option<String>,
+    #[serde(default)]
+    tls_insecure_skip_verify: bool,
+    repositories: Option<Vec<String>>,
     library_prefix: Option<bool>,
     ca_cert: Option<PathBuf>,
     connect_timeout: Option<String>,
@@ -224,6 +330,12 @@ impl Config {
                 "at least one [[upstream]] is required".into(),
             ));
         }
+        let docker_config = match &raw.credentials.docker_config {
+            None => None,
+            Some(path) => {
+                Some(DockerConfig::load(path).map_err(|p| bad("credentials.docker_config", p))?)
+            }
+        };
         let mut upstreams = Vec::with_capacity(raw.upstream.len());
         for (i, u) in raw.upstream.into_iter().enumerate() {
             let key = |k: &str| format!("upstream[{i}].{k}");
@@ -260,12 +372,68 @@ impl Config {
             if url.query().is_some() || url.fragment().is_some() {
                 return Err(bad(&key("url"), "must not have a query or fragment".into()));
             }
-            if u.password.is_some() != u.username.is_some() {
+            let explicit = [
+                u.password.is_some(),
+                u.password_file.is_some(),
+                u.credential_helper.is_some(),
+            ];
+            if explicit.iter().filter(|x| **x).count() > 1 {
                 return Err(bad(
                     &key("password"),
-                    "username and password go together".into(),
+                    "use one of password, password_file and credential_helper".into(),
                 ));
             }
+            if (u.password.is_some() || u.password_file.is_some()) != u.username.is_some() {
+                return Err(bad(
+                    &key("username"),
+                    "username goes with password or password_file".into(),
+                ));
+            }
+            let credentials = match (
+                &u.username,
+                u.password.clone(),
+                u.password_file.clone(),
+                &u.credential_helper,
+            ) {
+                (Some(user), Some(password), _, _) => CredentialSource::Password {
+                    username: user.clone(),
+                    password: Secret(password),
+                },
+                (Some(user), _, Some(path), _) => {
+                    if !path.is_file() {
+                        return Err(bad(
+                            &key("password_file"),
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                    CredentialSource::PasswordFile {
+                        username: user.clone(),
+                        path,
+                    }
+                }
+                (_, _, _, Some(helper)) => CredentialSource::Helper(
+                    helper_program(helper).map_err(|p| bad(&key("credential_helper"), p))?,
+                ),
+                _ => docker_config
+                    .as_ref()
+                    .and_then(|dc| dc.lookup(&u.name))
+                    .unwrap_or(CredentialSource::None),
+            };
+            let repositories = match &u.repositories {
+                None => None,
+                Some(list) => Some(
+                    list.iter()
+                        .map(|p| {
+                            RepoPattern::parse(p).ok_or_else(|| {
+                                bad(
+                                    &key("repositories"),
+                                    format!("{p:?} is not a repository pattern like \"library/*\" or \"myorg/**\""),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
             if let Some(ca) = &u.ca_cert
                 && !ca.is_file()
             {
@@ -295,8 +463,9 @@ impl Config {
                 name: u.name,
                 url,
                 default: u.default,
-                username: u.username,
-                password: u.password.map(Secret),
+                credentials,
+                repositories,
+                tls_insecure_skip_verify: u.tls_insecure_skip_verify,
                 ca_cert: u.ca_cert,
                 connect_timeout,
                 read_timeout,
@@ -355,14 +524,130 @@ impl Config {
                 humantime::format_duration(u.read_timeout),
                 u.max_concurrent_requests,
             ));
-            if let Some(user) = &u.username {
-                s.push_str(&format!("username = {user:?}\npassword = \"<redacted>\"\n"));
+            s.push_str(&u.credentials.describe());
+            if u.tls_insecure_skip_verify {
+                s.push_str("tls_insecure_skip_verify = true\n");
+            }
+            if let Some(r) = &u.repositories {
+                let list: Vec<&str> = r.iter().map(|p| p.0.as_str()).collect();
+                s.push_str(&format!("repositories = {list:?}\n"));
             }
             if let Some(ca) = &u.ca_cert {
                 s.push_str(&format!("ca_cert = {:?}\n", ca.display().to_string()));
             }
         }
         s
+    }
+}
+
+/// `credential_helper = "ecr-login"` means `docker-credential-ecr-login` on PATH; a value with a
+/// `/` is the program's path.
+fn helper_program(name: &str) -> Result<PathBuf, String> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{name} is not a file"))
+        };
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!("{name:?} is not a helper name like \"ecr-login\""));
+    }
+    Ok(PathBuf::from(format!("docker-credential-{name}")))
+}
+
+/// A docker `config.json` (or a Kubernetes `.dockerconfigjson` secret): `auths`, `credHelpers`
+/// and `credsStore`.
+struct DockerConfig {
+    auths: serde_json::Map<String, serde_json::Value>,
+    cred_helpers: serde_json::Map<String, serde_json::Value>,
+    creds_store: Option<String>,
+}
+
+impl DockerConfig {
+    fn load(path: &Path) -> Result<DockerConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        let obj = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_object())
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(DockerConfig {
+            auths: obj("auths"),
+            cred_helpers: obj("credHelpers"),
+            creds_store: v
+                .get("credsStore")
+                .and_then(|x| x.as_str())
+                .map(str::to_owned),
+        })
+    }
+
+    /// The entry for an upstream, by its name (and Docker Hub's historical keys for docker.io).
+    fn lookup(&self, name: &str) -> Option<CredentialSource> {
+        let mut keys = vec![
+            name.to_owned(),
+            format!("https://{name}"),
+            format!("http://{name}"),
+        ];
+        if name == "docker.io" {
+            keys.splice(
+                0..0,
+                [
+                    "https://index.docker.io/v1/".to_owned(),
+                    "index.docker.io".to_owned(),
+                    "registry-1.docker.io".to_owned(),
+                ],
+            );
+        }
+        for k in &keys {
+            if let Some(h) = self.cred_helpers.get(k).and_then(|h| h.as_str()) {
+                return helper_program(h).ok().map(CredentialSource::Helper);
+            }
+        }
+        for k in &keys {
+            if let Some(entry) = self
+                .auths
+                .get(k)
+                .or_else(|| self.auths.get(&format!("{k}/")))
+                && let Some(c) = Self::entry(entry)
+            {
+                return Some(c);
+            }
+        }
+        self.creds_store
+            .as_deref()
+            .and_then(|s| helper_program(s).ok())
+            .map(CredentialSource::Helper)
+    }
+
+    fn entry(e: &serde_json::Value) -> Option<CredentialSource> {
+        use base64::Engine as _;
+        let s = |k: &str| e.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty());
+        if let Some(t) = s("identitytoken") {
+            return Some(CredentialSource::IdentityToken(Secret(t.to_owned())));
+        }
+        if let (Some(u), Some(p)) = (s("username"), s("password")) {
+            return Some(CredentialSource::Password {
+                username: u.to_owned(),
+                password: Secret(p.to_owned()),
+            });
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(s("auth")?)
+            .ok()?;
+        let (u, p) = std::str::from_utf8(&raw).ok()?.split_once(':')?;
+        Some(CredentialSource::Password {
+            username: u.to_owned(),
+            password: Secret(p.to_owned()),
+        })
     }
 }
 
@@ -496,6 +781,49 @@ mod tests {
         assert!(err("").contains("upstream"));
         let bad_name = "[[upstream]]\nname = \"Quay.IO\"\nurl = \"https://quay.io\"\n";
         assert!(err(bad_name).contains("upstream[0].name"));
+    }
+
+    #[test]
+    fn repository_patterns() {
+        let p = |s: &str| RepoPattern::parse(s).unwrap();
+        assert!(p("library/*").matches("library/busybox"));
+        assert!(!p("library/*").matches("library/a/b"));
+        assert!(p("myorg/**").matches("myorg/a/b/c"));
+        assert!(p("myorg/**").matches("myorg/a"));
+        assert!(!p("myorg/**").matches("other/a"));
+        assert!(p("team/app-*").matches("team/app-web"));
+        assert!(RepoPattern::parse("a//b").is_none());
+        assert!(RepoPattern::parse("A/b").is_none());
+    }
+
+    #[test]
+    fn docker_config_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpzM2NyM3QtcGFzcw=="},"quay.io":{"username":"q","password":"p"},"ghcr.io":{"identitytoken":"tok-s3cr3t"}}}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "[credentials]\ndocker_config = {:?}\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n[[upstream]]\nname = \"gcr.io\"\nurl = \"https://gcr.io\"\nusername = \"_json_key\"\npassword = \"{{}}\"\n",
+            path.display().to_string()
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        assert!(
+            matches!(&c.upstreams[0].credentials, CredentialSource::Password { username, password } if username == "user" && password.expose() == "s3cr3t-pass")
+        );
+        assert!(
+            matches!(&c.upstreams[1].credentials, CredentialSource::Password { username, .. } if username == "q")
+        );
+        assert!(
+            matches!(&c.upstreams[2].credentials, CredentialSource::IdentityToken(t) if t.expose() == "tok-s3cr3t")
+        );
+        assert!(
+            matches!(&c.upstreams[3].credentials, CredentialSource::Password { username, .. } if username == "_json_key")
+        );
+        let shown = c.describe();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]

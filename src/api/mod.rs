@@ -128,6 +128,25 @@ impl App {
     /// named by the first path component, else `?ns=` (looked up among the configured registries,
     /// never dialed as given), else the default.
     pub fn resolve(&self, name: &str, query: &str) -> Result<(Arc<Upstream>, RepoName), ApiError> {
+        let (up, repo) = self.pick_upstream(name, query)?;
+        if !up.allows(&repo) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!(
+                    "{repo} is not on this mirror's list of repositories for {}",
+                    up.name
+                ),
+            ));
+        }
+        Ok((up, repo))
+    }
+
+    fn pick_upstream(
+        &self,
+        name: &str,
+        query: &str,
+    ) -> Result<(Arc<Upstream>, RepoName), ApiError> {
         if let Some((first, rest)) = name.split_once('/')
             && let Some(up) = self.upstream(first)
         {

@@ -9,6 +9,7 @@
 //! nowhere else. Responses are never decompressed: blobs are bytes.
 
 pub mod auth;
+pub mod credentials;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,10 +20,11 @@ use reqwest::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
-use crate::config::{Secret, UpstreamConfig};
+use crate::config::{RepoPattern, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::reference::RepoName;
 use auth::Challenge;
+use credentials::{Credential, Credentials};
 
 /// What can go wrong talking to an upstream, in registry terms.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,9 @@ pub struct Upstream {
     pub library_prefix: bool,
     pub is_default: bool,
     client: reqwest::Client,
-    credentials: Option<(String, Secret)>,
+    credentials: Credentials,
+    /// The allow-list, if the site set one.
+    repositories: Option<Vec<RepoPattern>>,
     /// The last challenge this registry sent, so later requests can go straight for a token.
     challenge: RwLock<Option<Challenge>>,
     /// Tokens by (realm, service, scope).
@@ -136,6 +140,10 @@ impl Upstream {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if cfg.tls_insecure_skip_verify {
+            tracing::warn!(upstream = %cfg.name, "tls_insecure_skip_verify: certificates from this upstream are NOT verified");
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         let client = builder
             .build()
             .map_err(|e| format!("upstream {}: cannot build HTTP client: {e}", cfg.name))?;
@@ -149,7 +157,8 @@ impl Upstream {
             library_prefix: cfg.library_prefix,
             is_default: cfg.default,
             client,
-            credentials: cfg.username.clone().zip(cfg.password.clone()),
+            credentials: Credentials::new(cfg.credentials.clone(), helper_server(cfg)),
+            repositories: cfg.repositories.clone(),
             challenge: RwLock::new(None),
             tokens: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -159,6 +168,14 @@ impl Upstream {
             cool_down_until: Mutex::new(None),
             metrics,
         })
+    }
+
+    /// Whether the site's allow-list (if any) lets clients pull `repo` from here.
+    pub fn allows(&self, repo: &RepoName) -> bool {
+        let spelled = self.upstream_repo(repo);
+        self.repositories
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p.matches(spelled.as_str())))
     }
 
     /// The repository name as this upstream spells it (Docker Hub's `library/` rule).
@@ -397,7 +414,7 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
         match challenge {
-            Challenge::Basic => self.basic_header(),
+            Challenge::Basic => self.basic_authorization(false).await.ok().flatten(),
             Challenge::Bearer { realm, service, .. } => {
                 let key = Self::token_key(&realm, service.as_deref(), scope);
                 let tok = self.tokens.get(&key).await?;
@@ -410,17 +427,24 @@ impl Upstream {
         }
     }
 
-    fn basic_header(&self) -> Option<HeaderValue> {
-        use base64::Engine as _;
-        let (user, pass) = self.credentials.as_ref()?;
-        let raw = format!("{user}:{}", pass.expose());
-        let mut v = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
-        .ok()?;
-        v.set_sensitive(true);
-        Some(v)
+    /// `Basic` with the stored username and password, if there are any (not for identity tokens).
+    async fn basic_authorization(&self, fresh: bool) -> Result<Option<HeaderValue>, UpstreamError> {
+        match self.credential(fresh).await? {
+            Some(Credential::Basic { username, password }) => {
+                Ok(basic_value(&username, password.expose()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn credential(&self, fresh: bool) -> Result<Option<Credential>, UpstreamError> {
+        self.credentials
+            .get(fresh)
+            .await
+            .map_err(|reason| UpstreamError::Unreachable {
+                upstream: self.name.clone(),
+                reason: format!("stored credentials: {reason}"),
+            })
     }
 
     /// Answers a challenge: Basic gets the stored credentials (if any); Bearer gets a new token.
@@ -430,7 +454,7 @@ impl Upstream {
         scope: &str,
     ) -> Result<Option<HeaderValue>, UpstreamError> {
         match challenge {
-            Challenge::Basic => Ok(self.basic_header()),
+            Challenge::Basic => self.basic_authorization(true).await,
             Challenge::Bearer {
                 realm,
                 service,
@@ -457,6 +481,9 @@ impl Upstream {
         }
     }
 
+    /// Asks the realm for a token: with stored credentials only if the realm is on this
+    /// upstream's own site (invariant 7), anonymously otherwise. A refused credential from a
+    /// helper or a file is fetched afresh once (ECR's passwords expire; secrets rotate).
     async fn fetch_token(
         &self,
         realm: &str,
@@ -468,66 +495,127 @@ impl Upstream {
             upstream: self.name.clone(),
             reason,
         };
-        let mut url = Url::parse(realm).map_err(|e| bad(format!("token realm {realm:?}: {e}")))?;
+        let url = Url::parse(realm).map_err(|e| bad(format!("token realm {realm:?}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad(format!("token realm {realm:?} is not http(s)")));
         }
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            let mut all: Vec<&str> = challenge_scopes.iter().map(String::as_str).collect();
-            if !all.contains(&scope) {
-                all.push(scope);
-            }
-            for s in all {
-                q.append_pair("scope", s);
-            }
+        let mut scopes: Vec<&str> = challenge_scopes.iter().map(String::as_str).collect();
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
         }
-        let mut req = self.client.get(url.clone());
         let realm_host = url.host_str().unwrap_or("");
         let own_host = self.base.host_str().unwrap_or("");
-        if auth::credentials_may_go(own_host, realm_host) {
-            if let Some(h) = self.basic_header() {
-                req = req.header(header::AUTHORIZATION, h);
-            }
-        } else if self.credentials.is_some() {
+        let may_send = auth::credentials_may_go(own_host, realm_host);
+        if !may_send && self.credentials.is_configured() {
             tracing::warn!(
                 upstream = %self.name,
                 realm = %realm_host,
                 "token realm is on another site: asking for an anonymous token, credentials withheld"
             );
         }
-        let resp = req.send().await.map_err(|e| UpstreamError::Unreachable {
-            upstream: self.name.clone(),
-            reason: format!("token service: {}", error_chain(&e)),
-        })?;
-        let status = resp.status();
-        self.metrics
-            .token_requests
-            .with_label_values(&[self.name.as_str(), status.as_str()])
-            .inc();
-        if !status.is_success() {
-            return Err(match status.as_u16() {
-                401 | 403 => UpstreamError::Denied {
-                    upstream: self.name.clone(),
-                    status: status.as_u16(),
-                },
-                429 => self.status_error(status, "token", resp.headers()),
-                _ => UpstreamError::Status {
-                    upstream: self.name.clone(),
-                    status: status.as_u16(),
-                },
-            });
+        let mut fresh = false;
+        loop {
+            let credential = if may_send {
+                self.credential(fresh).await?
+            } else {
+                None
+            };
+            let req = match &credential {
+                // docker's identitytoken: the OAuth2 refresh-token grant, by POST.
+                Some(Credential::IdentityToken(t)) => {
+                    let mut form = url::form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", t.expose())
+                        .append_pair("client_id", "entrepot")
+                        .append_pair("access_type", "offline");
+                    if let Some(s) = service {
+                        form.append_pair("service", s);
+                    }
+                    form.append_pair("scope", &scopes.join(" "));
+                    self.client
+                        .post(url.clone())
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(form.finish())
+                }
+                basic => {
+                    let mut u = url.clone();
+                    {
+                        let mut q = u.query_pairs_mut();
+                        if let Some(s) = service {
+                            q.append_pair("service", s);
+                        }
+                        for s in &scopes {
+                            q.append_pair("scope", s);
+                        }
+                    }
+                    let mut req = self.client.get(u);
+                    if let Some(Credential::Basic { username, password }) = basic
+                        && let Some(h) = basic_value(username, password.expose())
+                    {
+                        req = req.header(header::AUTHORIZATION, h);
+                    }
+                    req
+                }
+            };
+            let resp = req.send().await.map_err(|e| UpstreamError::Unreachable {
+                upstream: self.name.clone(),
+                reason: format!("token service: {}", error_chain(&e)),
+            })?;
+            let status = resp.status();
+            self.metrics
+                .token_requests
+                .with_label_values(&[self.name.as_str(), status.as_str()])
+                .inc();
+            if status == StatusCode::UNAUTHORIZED && credential.is_some() && !fresh {
+                fresh = true;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(match status.as_u16() {
+                    401 | 403 => UpstreamError::Denied {
+                        upstream: self.name.clone(),
+                        status: status.as_u16(),
+                    },
+                    429 => self.status_error(status, "token", resp.headers()),
+                    _ => UpstreamError::Status {
+                        upstream: self.name.clone(),
+                        status: status.as_u16(),
+                    },
+                });
+            }
+            let mut resp = resp;
+            let body = read_body(&mut resp, 1 << 20, &self.name).await?;
+            let answer: auth::TokenAnswer = serde_json::from_slice(&body)
+                .map_err(|e| bad(format!("token answer is not JSON: {e}")))?;
+            return answer
+                .into_token()
+                .ok_or_else(|| bad("token answer holds no token".into()));
         }
-        let mut resp = resp;
-        let body = read_body(&mut resp, 1 << 20, &self.name).await?;
-        let answer: auth::TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("token answer is not JSON: {e}")))?;
-        answer
-            .into_token()
-            .ok_or_else(|| bad("token answer holds no token".into()))
+    }
+}
+
+/// An `Authorization: Basic` value, marked sensitive so it never shows in debug output.
+fn basic_value(user: &str, password: &str) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    let raw = format!("{user}:{password}");
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// What a credential helper is asked about: Docker Hub's historical server URL, else the host.
+fn helper_server(cfg: &UpstreamConfig) -> String {
+    if cfg.name == "docker.io" {
+        return "https://index.docker.io/v1/".into();
+    }
+    match (cfg.url.host_str(), cfg.url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => cfg.name.clone(),
     }
 }
 
