@@ -11,6 +11,7 @@
 //! Every process is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod images;
 
 use std::fs;
@@ -719,5 +720,62 @@ impl FakeUpstream {
             .iter()
             .filter(|r| r.method == method && r.path.contains(needle))
             .count()
+    }
+}
+
+/// A containerd daemon with its root, state and socket in a temp dir.
+pub struct Containerd {
+    child: Child,
+    pub socket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        // Unix socket paths are short: keep this under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("ctd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display();
+        let socket = format!("{d}/c.sock");
+        fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{socket}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (Debian package containerd) must be installed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Path::new(&socket).exists() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
