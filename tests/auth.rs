@@ -92,6 +92,23 @@ fn without_credentials_private_repositories_are_refused_cleanly() {
     assert!(ts.seen.lock().unwrap().iter().all(|r| !r.had_authorization));
 }
 
+/// A token service that takes credentials only as an OAuth2 password grant (POST): the GET with
+/// Basic is refused with 405, and the mirror falls back.
+#[test]
+fn plain_credentials_fall_back_to_the_oauth2_password_grant() {
+    let ts = TokenService::start_with(true);
+    let reg = token_registry(&ts, "127.0.0.1");
+    let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
+    let out = scratch("password-grant");
+    let d = pull(&m, "team/project/app", &out.path().join("a")).unwrap();
+    assert_eq!(d, seed().image("team/project/app").digest);
+    let seen = ts.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|r| r.method == "GET") && seen.iter().any(|r| r.method == "POST"),
+        "{seen:#?}"
+    );
+}
+
 /// The registry names a realm on another host: stored credentials never go there.
 #[test]
 fn credentials_never_go_to_a_realm_on_another_host() {

@@ -514,29 +514,42 @@ impl Upstream {
             );
         }
         let mut fresh = false;
+        // Plain credentials go by GET with Basic (docker's way); a token service that refuses
+        // that (404/405) gets the OAuth2 password grant by POST instead (containerd's fallback).
+        let mut password_grant = false;
         loop {
             let credential = if may_send {
                 self.credential(fresh).await?
             } else {
                 None
             };
+            let oauth = |grant: &[(&str, &str)]| {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in grant {
+                    form.append_pair(k, v);
+                }
+                form.append_pair("client_id", "entrepot");
+                if let Some(s) = service {
+                    form.append_pair("service", s);
+                }
+                form.append_pair("scope", &scopes.join(" "));
+                self.client
+                    .post(url.clone())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.finish())
+            };
             let req = match &credential {
                 // docker's identitytoken: the OAuth2 refresh-token grant, by POST.
-                Some(Credential::IdentityToken(t)) => {
-                    let mut form = url::form_urlencoded::Serializer::new(String::new());
-                    form.append_pair("grant_type", "refresh_token")
-                        .append_pair("refresh_token", t.expose())
-                        .append_pair("client_id", "entrepot")
-                        .append_pair("access_type", "offline");
-                    if let Some(s) = service {
-                        form.append_pair("service", s);
-                    }
-                    form.append_pair("scope", &scopes.join(" "));
-                    self.client
-                        .post(url.clone())
-                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(form.finish())
-                }
+                Some(Credential::IdentityToken(t)) => oauth(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t.expose()),
+                    ("access_type", "offline"),
+                ]),
+                Some(Credential::Basic { username, password }) if password_grant => oauth(&[
+                    ("grant_type", "password"),
+                    ("username", username),
+                    ("password", password.expose()),
+                ]),
                 basic => {
                     let mut u = url.clone();
                     {
@@ -568,6 +581,13 @@ impl Upstream {
                 .inc();
             if status == StatusCode::UNAUTHORIZED && credential.is_some() && !fresh {
                 fresh = true;
+                continue;
+            }
+            if matches!(status.as_u16(), 404 | 405)
+                && matches!(credential, Some(Credential::Basic { .. }))
+                && !password_grant
+            {
+                password_grant = true;
                 continue;
             }
             if !status.is_success() {

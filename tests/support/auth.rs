@@ -113,6 +113,12 @@ pub struct TokenService {
 
 impl TokenService {
     pub fn start() -> TokenService {
+        Self::start_with(false)
+    }
+
+    /// `post_only`: like some OAuth2 token services, refuse GET with 405 and take credentials
+    /// only as a POSTed password grant.
+    pub fn start_with(post_only: bool) -> TokenService {
         let pki = pki();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -165,10 +171,17 @@ impl TokenService {
                         had_authorization: auth.is_some(),
                         scopes: scopes.clone(),
                     });
+                    if post_only && method == "GET" {
+                        respond(&mut conn, 405, "{}");
+                        return;
+                    }
+                    let one = |k: &str| get(k).first().cloned().unwrap_or_default();
                     let trusted = if method == "POST" {
-                        get("grant_type").first().map(String::as_str) == Some("refresh_token")
-                            && get("refresh_token").first().map(String::as_str)
-                                == Some(REFRESH_TOKEN)
+                        match one("grant_type").as_str() {
+                            "refresh_token" => one("refresh_token") == REFRESH_TOKEN,
+                            "password" => one("username") == USER && one("password") == PASSWORD,
+                            _ => false,
+                        }
                     } else {
                         match &basic {
                             None => false,
