@@ -371,3 +371,29 @@ fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Sixteen nodes asking for one tag at once (cold) cost the upstream one HEAD and one GET.
+#[test]
+fn concurrent_tag_lookups_are_coalesced() {
+    let seed = seed();
+    let img = seed.image("many/layers");
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (port, barrier) = (m.port, barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                raw_request(port, "GET", "/v2/many/layers/manifests/v1", &[])
+            })
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256(&r.body), img.digest);
+    }
+    assert_eq!(reg.count("\"HEAD /v2/many/layers/manifests/v1"), 1);
+    assert_eq!(reg.count("\"GET /v2/many/layers/manifests/"), 1);
+}

@@ -14,6 +14,14 @@ fn token_registry(ts: &TokenService, realm_host: &str) -> Registry {
     Registry::start_with(&seed().storage, &ts.registry_yaml(realm_host), None)
 }
 
+/// A config with `[credentials] docker_config` set (it must come before the upstreams).
+fn with_docker_config(path: &std::path::Path, cfg: String) -> String {
+    format!(
+        "[credentials]\ndocker_config = \"{}\"\n{cfg}",
+        path.display()
+    )
+}
+
 fn creds() -> String {
     format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"")
 }
@@ -176,17 +184,7 @@ fn credentials_from_a_file_a_docker_config_a_helper_and_an_identity_token() {
     for (i, extra) in variants.iter().enumerate() {
         let mut m = Mirror::start(&[up_with("reg.example", reg.url(), extra.clone())], "");
         if i == 1 {
-            m.kill9();
-            let cfg = fs::read_to_string(&m.config).unwrap();
-            fs::write(
-                &m.config,
-                format!(
-                    "[credentials]\ndocker_config = \"{}\"\n{cfg}",
-                    docker_config.display()
-                ),
-            )
-            .unwrap();
-            m.restart();
+            m.reconfigure(|cfg| with_docker_config(&docker_config, cfg));
         }
         for repo in ["team/project/app", "oci/app"] {
             let d = pull(
@@ -208,19 +206,12 @@ fn credentials_from_a_file_a_docker_config_a_helper_and_an_identity_token() {
 
     // An identitytoken is exchanged with the OAuth2 refresh-token POST.
     let mut m = Mirror::start(&[up_with("reg.example", reg.url(), String::new())], "");
-    m.kill9();
-    let cfg = fs::read_to_string(&m.config)
-        .unwrap()
-        .replace("name = \"reg.example\"", "name = \"idtok.example\"");
-    fs::write(
-        &m.config,
-        format!(
-            "[credentials]\ndocker_config = \"{}\"\n{cfg}",
-            docker_config.display()
-        ),
-    )
-    .unwrap();
-    m.restart();
+    m.reconfigure(|cfg| {
+        with_docker_config(
+            &docker_config,
+            cfg.replace("name = \"reg.example\"", "name = \"idtok.example\""),
+        )
+    });
     let r = raw_request(
         m.port,
         "GET",
@@ -403,5 +394,5 @@ fn client_credentials_stay_home_and_redirects_drop_authorization() {
             .all(|r| r.headers.iter().all(|(_, v)| !v.contains("client-secret"))),
         "the client's credentials went upstream"
     );
-    assert!(m.cached_files().contains(&digest));
+    assert!(m.wait_cached(&digest));
 }

@@ -38,6 +38,8 @@ fn get_blob(m: &Mirror, repo: &str, digest: &str) {
     assert_eq!(r.status, 200);
     assert!(r.complete(), "{repo}");
     assert_eq!(r.digest, digest, "{repo}");
+    // The fill commits just after its clients are done: let it, so LRU order is what we did.
+    m.wait_settled();
 }
 
 /// The scenario: with ~220 MiB, pull 128 MiB (A) then 64 MiB (B), read A again, pull
@@ -105,7 +107,7 @@ fn a_blob_larger_than_the_cache_is_streamed_through() {
     // Smaller things are still cached as usual.
     let small = layer(seed, "oci/app");
     get_blob(&m, "oci/app", &small.0);
-    assert!(m.cached_files().contains(&small.0));
+    assert!(m.wait_cached(&small.0));
 }
 
 /// Lowering `max_size` and restarting shrinks the cache at start.
@@ -121,12 +123,7 @@ fn a_lowered_max_size_shrinks_the_cache_at_start() {
     get_blob(&m, "lru/b", &b.0);
     get_blob(&m, "lru/c", &c.0);
     assert!(stored_bytes(&m.cache_dir) > 128 << 20);
-    m.kill9();
-    let cfg = fs::read_to_string(&m.config)
-        .unwrap()
-        .replace("max_size = \"1GiB\"", "max_size = \"100MiB\"");
-    fs::write(&m.config, cfg).unwrap();
-    m.restart();
+    m.reconfigure(|cfg| cfg.replace("max_size = \"1GiB\"", "max_size = \"100MiB\""));
     assert!(stored_bytes(&m.cache_dir) <= 100 << 20);
     // What is left is whole and served.
     let kept: Vec<_> = m.cached_files();

@@ -138,6 +138,7 @@ fn dockerd_pulls_through_registry_mirrors() {
     assert!(digests.contains(&img.digest), "{digests}");
     // dockerd HEADs the tag, then GETs by digest: the mirror asked the upstream once for the
     // manifest bytes and cached every blob.
+    mirror.wait_settled();
     let cached = mirror.cached_files();
     for (b, _) in &img.blobs {
         assert!(cached.contains(b));

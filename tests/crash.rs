@@ -52,7 +52,7 @@ fn assert_consistent_and_served(m: &Mirror, paths: &HashMap<String, String>) {
 fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let proxy = SlowProxy::start(reg.port, 4 << 20);
+    let proxy = Proxy::slow(reg.port, 4 << 20);
     let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
     let (digest, size) = seed
         .image("lru/c")
@@ -81,7 +81,7 @@ fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
     proxy.rate.store(0, Ordering::Relaxed);
     let r = stream_get(m.port, &path, &[]);
     assert!(r.complete() && r.digest == digest && r.declared == Some(size));
-    assert!(m.cached_files().contains(&digest));
+    assert!(m.wait_cached(&digest));
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn kill_9_five_times_under_load_never_serves_wrong_bytes() {
     let mut reg = Registry::start(&seed.storage);
     // A moderately slow upstream, so kills land mid-fill as well as mid-serve; and a cache too
     // small for everything, so they land mid-eviction too.
-    let proxy = SlowProxy::start(reg.port, 40 << 20);
+    let proxy = Proxy::slow(reg.port, 40 << 20);
     let mut m = Mirror::start(
         &[Up::default("docker.io", proxy.url())],
         "max_size = \"150MiB\"",
@@ -179,15 +179,10 @@ fn a_full_disk_fails_the_fill_cleanly() {
     let _unmount = Unmount(mount.path().to_owned());
     let cache = mount.path().join("cache");
     let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
-    m.kill9();
-    let cfg = std::fs::read_to_string(&m.config).unwrap();
-    let cfg = cfg.replace(
-        &format!("dir = \"{}\"", m.cache_dir.display()),
-        &format!("dir = \"{}\"", cache.display()),
-    );
-    std::fs::write(&m.config, cfg).unwrap();
+    let old_dir = format!("dir = \"{}\"", m.cache_dir.display());
+    let new_dir = format!("dir = \"{}\"", cache.display());
     m.cache_dir = cache;
-    m.restart();
+    m.reconfigure(|cfg| cfg.replace(&old_dir, &new_dir));
 
     let small = seed.image("oci/app");
     let (small_layer, _) = small.blobs.last().unwrap().clone();

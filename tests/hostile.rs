@@ -224,13 +224,12 @@ fn the_header_timeout_frees_capped_connections() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
-    m.kill9();
-    let cfg = std::fs::read_to_string(&m.config).unwrap().replace(
-        "[server]\n",
-        "[server]\nmax_connections = 8\nheader_read_timeout = \"1s\"\n",
-    );
-    std::fs::write(&m.config, cfg).unwrap();
-    m.restart();
+    m.reconfigure(|cfg| {
+        cfg.replace(
+            "[server]\n",
+            "[server]\nmax_connections = 8\nheader_read_timeout = \"1s\"\n",
+        )
+    });
     let mut idle = half_open(m.port, 8);
     let r = raw_request(m.port, "GET", "/v2/", &[]);
     assert_eq!(r.status, 200);

@@ -57,6 +57,7 @@ fn skopeo_pulls_every_image_with_the_right_digests() {
         }
     }
     // All of it is now cached: the index, its children, every blob.
+    mirror.wait_settled();
     let cached: HashSet<String> = mirror.cached_files().into_iter().collect();
     for img in &seed.images {
         assert!(
@@ -101,7 +102,7 @@ fn sixteen_concurrent_cold_gets_cause_one_upstream_fetch() {
         assert_eq!(r.digest, digest);
     }
     assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
-    assert!(mirror.cached_files().contains(&digest));
+    assert!(mirror.wait_cached(&digest));
 }
 
 /// Range on a cold blob is served from the fill (206 with the right tail), not ignored.
@@ -217,7 +218,7 @@ fn a_short_upstream_body_never_yields_a_complete_body() {
     // Cut mid-body by the network.
     let big = seed.image("big/blob");
     let (digest, size) = big.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
-    let proxy = CuttingProxy::start(reg.port, 8 << 20);
+    let proxy = Proxy::cutting(reg.port, 8 << 20);
     let mirror2 = Mirror::start(
         &[Up::default(
             "docker.io",

@@ -35,7 +35,11 @@ pub async fn get(
             ),
         ),
     })?;
-    let m = app.cache.manifest(up, repo, &reference, head).await?;
+    let m = app
+        .cache
+        .manifest(up, repo, &reference, head)
+        .await
+        .map_err(|e| ApiError::from(&*e))?;
     if !accepts(headers, &m.media_type) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 
 use super::CacheError;
-use crate::reference::Digest;
+use crate::reference::{Digest, Hasher};
 
 /// Size of each read from a stored or filling blob: large, so a fast client gets big writes.
 pub const READ_CHUNK: usize = 256 * 1024;
@@ -153,6 +153,73 @@ impl Fill {
                 }
             },
         )
+    }
+}
+
+/// Writes a fill's chunks to its temp file and hashes them on the blocking pool, one chunk at a
+/// time but overlapped with the caller: while one chunk is hashed and written, the next arrives
+/// from the network.
+pub struct FillWriter {
+    file: Arc<File>,
+    hasher: Option<Hasher>,
+    /// Bytes handed to writes so far.
+    queued: u64,
+    /// Bytes written and hashed so far.
+    written: u64,
+    pending: Option<tokio::task::JoinHandle<io::Result<(Hasher, u64)>>>,
+}
+
+impl FillWriter {
+    pub fn new(file: File, hasher: Hasher) -> FillWriter {
+        FillWriter {
+            file: Arc::new(file),
+            hasher: Some(hasher),
+            queued: 0,
+            written: 0,
+            pending: None,
+        }
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Waits for the previous chunk's write, then starts this one's. Returns how many bytes the
+    /// finished write added.
+    pub async fn push(&mut self, data: Vec<u8>) -> io::Result<u64> {
+        let done = self.wait().await?;
+        let mut h = self.hasher.take().expect("no write is pending");
+        let (f, at) = (self.file.clone(), self.queued);
+        self.queued += data.len() as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            h.update(&data);
+            f.write_all_at(&data, at)?;
+            Ok((h, data.len() as u64))
+        }));
+        Ok(done)
+    }
+
+    /// Waits for the last write: the hash of everything, and the size.
+    pub async fn finish(mut self) -> io::Result<(Hasher, u64)> {
+        self.wait().await?;
+        Ok((
+            self.hasher.take().expect("no write is pending"),
+            self.written,
+        ))
+    }
+
+    async fn wait(&mut self) -> io::Result<u64> {
+        let Some(p) = self.pending.take() else {
+            return Ok(0);
+        };
+        let (h, n) = p.await.map_err(|e| io::Error::other(e.to_string()))??;
+        self.hasher = Some(h);
+        self.written += n;
+        Ok(n)
     }
 }
 

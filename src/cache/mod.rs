@@ -7,13 +7,13 @@
 //! cached (for `_catalog` and tags when the upstream is down). It keeps the disk within `max_size`
 //! by evicting least-recently-used entries down to a low watermark.
 
+pub mod coalesce;
 pub mod fill;
 pub mod index;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -116,8 +116,13 @@ struct State {
     reserved: u64,
 }
 
+/// What identifies one manifest lookup for coalescing.
+type ManifestKey = (String, RepoName, Reference, bool);
+
 pub struct Cache {
     store: Arc<BlobStore>,
+    /// Concurrent lookups of one manifest share one upstream exchange.
+    manifests_in_flight: coalesce::Coalescer<ManifestKey, Result<Manifest, Arc<CacheError>>>,
     index: Arc<Index>,
     state: Mutex<State>,
     max_size: u64,
@@ -175,6 +180,7 @@ impl Cache {
         }
         let cache = Arc::new(Cache {
             store: Arc::new(store),
+            manifests_in_flight: coalesce::Coalescer::new(),
             index: Arc::new(index),
             state: Mutex::new(state),
             max_size,
@@ -361,9 +367,18 @@ impl Cache {
         tx: tokio::sync::watch::Sender<FillState>,
     ) {
         let mut reserved = 0;
-        let result = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await {
-            Ok(fetched) => self.finish_fill(&up, &repo, &fill, &tx, fetched).await,
-            Err(e) => Err(e),
+        let (result, verified) = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await
+        {
+            Ok(fetched) => {
+                // The digest matched: every client may have its last byte now, before the fsync
+                // and rename, which only decide whether the cache keeps the file.
+                tx.send_modify(|s| {
+                    s.total = Some(fetched.size);
+                    s.outcome = Outcome::Verified;
+                });
+                (self.keep_fill(&up, &repo, &fill, fetched).await, true)
+            }
+            Err(e) => (Err(e), false),
         };
         if let Err(e) = result {
             self.metrics
@@ -372,7 +387,9 @@ impl Cache {
                 .inc();
             tracing::warn!(digest = %fill.digest, upstream = %up.name, error = %e, "fill failed; nothing kept");
             let _ = std::fs::remove_file(&fill.temp_path);
-            tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
+            if !verified {
+                tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
+            }
             let mut s = self.lock();
             s.fills.remove(&fill.digest);
             s.reserved = s.reserved.saturating_sub(reserved);
@@ -409,9 +426,7 @@ impl Cache {
         }
         tx.send_modify(|s| s.total = total);
 
-        let file = Arc::new(fill.file()?);
-        let mut hasher = Some(Hasher::new(digest.algorithm()));
-        let mut pos: u64 = 0;
+        let mut writer = fill::FillWriter::new(fill.file()?, Hasher::new(digest.algorithm()));
         let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
         let bad = |reason: String| {
             CacheError::Upstream(UpstreamError::BadResponse {
@@ -419,44 +434,37 @@ impl Cache {
                 reason,
             })
         };
-        loop {
-            let chunk = resp.chunk().await.map_err(|e| {
-                CacheError::Upstream(UpstreamError::Unreachable {
-                    upstream: up.name.clone(),
-                    reason: format!("blob body cut short: {}", upstream::error_chain(&e)),
-                })
-            })?;
-            let last = chunk.is_none();
-            if let Some(c) = &chunk {
-                if total.is_some_and(|t| pos + (buf.len() + c.len()) as u64 > t) {
-                    return Err(bad("blob body longer than its Content-Length".into()));
-                }
-                buf.extend_from_slice(c);
-            }
-            if buf.len() >= FILL_WRITE_CHUNK || (last && !buf.is_empty()) {
-                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
-                let mut h = hasher.take().expect("hasher present between writes");
-                let f = file.clone();
-                let at = pos;
-                let (h, n) = tokio::task::spawn_blocking(move || -> io::Result<(Hasher, u64)> {
-                    h.update(&data);
-                    f.write_all_at(&data, at)?;
-                    Ok((h, data.len() as u64))
-                })
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
-                hasher = Some(h);
-                pos += n;
+        let publish = |written: u64, n: u64| {
+            if n > 0 {
                 self.metrics
                     .upstream_bytes
                     .with_label_values(&[up.name.as_str()])
                     .inc_by(n);
-                tx.send_modify(|s| s.written = pos);
+                tx.send_modify(|s| s.written = written);
             }
-            if last {
-                break;
+        };
+        while let Some(c) = resp.chunk().await.map_err(|e| {
+            CacheError::Upstream(UpstreamError::Unreachable {
+                upstream: up.name.clone(),
+                reason: format!("blob body cut short: {}", upstream::error_chain(&e)),
+            })
+        })? {
+            if total.is_some_and(|t| writer.queued() + (buf.len() + c.len()) as u64 > t) {
+                return Err(bad("blob body longer than its Content-Length".into()));
+            }
+            buf.extend_from_slice(&c);
+            if buf.len() >= FILL_WRITE_CHUNK {
+                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
+                let n = writer.push(data).await?;
+                publish(writer.written(), n);
             }
         }
+        if !buf.is_empty() {
+            let n = writer.push(buf).await?;
+            publish(writer.written(), n);
+        }
+        let (hasher, pos) = writer.finish().await?;
+        publish(pos, pos);
         if let Some(t) = total {
             if pos != t {
                 return Err(bad(format!(
@@ -469,17 +477,13 @@ impl Cache {
                 *reserved = pos;
             }
         }
-        let actual = hasher.take().expect("hasher present at the end").finish();
+        let actual = hasher.finish();
         if &actual != digest {
             return Err(CacheError::DigestMismatch {
                 upstream: up.name.clone(),
                 digest: digest.clone(),
             });
         }
-        let f = file.clone();
-        tokio::task::spawn_blocking(move || f.sync_all())
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))??;
         Ok(Fetched {
             size: pos,
             keep,
@@ -487,13 +491,12 @@ impl Cache {
         })
     }
 
-    /// A verified fill: rename into place (if it fits), record it, release the last byte.
-    async fn finish_fill(
+    /// A verified fill: fsync and rename into place (if it fits), and record it.
+    async fn keep_fill(
         &self,
         up: &Upstream,
         repo: &RepoName,
         fill: &Fill,
-        tx: &tokio::sync::watch::Sender<FillState>,
         Fetched {
             size,
             keep,
@@ -504,29 +507,16 @@ impl Cache {
         if keep {
             let store = self.store.clone();
             let (temp, d) = (fill.temp_path.clone(), digest.clone());
-            tokio::task::spawn_blocking(move || store.commit(&temp, &d))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
+            // Any descriptor of the file flushes all of it.
+            let f = fill.file()?;
+            tokio::task::spawn_blocking(move || {
+                f.sync_all().and_then(|()| store.commit(&temp, &d))
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
             let meta = {
                 let mut s = self.lock();
-                let now = now_millis();
-                let meta = match s.entries.get(&digest) {
-                    Some(m) => EntryMeta {
-                        kinds: m.kinds | KIND_BLOB,
-                        last_access_ms: now,
-                        size,
-                    },
-                    None => {
-                        s.committed += size;
-                        EntryMeta {
-                            size,
-                            last_access_ms: now,
-                            kinds: KIND_BLOB,
-                        }
-                    }
-                };
-                s.entries.insert(digest.clone(), meta);
-                s.reserved = s.reserved.saturating_sub(reserved);
+                let meta = s.record(&digest, size, KIND_BLOB, reserved);
                 s.fills.remove(&digest);
                 meta
             };
@@ -548,11 +538,6 @@ impl Cache {
             let _ = std::fs::remove_file(&fill.temp_path);
             self.lock().fills.remove(&digest);
         }
-        // Last: readers may now release the final byte.
-        tx.send_modify(|s| {
-            s.total = Some(size);
-            s.outcome = Outcome::Verified;
-        });
         Ok(())
     }
 
@@ -561,6 +546,28 @@ impl Cache {
     /// A manifest by tag or digest. `head_only` lets a HEAD by tag be answered from the upstream's
     /// headers when the manifest is not cached, so it costs no upstream GET.
     pub async fn manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        reference: &Reference,
+        head_only: bool,
+    ) -> Result<Manifest, Arc<CacheError>> {
+        let key = (
+            up.name.clone(),
+            up.upstream_repo(repo),
+            reference.clone(),
+            head_only,
+        );
+        self.manifests_in_flight
+            .run(key, || async {
+                self.manifest_alone(up, repo, reference, head_only)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+    }
+
+    async fn manifest_alone(
         &self,
         up: &Upstream,
         repo: &RepoName,
@@ -829,28 +836,7 @@ impl Cache {
                 return Err(e.into());
             }
         }
-        let meta = {
-            let mut s = self.lock();
-            let now = now_millis();
-            let meta = match s.entries.get(digest) {
-                Some(m) => EntryMeta {
-                    kinds: m.kinds | KIND_MANIFEST,
-                    last_access_ms: now,
-                    size: m.size,
-                },
-                None => {
-                    s.committed += size;
-                    EntryMeta {
-                        size,
-                        last_access_ms: now,
-                        kinds: KIND_MANIFEST,
-                    }
-                }
-            };
-            s.entries.insert(digest.clone(), meta);
-            s.reserved = s.reserved.saturating_sub(reserved);
-            meta
-        };
+        let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
         self.index.put_manifest(
             &up.name,
             up.upstream_repo(repo).as_str(),
@@ -904,6 +890,30 @@ fn remove_victims(
 }
 
 impl State {
+    /// Records a stored file (or another kind for one already stored) as just used, and moves its
+    /// bytes from `reserved` to `committed`.
+    fn record(&mut self, digest: &Digest, size: u64, kind: u8, reserved: u64) -> EntryMeta {
+        let now = now_millis();
+        let meta = match self.entries.get(digest) {
+            Some(m) => EntryMeta {
+                kinds: m.kinds | kind,
+                last_access_ms: now,
+                size: m.size,
+            },
+            None => {
+                self.committed += size;
+                EntryMeta {
+                    size,
+                    last_access_ms: now,
+                    kinds: kind,
+                }
+            }
+        };
+        self.entries.insert(digest.clone(), meta);
+        self.reserved = self.reserved.saturating_sub(reserved);
+        meta
+    }
+
     /// Removes least-recently-used entries until the stored bytes are at most `target`; only
     /// does anything if they are above `trigger` (0: always). Returns what was removed.
     fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {

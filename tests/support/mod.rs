@@ -239,6 +239,14 @@ impl Mirror {
         wait_for_port(self.port, "entrepot");
     }
 
+    /// Stops the process, rewrites its config with `edit`, and starts it again.
+    pub fn reconfigure(&mut self, edit: impl FnOnce(String) -> String) {
+        self.kill9();
+        let cfg = fs::read_to_string(&self.config).unwrap();
+        fs::write(&self.config, edit(cfg)).unwrap();
+        self.restart();
+    }
+
     /// Kills the process without warning (SIGKILL).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -272,6 +280,27 @@ impl Mirror {
             }
         }
         out
+    }
+
+    /// Waits (up to 30 s) until `digest` is stored: a fill's clients get their last byte when the
+    /// digest matches, and the fsync and rename into the cache come just after.
+    pub fn wait_cached(&self, digest: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.cached_files().iter().any(|d| d == digest) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits until every fill has committed or given up: nothing left in `tmp/`.
+    pub fn wait_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.temp_files() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Files left in the temp area.
@@ -476,57 +505,26 @@ pub fn try_stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option
     })
 }
 
-/// A TCP proxy in front of an upstream that cuts every connection after `limit` bytes have gone
-/// back to the client: a registry whose connection dies mid-body.
-pub struct CuttingProxy {
+/// A TCP proxy in front of an upstream that passes its answers back slowly, or cuts every
+/// connection after some bytes: a slow registry, or one whose connection dies mid-body.
+pub struct Proxy {
     pub port: u16,
-}
-
-impl CuttingProxy {
-    pub fn start(upstream_port: u16, limit: u64) -> CuttingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                std::thread::spawn(move || {
-                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
-                        return;
-                    };
-                    let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut c2, &mut u2);
-                    });
-                    let mut sent = 0u64;
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while sent < limit {
-                        let n = match up.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n.min((limit - sent) as usize),
-                        };
-                        if client.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        sent += n as u64;
-                    }
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    let _ = up.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        CuttingProxy { port }
-    }
-}
-
-/// A TCP proxy that passes an upstream's answers back at a limited rate (bytes per second,
-/// changeable while it runs; 0 means unlimited): a slow registry.
-pub struct SlowProxy {
-    pub port: u16,
+    /// Bytes per second back to the client (0: unlimited); may be changed while it runs.
     pub rate: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl SlowProxy {
-    pub fn start(upstream_port: u16, bytes_per_sec: u64) -> SlowProxy {
+impl Proxy {
+    /// Cuts every connection after `limit` bytes have gone back to the client.
+    pub fn cutting(upstream_port: u16, limit: u64) -> Proxy {
+        Self::start(upstream_port, limit, 0)
+    }
+
+    /// Passes answers back at `bytes_per_sec`.
+    pub fn slow(upstream_port: u16, bytes_per_sec: u64) -> Proxy {
+        Self::start(upstream_port, u64::MAX, bytes_per_sec)
+    }
+
+    fn start(upstream_port: u16, limit: u64, bytes_per_sec: u64) -> Proxy {
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -544,15 +542,17 @@ impl SlowProxy {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut c2, &mut u2);
                     });
+                    let mut sent = 0u64;
                     let mut buf = vec![0u8; 16 * 1024];
-                    loop {
+                    while sent < limit {
                         let n = match up.read(&mut buf) {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => n,
+                            Ok(n) => n.min((limit - sent).min(usize::MAX as u64) as usize),
                         };
                         if client.write_all(&buf[..n]).is_err() {
                             break;
                         }
+                        sent += n as u64;
                         let bps = rate.load(Ordering::Relaxed);
                         if bps > 0 {
                             std::thread::sleep(Duration::from_secs_f64(n as f64 / bps as f64));
@@ -563,7 +563,7 @@ impl SlowProxy {
                 });
             }
         });
-        SlowProxy { port, rate }
+        Proxy { port, rate }
     }
 
     pub fn url(&self) -> String {
