@@ -23,12 +23,20 @@ use crate::reference::{Digest, Hasher};
 /// Size of each read from a stored or filling blob: large, so a fast client gets big writes.
 pub const READ_CHUNK: usize = 256 * 1024;
 
+/// How many of a fill's most recent chunks stay in memory, so readers that keep up with the
+/// upstream get them without reading the file back (at most this many times the write size).
+const RECENT_CHUNKS: usize = 8;
+
 /// Where a fill has got to.
 #[derive(Clone, Debug)]
 pub struct FillState {
     /// The blob's size, once the upstream has said it (or the fill has ended).
     pub total: Option<u64>,
-    /// Bytes written to the temp file so far.
+    /// Bytes received in order and readable from memory (the last byte is still held back
+    /// until the digest matches).
+    pub received: u64,
+    /// Bytes hashed and written to the temp file so far (readers behind the memory ring read
+    /// the file up to here).
     pub written: u64,
     pub outcome: Outcome,
 }
@@ -49,6 +57,8 @@ pub struct Fill {
     /// working after it is renamed into place (or unlinked).
     file: File,
     state: watch::Receiver<FillState>,
+    /// The last chunks received (offset, bytes): what readers at the head of the fill want next.
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, Bytes)>>,
 }
 
 impl Fill {
@@ -65,6 +75,7 @@ impl Fill {
             .open(&temp_path)?;
         let (tx, rx) = watch::channel(FillState {
             total: None,
+            received: 0,
             written: 0,
             outcome: Outcome::Running,
         });
@@ -74,6 +85,9 @@ impl Fill {
                 temp_path,
                 file,
                 state: rx,
+                recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
+                    RECENT_CHUNKS,
+                )),
             }),
             tx,
         ))
@@ -82,6 +96,26 @@ impl Fill {
     /// A descriptor for writing (the fill task's) or reading (a client's).
     pub fn file(&self) -> io::Result<File> {
         self.file.try_clone()
+    }
+
+    /// Keeps a just-received chunk in memory for the readers following the fill.
+    pub fn remember(&self, offset: u64, bytes: Bytes) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == RECENT_CHUNKS {
+            r.pop_front();
+        }
+        r.push_back((offset, bytes));
+    }
+
+    /// The bytes from `pos` (not past `limit`) if they are among the recent chunks.
+    fn recent_slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (off, b) = r
+            .iter()
+            .find(|(off, b)| *off <= pos && pos < off + b.len() as u64)?;
+        let start = (pos - off) as usize;
+        let end = ((limit - off).min(b.len() as u64) as usize).min(start + READ_CHUNK);
+        (end > start).then(|| b.slice(start..end))
     }
 
     /// Waits until the blob's size is known. Fails if the fill failed first.
@@ -93,7 +127,7 @@ impl Fill {
                 match (&s.outcome, s.total) {
                     (Outcome::Failed(e), _) => return Err(e.clone()),
                     (_, Some(t)) => return Ok(t),
-                    (Outcome::Verified, None) => return Ok(s.written),
+                    (Outcome::Verified, None) => return Ok(s.received),
                     (Outcome::Running, None) => {}
                 }
             }
@@ -120,27 +154,38 @@ impl Fill {
                     return None;
                 }
                 loop {
-                    let available = {
+                    let progress = {
                         let s = rx.borrow_and_update();
                         match &s.outcome {
                             Outcome::Failed(e) => Err(io::Error::other(e.to_string())),
-                            Outcome::Verified => Ok(u64::MAX),
+                            // Every byte may go; those behind the memory ring come from the
+                            // file as the disk writer gets there.
+                            Outcome::Verified => Ok((u64::MAX, s.written)),
                             // Hold back the last byte until the digest is known to match.
-                            Outcome::Running => {
-                                Ok(s.written.min(s.total.unwrap_or(u64::MAX).saturating_sub(1)))
-                            }
+                            Outcome::Running => Ok((
+                                s.received
+                                    .min(s.total.unwrap_or(u64::MAX).saturating_sub(1)),
+                                s.written,
+                            )),
                         }
                     };
-                    let available = match available {
-                        Ok(a) => a,
+                    let (released, written) = match progress {
+                        Ok(p) => p,
                         Err(err) => {
                             reader.finish();
                             return Some((Err(err), (reader, rx, fill)));
                         }
                     };
-                    if available > reader.pos {
-                        let item = reader.read_next(available).await;
-                        return Some((item, (reader, rx, fill)));
+                    if released > reader.pos {
+                        let limit = released.min(reader.end);
+                        if let Some(b) = fill.recent_slice(reader.pos, limit) {
+                            reader.pos += b.len() as u64;
+                            return Some((Ok(b), (reader, rx, fill)));
+                        }
+                        if written > reader.pos {
+                            let item = reader.read_next(limit.min(written)).await;
+                            return Some((item, (reader, rx, fill)));
+                        }
                     }
                     if rx.changed().await.is_err() {
                         reader.finish();
@@ -156,27 +201,66 @@ impl Fill {
     }
 }
 
-/// Writes a fill's chunks to its temp file and hashes them on the blocking pool, one chunk at a
-/// time but overlapped with the caller: while one chunk is hashed and written, the next arrives
-/// from the network.
+/// Hashes a fill's chunks on one blocking thread and writes them to its temp file on another,
+/// each fed through a bounded queue: the network, the clients, the hash and the disk all run at
+/// once. Clients wait only for the hash (to release the last byte); keeping the file waits for
+/// the disk too. A full queue makes the fill wait, so memory stays bounded.
 pub struct FillWriter {
-    file: Arc<File>,
-    hasher: Option<Hasher>,
-    /// Bytes handed to writes so far.
+    to_hash: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    to_disk: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    hashing: Option<tokio::task::JoinHandle<Hasher>>,
+    writing: Option<tokio::task::JoinHandle<io::Result<u64>>>,
+    /// Bytes handed over so far.
     queued: u64,
-    /// Bytes written and hashed so far.
-    written: u64,
-    pending: Option<tokio::task::JoinHandle<io::Result<(Hasher, u64)>>>,
+}
+
+/// Chunks waiting to be hashed, and to be written, at most (with 256 KiB chunks: 2 and 16 MiB).
+const HASH_QUEUE: usize = 8;
+const DISK_QUEUE: usize = 64;
+
+/// The disk side of a fill, still running after the hash is done.
+pub struct PendingWrites(Option<tokio::task::JoinHandle<io::Result<u64>>>);
+
+impl PendingWrites {
+    /// Waits for every chunk to be on disk; returns how many bytes were written.
+    pub async fn wait(mut self) -> io::Result<u64> {
+        match self.0.take() {
+            Some(w) => w.await.map_err(|e| io::Error::other(e.to_string()))?,
+            None => Err(io::Error::other("the fill's writes already ended")),
+        }
+    }
 }
 
 impl FillWriter {
-    pub fn new(file: File, hasher: Hasher) -> FillWriter {
+    /// Starts the hashing and writing threads; the writer reports `FillState::written`.
+    pub fn start(
+        file: File,
+        mut hasher: Hasher,
+        progress: Arc<watch::Sender<FillState>>,
+    ) -> FillWriter {
+        let (to_hash, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+        let (to_disk, mut disk_rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(data) = hash_rx.blocking_recv() {
+                hasher.update(&data);
+            }
+            hasher
+        });
+        let writing = tokio::task::spawn_blocking(move || {
+            let mut pos = 0u64;
+            while let Some(data) = disk_rx.blocking_recv() {
+                file.write_all_at(&data, pos)?;
+                pos += data.len() as u64;
+                progress.send_modify(|s| s.written = pos);
+            }
+            Ok(pos)
+        });
         FillWriter {
-            file: Arc::new(file),
-            hasher: Some(hasher),
+            to_hash: Some(to_hash),
+            to_disk: Some(to_disk),
+            hashing: Some(hashing),
+            writing: Some(writing),
             queued: 0,
-            written: 0,
-            pending: None,
         }
     }
 
@@ -184,42 +268,37 @@ impl FillWriter {
         self.queued
     }
 
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Waits for the previous chunk's write, then starts this one's. Returns how many bytes the
-    /// finished write added.
-    pub async fn push(&mut self, data: Vec<u8>) -> io::Result<u64> {
-        let done = self.wait().await?;
-        let mut h = self.hasher.take().expect("no write is pending");
-        let (f, at) = (self.file.clone(), self.queued);
+    /// Hands a chunk to the hash and the disk, waiting while either queue is full.
+    pub async fn push(&mut self, data: Bytes) -> io::Result<()> {
         self.queued += data.len() as u64;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            h.update(&data);
-            f.write_all_at(&data, at)?;
-            Ok((h, data.len() as u64))
-        }));
-        Ok(done)
-    }
-
-    /// Waits for the last write: the hash of everything, and the size.
-    pub async fn finish(mut self) -> io::Result<(Hasher, u64)> {
-        self.wait().await?;
-        Ok((
-            self.hasher.take().expect("no write is pending"),
-            self.written,
-        ))
-    }
-
-    async fn wait(&mut self) -> io::Result<u64> {
-        let Some(p) = self.pending.take() else {
-            return Ok(0);
+        let hashed = match &self.to_hash {
+            Some(tx) => tx.send(data.clone()).await.is_ok(),
+            None => false,
         };
-        let (h, n) = p.await.map_err(|e| io::Error::other(e.to_string()))??;
-        self.hasher = Some(h);
-        self.written += n;
-        Ok(n)
+        let stored = match &self.to_disk {
+            Some(tx) => tx.send(data).await.is_ok(),
+            None => false,
+        };
+        if hashed && stored {
+            return Ok(());
+        }
+        // The disk writer stopped early (the hash cannot fail): its error says why.
+        self.to_disk = None;
+        match PendingWrites(self.writing.take()).wait().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(io::Error::other("the fill's writer stopped")),
+        }
+    }
+
+    /// Waits for the hash of everything; the writes may still be going on.
+    pub async fn finish(mut self) -> io::Result<(Hasher, u64, PendingWrites)> {
+        self.to_hash = None;
+        self.to_disk = None;
+        let hasher = match self.hashing.take() {
+            Some(h) => h.await.map_err(|e| io::Error::other(e.to_string()))?,
+            None => return Err(io::Error::other("the fill's hash already ended")),
+        };
+        Ok((hasher, self.queued, PendingWrites(self.writing.take())))
     }
 }
 

@@ -101,6 +101,8 @@ struct Fetched {
     keep: bool,
     /// Bytes reserved for it in the cache's accounting.
     reserved: u64,
+    /// The temp file's writes, which may still be going on.
+    writes: fill::PendingWrites,
 }
 
 /// Everything under the lock: the in-memory view of what is stored and what is in flight.
@@ -355,6 +357,7 @@ impl Cache {
         let up = up.clone();
         let repo = repo.clone();
         let task_fill = fill.clone();
+        let tx = Arc::new(tx);
         tokio::spawn(async move { this.run_fill(up, repo, task_fill, tx).await });
         Ok(BlobSource::Filling { fill, file })
     }
@@ -364,7 +367,7 @@ impl Cache {
         up: Arc<Upstream>,
         repo: RepoName,
         fill: Arc<Fill>,
-        tx: tokio::sync::watch::Sender<FillState>,
+        tx: Arc<tokio::sync::watch::Sender<FillState>>,
     ) {
         let mut reserved = 0;
         let (result, verified) = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await
@@ -387,7 +390,13 @@ impl Cache {
                 .inc();
             tracing::warn!(digest = %fill.digest, upstream = %up.name, error = %e, "fill failed; nothing kept");
             let _ = std::fs::remove_file(&fill.temp_path);
-            if !verified {
+            // After the digest matched, clients that have everything keep it; only those still
+            // waiting for bytes from the (failed) disk writer are cut off.
+            let stranded = verified && {
+                let s = tx.borrow();
+                s.written < s.received
+            };
+            if !verified || stranded {
                 tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
             }
             let mut s = self.lock();
@@ -402,7 +411,7 @@ impl Cache {
         up: &Upstream,
         repo: &RepoName,
         fill: &Fill,
-        tx: &tokio::sync::watch::Sender<FillState>,
+        tx: &Arc<tokio::sync::watch::Sender<FillState>>,
         reserved: &mut u64,
     ) -> Result<Fetched, CacheError> {
         let digest = &fill.digest;
@@ -426,7 +435,8 @@ impl Cache {
         }
         tx.send_modify(|s| s.total = total);
 
-        let mut writer = fill::FillWriter::new(fill.file()?, Hasher::new(digest.algorithm()));
+        let mut writer =
+            fill::FillWriter::start(fill.file()?, Hasher::new(digest.algorithm()), tx.clone());
         let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
         let bad = |reason: String| {
             CacheError::Upstream(UpstreamError::BadResponse {
@@ -434,14 +444,19 @@ impl Cache {
                 reason,
             })
         };
-        let publish = |written: u64, n: u64| {
-            if n > 0 {
-                self.metrics
-                    .upstream_bytes
-                    .with_label_values(&[up.name.as_str()])
-                    .inc_by(n);
-                tx.send_modify(|s| s.written = written);
-            }
+        // A chunk has arrived: readers may have it from memory at once; the writer hashes it and
+        // puts it on disk meanwhile.
+        let mut received = 0u64;
+        let mut hand_over = |data: Vec<u8>| {
+            let data = Bytes::from(data);
+            fill.remember(received, data.clone());
+            received += data.len() as u64;
+            self.metrics
+                .upstream_bytes
+                .with_label_values(&[up.name.as_str()])
+                .inc_by(data.len() as u64);
+            tx.send_modify(|s| s.received = received);
+            data
         };
         while let Some(c) = resp.chunk().await.map_err(|e| {
             CacheError::Upstream(UpstreamError::Unreachable {
@@ -455,16 +470,13 @@ impl Cache {
             buf.extend_from_slice(&c);
             if buf.len() >= FILL_WRITE_CHUNK {
                 let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
-                let n = writer.push(data).await?;
-                publish(writer.written(), n);
+                writer.push(hand_over(data)).await?;
             }
         }
         if !buf.is_empty() {
-            let n = writer.push(buf).await?;
-            publish(writer.written(), n);
+            writer.push(hand_over(buf)).await?;
         }
-        let (hasher, pos) = writer.finish().await?;
-        publish(pos, pos);
+        let (hasher, pos, writes) = writer.finish().await?;
         if let Some(t) = total {
             if pos != t {
                 return Err(bad(format!(
@@ -488,6 +500,7 @@ impl Cache {
             size: pos,
             keep,
             reserved: *reserved,
+            writes,
         })
     }
 
@@ -501,10 +514,15 @@ impl Cache {
             size,
             keep,
             reserved,
+            writes,
         }: Fetched,
     ) -> Result<(), CacheError> {
         let digest = fill.digest.clone();
         if keep {
+            let written = writes.wait().await?;
+            if written != size {
+                return Err(io::Error::other(format!("wrote {written} of {size} bytes")).into());
+            }
             let store = self.store.clone();
             let (temp, d) = (fill.temp_path.clone(), digest.clone());
             // Any descriptor of the file flushes all of it.
