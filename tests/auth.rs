@@ -396,3 +396,39 @@ fn client_credentials_stay_home_and_redirects_drop_authorization() {
     );
     assert!(m.wait_cached(&digest));
 }
+
+/// A credential helper whose first answer has gone stale (as ECR's 12-hour passwords do) is run
+/// again after the 401, and the pull goes through.
+#[test]
+fn a_stale_helper_answer_is_refreshed_after_a_401() {
+    let ts = TokenService::start();
+    let reg = token_registry(&ts, "127.0.0.1");
+    let dir = scratch("stale-helper");
+    let helper = dir.path().join("docker-credential-rotating");
+    let calls = dir.path().join("calls");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\necho x >> {calls}\nif [ \"$(wc -l < {calls})\" -eq 1 ]; then p=expired; else p={PASSWORD}; fi\nprintf '{{\"Username\":\"{USER}\",\"Secret\":\"%s\"}}' \"$p\"\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&helper)
+        .status()
+        .unwrap();
+    let m = Mirror::start(
+        &[up_with(
+            "reg.example",
+            reg.url(),
+            format!("credential_helper = \"{}\"", helper.display()),
+        )],
+        "",
+    );
+    let d = pull(&m, "team/project/app", &dir.path().join("out")).unwrap();
+    assert_eq!(d, seed().image("team/project/app").digest);
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);
+    assert!(!m.log_text().contains(PASSWORD));
+}
