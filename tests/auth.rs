@@ -295,21 +295,9 @@ fn containerd_pulls_a_private_image_through_the_mirror() {
         "",
     );
     let ctd = Containerd::start();
-    let hosts = scratch("hosts");
-    fs::create_dir_all(hosts.path().join("reg.example")).unwrap();
-    fs::write(
-        hosts.path().join("reg.example/hosts.toml"),
-        format!("server = \"https://reg.example\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", m.url()),
-    )
-    .unwrap();
     let img = seed().image("team/project/app");
     let reference = format!("reg.example/team/project/app:{}", img.tag);
-    run(ctd
-        .ctr()
-        .args(["images", "pull", "--hosts-dir"])
-        .arg(hosts.path())
-        .arg(&reference));
-    let list = run(ctd.ctr().args(["images", "ls"]));
+    let list = ctd.pull_through(&m.url(), "reg.example", &reference);
     assert!(
         list.lines()
             .any(|l| l.starts_with(&reference) && l.contains(&img.digest)),

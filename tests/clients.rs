@@ -25,25 +25,10 @@ fn containerd_pulls_a_non_default_registry_through_hosts_toml() {
         "",
     );
     let ctd = Containerd::start();
-    let hosts = scratch("hosts");
-    fs::create_dir_all(hosts.path().join("quay.io")).unwrap();
-    fs::write(
-        hosts.path().join("quay.io/hosts.toml"),
-        format!(
-            "server = \"https://quay.io\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            mirror.url()
-        ),
-    )
-    .unwrap();
     for repo in ["team/project/app", "multi/arch", "many/layers"] {
         let img = seed.image(repo);
         let reference = format!("quay.io/{repo}:{}", img.tag);
-        run(ctd
-            .ctr()
-            .args(["images", "pull", "--hosts-dir"])
-            .arg(hosts.path())
-            .arg(&reference));
-        let list = run(ctd.ctr().args(["images", "ls"]));
+        let list = ctd.pull_through(&mirror.url(), "quay.io", &reference);
         let line = list
             .lines()
             .find(|l| l.starts_with(&reference))

@@ -284,16 +284,7 @@ impl Cache {
                 .await
                 .map_err(|e| CacheError::Io(io::Error::other(e.to_string())));
         }
-        let resp = up
-            .send(
-                Method::HEAD,
-                repo,
-                &format!("blobs/{digest}"),
-                None,
-                HeaderMap::new(),
-                "blob",
-            )
-            .await?;
+        let resp = up.blob(Method::HEAD, repo, digest).await?;
         upstream::declared_length(&resp).ok_or_else(|| {
             CacheError::Upstream(UpstreamError::BadResponse {
                 upstream: up.name.clone(),
@@ -415,16 +406,7 @@ impl Cache {
         reserved: &mut u64,
     ) -> Result<Fetched, CacheError> {
         let digest = &fill.digest;
-        let mut resp = up
-            .send(
-                Method::GET,
-                repo,
-                &format!("blobs/{digest}"),
-                None,
-                HeaderMap::new(),
-                "blob",
-            )
-            .await?;
+        let mut resp = up.blob(Method::GET, repo, digest).await?;
         let total = resp.content_length();
         let mut keep = true;
         if let Some(t) = total {

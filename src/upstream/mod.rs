@@ -170,6 +170,24 @@ impl Upstream {
         })
     }
 
+    /// `HEAD` or `GET` of a blob.
+    pub async fn blob(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        digest: &crate::reference::Digest,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.send(
+            method,
+            repo,
+            &format!("blobs/{digest}"),
+            None,
+            HeaderMap::new(),
+            "blob",
+        )
+        .await
+    }
+
     /// Whether the site's allow-list (if any) lets clients pull `repo` from here.
     pub fn allows(&self, repo: &RepoName) -> bool {
         let spelled = self.upstream_repo(repo);

@@ -766,6 +766,26 @@ impl Containerd {
         }
     }
 
+    /// Pulls `reference` from `registry` with a `hosts.toml` that sends it to the mirror at
+    /// `mirror_url` (so every request carries `?ns=<registry>`); returns `ctr images ls`.
+    pub fn pull_through(&self, mirror_url: &str, registry: &str, reference: &str) -> String {
+        let hosts = scratch("hosts");
+        fs::create_dir_all(hosts.path().join(registry)).unwrap();
+        fs::write(
+            hosts.path().join(registry).join("hosts.toml"),
+            format!(
+                "server = \"https://{registry}\"\n\n[host.\"{mirror_url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .unwrap();
+        run(self
+            .ctr()
+            .args(["images", "pull", "--hosts-dir"])
+            .arg(hosts.path())
+            .arg(reference));
+        run(self.ctr().args(["images", "ls"]))
+    }
+
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
         c.arg("--address").arg(&self.socket);
