@@ -37,7 +37,11 @@ pub async fn get(
         ),
     };
     if head {
-        let size = app.cache.blob_size(up, repo, &digest).await?;
+        let size = app
+            .cache
+            .blob_size(up, repo, &digest)
+            .await
+            .map_err(|e| ApiError::from(&*e))?;
         return Ok(blob_headers(&digest, StatusCode::OK, size)
             .body(full(Vec::new()))
             .expect("valid"));

@@ -263,7 +263,7 @@ impl Cache {
         up: &Upstream,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<u64, Arc<CacheError>> {
         let fill = {
             let s = self.lock();
             match s.entries.get(digest) {
@@ -274,22 +274,23 @@ impl Cache {
                         .inc();
                     return Ok(m.size);
                 }
-                Some(_) => return Err(CacheError::NotABlob(digest.clone())),
+                Some(_) => return Err(Arc::new(CacheError::NotABlob(digest.clone()))),
                 None => s.fills.get(digest).cloned(),
             }
         };
         if let Some(fill) = fill {
-            return fill
-                .total()
-                .await
-                .map_err(|e| CacheError::Io(io::Error::other(e.to_string())));
+            // A failed fill's error is shared by everyone who asked about it.
+            return fill.total().await;
         }
-        let resp = up.blob(Method::HEAD, repo, digest).await?;
+        let resp = up
+            .blob(Method::HEAD, repo, digest)
+            .await
+            .map_err(|e| Arc::new(CacheError::Upstream(e)))?;
         upstream::declared_length(&resp).ok_or_else(|| {
-            CacheError::Upstream(UpstreamError::BadResponse {
+            Arc::new(CacheError::Upstream(UpstreamError::BadResponse {
                 upstream: up.name.clone(),
                 reason: "blob HEAD without Content-Length".into(),
-            })
+            }))
         })
     }
 
