@@ -249,7 +249,13 @@ impl FillWriter {
         let writing = tokio::task::spawn_blocking(move || {
             let mut pos = 0u64;
             while let Some(data) = disk_rx.blocking_recv() {
-                file.write_all_at(&data, pos)?;
+                if let Err(e) = file.write_all_at(&data, pos) {
+                    // Readers waiting for these bytes from the file would wait forever: end them
+                    // now, whoever else is waiting for this writer.
+                    let shared = CacheError::Io(io::Error::new(e.kind(), e.to_string()));
+                    progress.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(shared)));
+                    return Err(e);
+                }
                 pos += data.len() as u64;
                 progress.send_modify(|s| s.written = pos);
             }

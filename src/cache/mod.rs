@@ -382,13 +382,9 @@ impl Cache {
                 .inc();
             tracing::warn!(digest = %fill.digest, upstream = %up.name, error = %e, "fill failed; nothing kept");
             let _ = std::fs::remove_file(&fill.temp_path);
-            // After the digest matched, clients that have everything keep it; only those still
-            // waiting for bytes from the (failed) disk writer are cut off.
-            let stranded = verified && {
-                let s = tx.borrow();
-                s.written < s.received
-            };
-            if !verified || stranded {
+            // After the digest matched, clients keep what they have: only keeping it failed.
+            // (A failed disk write has already ended the readers that needed the file.)
+            if !verified {
                 tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
             }
             let mut s = self.lock();
