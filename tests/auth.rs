@@ -120,9 +120,9 @@ fn plain_credentials_fall_back_to_the_oauth2_password_grant() {
 /// The registry names a realm on another host: stored credentials never go there.
 #[test]
 fn credentials_never_go_to_a_realm_on_another_host() {
-    let ts = TokenService::start();
-    // The upstream is 127.0.0.1; the realm is `localhost`: another host.
-    let reg = token_registry(&ts, "localhost");
+    // The upstream is 127.0.0.1; the realm is 127.0.0.2: another host.
+    let ts = TokenService::start_elsewhere();
+    let reg = token_registry(&ts, "127.0.0.2");
     let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
     let out = scratch("foreign-realm");
     assert!(
@@ -343,8 +343,9 @@ fn client_credentials_stay_home_and_redirects_drop_authorization() {
     let blob = b"layer bytes from the CDN".repeat(100);
     let digest = sha256(&blob);
     let b2 = blob.clone();
-    let cdn = FakeUpstream::start(move |_| FakeAnswer::new(200, b2.clone()));
-    let cdn_url = format!("http://localhost:{}", cdn.port);
+    // The CDN is another host: 127.0.0.2, where the registry is 127.0.0.1.
+    let cdn = FakeUpstream::start_on("127.0.0.2", move |_| FakeAnswer::new(200, b2.clone()));
+    let cdn_url = format!("http://127.0.0.2:{}", cdn.port);
     let registry = FakeUpstream::start(move |r| {
         let authed = r
             .headers
@@ -360,12 +361,13 @@ fn client_credentials_stay_home_and_redirects_drop_authorization() {
         }
     });
     let m = Mirror::start(&[up_with("reg.example", registry.url(), creds())], "");
-    let r = stream_get(
+    let r = try_stream_get(
         m.port,
         &format!("/v2/reg.example/app/x/blobs/{digest}"),
         &[("Authorization", "Bearer client-secret")],
-    );
-    assert!(r.complete() && r.digest == digest);
+    )
+    .unwrap_or_else(|| panic!("no response; mirror log:\n{}", m.log_text()));
+    assert!(r.complete() && r.digest == digest, "{}", m.log_text());
     let cdn_seen = cdn.requests.lock().unwrap().clone();
     assert_eq!(cdn_seen.len(), 1);
     assert!(

@@ -116,11 +116,20 @@ impl TokenService {
         Self::start_with(false)
     }
 
+    /// On `127.0.0.2`: a realm on another host than a registry on `127.0.0.1`.
+    pub fn start_elsewhere() -> TokenService {
+        Self::serve("127.0.0.2", false)
+    }
+
     /// `post_only`: like some OAuth2 token services, refuse GET with 405 and take credentials
     /// only as a POSTed password grant.
     pub fn start_with(post_only: bool) -> TokenService {
+        Self::serve("127.0.0.1", post_only)
+    }
+
+    fn serve(ip: &str, post_only: bool) -> TokenService {
         let pki = pki();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<TokenRequest>>> = Arc::default();
         let s2 = seen.clone();

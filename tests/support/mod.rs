@@ -640,9 +640,17 @@ impl FakeUpstream {
     where
         F: Fn(&FakeRequest) -> FakeAnswer + Send + Sync + 'static,
     {
+        Self::start_on("127.0.0.1", handler)
+    }
+
+    /// On another loopback address (`127.0.0.2`: another host, with no name to resolve).
+    pub fn start_on<F>(ip: &str, handler: F) -> FakeUpstream
+    where
+        F: Fn(&FakeRequest) -> FakeAnswer + Send + Sync + 'static,
+    {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<FakeRequest>>> = Arc::default();
         let in_flight = Arc::new(AtomicUsize::new(0));
