@@ -113,20 +113,8 @@ fn all_clients(port: u16, path: &str, n: usize) -> f64 {
 fn main() {
     let seed = seed();
     let origin = Registry::start(&seed.storage);
-    let big = seed
-        .image("big/blob")
-        .blobs
-        .iter()
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .clone();
-    let mid = seed
-        .image("lru/b")
-        .blobs
-        .iter()
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .clone();
+    let big = seed.image("big/blob").largest_blob();
+    let mid = seed.image("lru/b").largest_blob();
     let big_path = format!("/v2/big/blob/blobs/{}", big.0);
     let mid_path = format!("/v2/lru/b/blobs/{}", mid.0);
 

@@ -24,15 +24,6 @@ fn stored_bytes(cache: &Path) -> u64 {
     walk(&cache.join("blobs")) + walk(&cache.join("tmp"))
 }
 
-fn layer(seed: &Seed, repo: &str) -> (String, u64) {
-    seed.image(repo)
-        .blobs
-        .iter()
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .clone()
-}
-
 fn get_blob(m: &Mirror, repo: &str, digest: &str) {
     let r = stream_get(m.port, &format!("/v2/{repo}/blobs/{digest}"), &[]);
     assert_eq!(r.status, 200);
@@ -55,9 +46,9 @@ fn lru_evicts_the_least_recently_used_and_stays_within_the_bound() {
         "max_size = \"220MiB\"",
     );
     let (a, b, c) = (
-        layer(seed, "lru/a"),
-        layer(seed, "lru/b"),
-        layer(seed, "lru/c"),
+        seed.image("lru/a").largest_blob(),
+        seed.image("lru/b").largest_blob(),
+        seed.image("lru/c").largest_blob(),
     );
     get_blob(&m, "lru/a", &a.0);
     get_blob(&m, "lru/b", &b.0);
@@ -98,14 +89,14 @@ fn a_blob_larger_than_the_cache_is_streamed_through() {
         &[Up::default("docker.io", reg.url())],
         "max_size = \"50MiB\"",
     );
-    let big = layer(seed, "big/blob");
+    let big = seed.image("big/blob").largest_blob();
     for _ in 0..2 {
         get_blob(&m, "big/blob", &big.0);
     }
     assert!(!m.cached_files().contains(&big.0));
     assert_eq!(m.temp_files(), 0);
     // Smaller things are still cached as usual.
-    let small = layer(seed, "oci/app");
+    let small = seed.image("oci/app").largest_blob();
     get_blob(&m, "oci/app", &small.0);
     assert!(m.wait_cached(&small.0));
 }
@@ -119,7 +110,10 @@ fn a_lowered_max_size_shrinks_the_cache_at_start() {
         &[Up::default("docker.io", reg.url())],
         "max_size = \"1GiB\"",
     );
-    let (b, c) = (layer(seed, "lru/b"), layer(seed, "lru/c"));
+    let (b, c) = (
+        seed.image("lru/b").largest_blob(),
+        seed.image("lru/c").largest_blob(),
+    );
     get_blob(&m, "lru/b", &b.0);
     get_blob(&m, "lru/c", &c.0);
     assert!(stored_bytes(&m.cache_dir) > 128 << 20);

@@ -54,13 +54,7 @@ fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
     let reg = Registry::start(&seed.storage);
     let proxy = Proxy::slow(reg.port, 4 << 20);
     let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
-    let (digest, size) = seed
-        .image("lru/c")
-        .blobs
-        .iter()
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .clone();
+    let (digest, size) = seed.image("lru/c").largest_blob();
     let path = format!("/v2/lru/c/blobs/{digest}");
     let port = m.port;
     let p2 = path.clone();
@@ -189,13 +183,7 @@ fn a_full_disk_fails_the_fill_cleanly() {
     let r = stream_get(m.port, &format!("/v2/oci/app/blobs/{small_layer}"), &[]);
     assert!(r.complete() && r.digest == small_layer);
 
-    let (big, _) = seed
-        .image("lru/b")
-        .blobs
-        .iter()
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .clone();
+    let (big, _) = seed.image("lru/b").largest_blob();
     let r = stream_get(m.port, &format!("/v2/lru/b/blobs/{big}"), &[]);
     assert!(
         !(r.status == 200 && r.complete()),

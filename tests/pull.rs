@@ -80,7 +80,7 @@ fn skopeo_pulls_every_image_with_the_right_digests() {
 fn sixteen_concurrent_cold_gets_cause_one_upstream_fetch() {
     let seed = seed();
     let img = seed.image("big/blob");
-    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
     let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     let path = format!("/v2/big/blob/blobs/{digest}");
@@ -110,7 +110,7 @@ fn sixteen_concurrent_cold_gets_cause_one_upstream_fetch() {
 fn range_on_a_cold_blob_gets_the_right_bytes() {
     let seed = seed();
     let img = seed.image("big/blob");
-    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
     let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     let start = 100_000_001u64;
@@ -217,7 +217,7 @@ fn a_short_upstream_body_never_yields_a_complete_body() {
 
     // Cut mid-body by the network.
     let big = seed.image("big/blob");
-    let (digest, size) = big.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let (digest, size) = big.largest_blob();
     let proxy = Proxy::cutting(reg.port, 8 << 20);
     let mirror2 = Mirror::start(
         &[Up::default(
@@ -299,7 +299,7 @@ fn the_fill_finishes_when_every_client_leaves() {
     use std::io::{Read, Write};
     let seed = seed();
     let img = seed.image("big/blob");
-    let (digest, size) = img.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone();
+    let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
     let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     {

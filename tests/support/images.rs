@@ -27,6 +27,13 @@ pub struct Image {
     pub children: Vec<String>,
 }
 
+impl Image {
+    /// The biggest blob (the layer, for the single-layer images), with its size.
+    pub fn largest_blob(&self) -> (String, u64) {
+        self.blobs.iter().max_by_key(|(_, s)| *s).unwrap().clone()
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Seed {
     /// The registry storage holding every image.
