@@ -234,3 +234,77 @@ fn a_stalled_upstream_times_out_cleanly() {
         start.elapsed()
     );
 }
+
+/// A registry that is not listening yet: the connection is refused, and the mirror tries again
+/// with backoff (GET and HEAD are idempotent) until it is up.
+#[test]
+fn refused_connections_are_retried() {
+    let manifest =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{}},"layers":[]}}"#);
+    let port = free_port();
+    let m = Mirror::start(
+        &[Up::default("docker.io", format!("http://127.0.0.1:{port}"))],
+        "",
+    );
+    // The registry comes up 150 ms after the request: after the first try (refused at once),
+    // before the last (which comes after 100-150 ms and then 200-250 ms more of backoff).
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = support::auth::read_request(&mut conn);
+        let _ = std::io::Write::write_all(
+            &mut conn,
+            format!("HTTP/1.1 200 OK\r\nContent-Type: {OCI}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", 0).as_bytes(),
+        );
+        // Answer the HEAD (no digest header), then the GET.
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = support::auth::read_request(&mut conn);
+        let _ = std::io::Write::write_all(
+            &mut conn,
+            format!("HTTP/1.1 200 OK\r\nContent-Type: {OCI}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{manifest}", manifest.len()).as_bytes(),
+        );
+    });
+    let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    server.join().unwrap();
+    let metrics = String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap();
+    assert!(
+        metrics.contains("status=\"error\""),
+        "the refused try was not counted: {metrics}"
+    );
+}
+
+/// A registry whose accept queue is full drops new connection attempts (SYNs go unanswered, as
+/// with a host that is down): the connect timeout ends the wait with a clean 503.
+#[test]
+fn a_connect_that_hangs_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Fill the accept queue (nobody accepts), until new connections no longer complete.
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        match std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_millis(200),
+        ) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() < 1000, "the accept queue never filled");
+    let mut cfg = Up::default("docker.io", format!("http://127.0.0.1:{port}"));
+    cfg.extra = "connect_timeout = \"500ms\"".into();
+    let m = Mirror::start(&[cfg], "");
+    let start = std::time::Instant::now();
+    let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("UNAVAILABLE"));
+    // Three tries of 500 ms each, with backoff: seconds, not the kernel's minutes.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(listener);
+}
