@@ -241,9 +241,7 @@ impl Cache {
         if !victims.is_empty() {
             let (store, index, metrics) =
                 (self.store.clone(), self.index.clone(), self.metrics.clone());
-            tokio::task::spawn_blocking(move || remove_victims(&store, &index, &metrics, victims))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
+            blocking(move || remove_victims(&store, &index, &metrics, victims)).await?;
             self.publish_size();
         }
         Ok(true)
@@ -506,11 +504,7 @@ impl Cache {
             let (temp, d) = (fill.temp_path.clone(), digest.clone());
             // Any descriptor of the file flushes all of it.
             let f = fill.file()?;
-            tokio::task::spawn_blocking(move || {
-                f.sync_all().and_then(|()| store.commit(&temp, &d))
-            })
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))??;
+            blocking(move || f.sync_all().and_then(|()| store.commit(&temp, &d))).await?;
             let meta = {
                 let mut s = self.lock();
                 let meta = s.record(&digest, size, KIND_BLOB, reserved);
@@ -652,20 +646,11 @@ impl Cache {
                 "manifest",
             )
             .await?;
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v.trim()).ok());
-        let manifest = match header_digest {
+        let manifest = match content_digest(resp.headers()) {
             Some(d) => match self.load_manifest(up, &d).await? {
                 Some(m) => m,
                 None if head_only => {
-                    let media_type = resp
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(media_type_of)
+                    let media_type = content_type(resp.headers())
                         .filter(|t| MANIFEST_TYPES.contains(&t.as_str()));
                     match (media_type, upstream::declared_length(&resp)) {
                         (Some(media_type), Some(size)) => {
@@ -754,16 +739,8 @@ impl Cache {
                 "manifest",
             )
             .await?;
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(media_type_of);
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v.trim()).ok());
+        let (content_type, header_digest) =
+            (content_type(resp.headers()), content_digest(resp.headers()));
         let bytes = upstream::read_limited(resp, MAX_MANIFEST_BYTES, &up.name).await?;
         let bad = |reason: String| {
             self.metrics
@@ -824,13 +801,9 @@ impl Cache {
             reserved = size;
             let store = self.store.clone();
             let (d, b) = (digest.clone(), bytes.to_vec());
-            let written = tokio::task::spawn_blocking(move || store.write_verified(&d, &b)).await;
-            if let Err(e) = written
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|r| r)
-            {
+            if let Err(e) = blocking(move || store.write_verified(&d, &b)).await {
                 self.release(reserved);
-                return Err(e.into());
+                return Err(e);
             }
         }
         let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
@@ -936,6 +909,36 @@ impl State {
         }
         victims
     }
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, CacheError>
+where
+    T: Send + 'static,
+    E: Into<CacheError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(io::Error::other(e.to_string()).into()),
+    }
+}
+
+/// An answer's `Docker-Content-Digest`, if it holds a valid digest.
+fn content_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v.trim()).ok())
+}
+
+/// An answer's media type, parameters dropped.
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(media_type_of)
 }
 
 fn accept_all() -> HeaderMap {
