@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use entrepot::config::Config;
+use entrepot::Config;
 
 /// A pull-through caching mirror for container registries.
 #[derive(Parser)]

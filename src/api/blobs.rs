@@ -5,14 +5,15 @@ use std::sync::Arc;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 
-use super::range;
+use super::range::{self, ByteRange};
 use super::{ApiError, Body, full};
-use crate::App;
+use crate::app::App;
 use crate::cache::{BlobSource, FileReader};
+use crate::metrics::{Content, Metrics};
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
 
-pub async fn get(
+pub(super) async fn get(
     app: &Arc<App>,
     up: &Arc<Upstream>,
     repo: &RepoName,
@@ -21,21 +22,7 @@ pub async fn get(
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let digest = Digest::parse(digest).map_err(|_| ApiError::digest_invalid(digest))?;
-    let range = match headers.get(header::RANGE) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| range::parse(s).ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "RANGE_INVALID",
-                        "unsupported or malformed Range header",
-                    )
-                })?,
-        ),
-    };
+    let range = requested_range(headers)?;
     if head {
         let size = app
             .cache
@@ -73,17 +60,37 @@ pub async fn get(
             format!("bytes {start}-{}/{size}", end - 1),
         );
     }
-    let metrics = app.metrics.clone();
+    Ok(b.body(body(source, start, end, app.metrics.clone()))
+        .expect("valid"))
+}
+
+/// The client's `Range`, if it sent one; a malformed or unsupported one is a 416.
+fn requested_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| range::parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_INVALID",
+                "unsupported or malformed Range header",
+            )
+        })
+}
+
+/// The bytes `[start, end)` of the blob as a response body, counted as they go out.
+fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
+    use futures_util::StreamExt as _;
     let count = move |r: &std::io::Result<bytes::Bytes>| {
         if let Ok(b) = r {
-            metrics
-                .served_bytes
-                .with_label_values(&["blob"])
-                .inc_by(b.len() as u64);
+            metrics.served(Content::Blob, b.len() as u64);
         }
     };
-    use futures_util::StreamExt as _;
-    let body: Body = match source {
+    match source {
         BlobSource::Stored { file, .. } => {
             let s = FileReader::new(file, start, end)
                 .into_stream()
@@ -94,8 +101,7 @@ pub async fn get(
             let s = fill.stream(file, start, end).inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-    };
-    Ok(b.body(body).expect("valid"))
+    }
 }
 
 fn blob_headers(digest: &Digest, status: StatusCode, len: u64) -> http::response::Builder {

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::tags::paginate;
 use super::{ApiError, Body, json_response, query_param};
-use crate::App;
+use crate::app::App;
+use crate::cache::paginate;
 
-pub fn get(app: &Arc<App>, query: &str, head: bool) -> Result<Response<Body>, ApiError> {
+pub(super) fn get(app: &Arc<App>, query: &str, head: bool) -> Result<Response<Body>, ApiError> {
     let n = query_param(query, "n").and_then(|v| v.parse::<usize>().ok());
     let last = query_param(query, "last");
     let mut names: Vec<String> = app

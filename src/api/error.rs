@@ -8,10 +8,10 @@ use http::{Response, StatusCode, header};
 
 use super::{Body, full};
 use crate::cache::CacheError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Resource, UpstreamError};
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(super) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -19,7 +19,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -28,7 +32,7 @@ impl ApiError {
         }
     }
 
-    pub fn name_invalid(name: &str) -> ApiError {
+    pub(super) fn name_invalid(name: &str) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "NAME_INVALID",
@@ -36,7 +40,7 @@ impl ApiError {
         )
     }
 
-    pub fn digest_invalid(digest: &str) -> ApiError {
+    pub(super) fn digest_invalid(digest: &str) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "DIGEST_INVALID",
@@ -44,7 +48,7 @@ impl ApiError {
         )
     }
 
-    pub fn unsupported() -> ApiError {
+    pub(super) fn unsupported() -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
@@ -52,7 +56,7 @@ impl ApiError {
         )
     }
 
-    pub fn into_response(self, head: bool) -> Response<Body> {
+    pub(super) fn into_response(self, head: bool) -> Response<Body> {
         let body = serde_json::json!({
             "errors": [{"code": self.code, "message": self.message, "detail": null}]
         })
@@ -124,10 +128,10 @@ impl From<&UpstreamError> for ApiError {
         let msg = e.to_string();
         match e {
             UpstreamError::NotFound { what, .. } => {
-                let code = match *what {
-                    "manifest" => "MANIFEST_UNKNOWN",
-                    "blob" => "BLOB_UNKNOWN",
-                    _ => "NAME_UNKNOWN",
+                let code = match what {
+                    Resource::Manifest => "MANIFEST_UNKNOWN",
+                    Resource::Blob => "BLOB_UNKNOWN",
+                    Resource::Repository | Resource::Referrers => "NAME_UNKNOWN",
                 };
                 ApiError::new(StatusCode::NOT_FOUND, code, msg)
             }
@@ -141,7 +145,10 @@ impl From<&UpstreamError> for ApiError {
                 retry_after: Some(retry_after.unwrap_or(60)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
             },
-            UpstreamError::Unreachable { .. } | UpstreamError::Status { .. } => {
+            UpstreamError::Unreachable { .. }
+            | UpstreamError::Busy { .. }
+            | UpstreamError::Credentials { .. }
+            | UpstreamError::Status { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
             }
             UpstreamError::BadResponse { .. } => {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use http::{HeaderMap, Response, StatusCode, header};
 
 use super::{ApiError, Body, full};
-use crate::App;
-use crate::cache::media_type_of;
+use crate::app::App;
+use crate::cache::Manifest;
+use crate::media_type::media_type_of;
+use crate::metrics::Content;
 use crate::reference::{DigestError, Reference, RepoName};
 use crate::upstream::Upstream;
 
-pub async fn get(
+pub(super) async fn get(
     app: &Arc<App>,
     up: &Upstream,
     repo: &RepoName,
@@ -19,22 +21,7 @@ pub async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let reference = Reference::parse(reference).map_err(|e| match e {
-        DigestError::UnsupportedAlgorithm => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
-            "unsupported digest algorithm",
-        ),
-        DigestError::Invalid if reference.contains(':') => ApiError::digest_invalid(reference),
-        DigestError::Invalid => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
-            format!(
-                "invalid tag {:?}",
-                reference.chars().take(200).collect::<String>()
-            ),
-        ),
-    })?;
+    let reference = parse_reference(reference)?;
     let m = app
         .cache
         .manifest(up, repo, &reference, head)
@@ -51,17 +38,10 @@ pub async fn get(
         ));
     }
     let etag = format!("\"{}\"", m.digest);
-    let not_modified = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|v| v == etag || v == m.digest.to_string() || v == "*");
     let b = Response::builder()
         .header("docker-content-digest", m.digest.to_string())
         .header(header::ETAG, &etag);
-    if not_modified {
+    if not_modified(headers, &etag, &m) {
         return Ok(b
             .status(StatusCode::NOT_MODIFIED)
             .body(full(Vec::new()))
@@ -74,10 +54,7 @@ pub async fn get(
     let body = match (head, m.bytes) {
         (true, _) => full(Vec::new()),
         (false, Some(bytes)) => {
-            app.metrics
-                .served_bytes
-                .with_label_values(&["manifest"])
-                .inc_by(bytes.len() as u64);
+            app.metrics.served(Content::Manifest, bytes.len() as u64);
             full(bytes)
         }
         // The cache returns bytes for every GET; a HEAD-only answer here would be a bug.
@@ -90,6 +67,38 @@ pub async fn get(
         }
     };
     Ok(b.body(body).expect("valid"))
+}
+
+/// What follows `/manifests/`, or the OCI error for it: an unsupported algorithm, a malformed
+/// digest, or an invalid tag.
+fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
+    Reference::parse(reference).map_err(|e| match e {
+        DigestError::UnsupportedAlgorithm => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "unsupported digest algorithm",
+        ),
+        DigestError::Invalid if reference.contains(':') => ApiError::digest_invalid(reference),
+        DigestError::Invalid => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            format!(
+                "invalid tag {:?}",
+                reference.chars().take(200).collect::<String>()
+            ),
+        ),
+    })
+}
+
+/// Whether the client's `If-None-Match` already names this manifest.
+fn not_modified(headers: &HeaderMap, etag: &str, m: &Manifest) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|v| v == etag || v == m.digest.to_string() || v == "*")
 }
 
 /// Whether the client's `Accept` lines allow `media_type`: all lines merged, split on commas,

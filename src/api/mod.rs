@@ -2,16 +2,18 @@
 //!
 //! [`handle`] is the whole read side of `/v2/`. It parses the path once into typed names and
 //! references, chooses the upstream (a configured registry name as the first path component, then
-//! `?ns=`, then the default), calls the cache, and writes the answer with the headers clients rely
-//! on. One file per endpoint below; errors become OCI bodies in `error.rs` and nowhere else.
+//! `?ns=`, then the default: `resolve.rs`), calls the cache, and writes the answer with the headers
+//! clients rely on. One file per endpoint below; errors become OCI bodies in `error.rs` and
+//! nowhere else. This layer calls the cache, never an upstream.
 
 mod blobs;
 mod catalog;
-pub mod error;
+mod error;
 mod manifests;
-pub mod range;
+mod range;
 mod referrers;
-pub mod route;
+mod resolve;
+mod route;
 mod tags;
 
 use std::io;
@@ -21,24 +23,23 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
-use crate::App;
-use crate::reference::RepoName;
-use crate::upstream::Upstream;
-pub use error::ApiError;
+use crate::app::App;
+use error::ApiError;
+use resolve::resolve;
 use route::Route;
 
 /// Response bodies: a small buffer or a stream of file chunks that may end in an error (which makes
 /// hyper abort the connection rather than end a sized body early).
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// Answers one request. Never fails: every error is an OCI error response.
-pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> {
+pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> {
     let method = req.method().clone();
     let route = route::parse(req.uri().path());
     let kind = route.kind();
@@ -63,9 +64,7 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> {
         "other"
     };
     app.metrics
-        .requests
-        .with_label_values(&[kind, method_label, resp.status().as_str()])
-        .inc();
+        .request(kind, method_label, resp.status().as_str());
     resp
 }
 
@@ -89,25 +88,25 @@ async fn dispatch<B>(
         )),
         Route::Catalog => catalog::get(app, query, head),
         Route::Manifest { name, reference } => {
-            let (up, repo) = app.resolve(name, query)?;
+            let (up, repo) = resolve(app, name, query)?;
             manifests::get(app, &up, &repo, reference, req.headers(), head).await
         }
         Route::Blob { name, digest } => {
-            let (up, repo) = app.resolve(name, query)?;
+            let (up, repo) = resolve(app, name, query)?;
             blobs::get(app, &up, &repo, digest, req.headers(), head).await
         }
         Route::Tags { name } => {
-            let (up, repo) = app.resolve(name, query)?;
+            let (up, repo) = resolve(app, name, query)?;
             tags::get(app, &up, &repo, name, query, head).await
         }
         Route::Referrers { name, digest } => {
-            let (up, repo) = app.resolve(name, query)?;
-            referrers::get(&up, &repo, digest, query, head).await
+            let (up, repo) = resolve(app, name, query)?;
+            referrers::get(app, &up, &repo, digest, query, head).await
         }
     }
 }
 
-pub fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -117,72 +116,8 @@ pub fn json_response(status: StatusCode, body: String, head: bool) -> Response<B
 }
 
 /// A query parameter's first value.
-pub fn query_param(query: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
-}
-
-impl App {
-    /// Picks the upstream for a request and the repository name within it: a configured registry
-    /// named by the first path component, else `?ns=` (looked up among the configured registries,
-    /// never dialed as given), else the default.
-    pub fn resolve(&self, name: &str, query: &str) -> Result<(Arc<Upstream>, RepoName), ApiError> {
-        let (up, repo) = self.pick_upstream(name, query)?;
-        if !up.allows(&repo) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                format!(
-                    "{repo} is not on this mirror's list of repositories for {}",
-                    up.name
-                ),
-            ));
-        }
-        Ok((up, repo))
-    }
-
-    fn pick_upstream(
-        &self,
-        name: &str,
-        query: &str,
-    ) -> Result<(Arc<Upstream>, RepoName), ApiError> {
-        if let Some((first, rest)) = name.split_once('/')
-            && let Some(up) = self.upstream(first)
-        {
-            let repo = RepoName::parse(rest).ok_or_else(|| ApiError::name_invalid(name))?;
-            return Ok((up, repo));
-        }
-        let repo = RepoName::parse(name).ok_or_else(|| ApiError::name_invalid(name))?;
-        if let Some(ns) = query_param(query, "ns") {
-            return match self.upstream(&ns) {
-                Some(up) => Ok((up, repo)),
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "NAME_UNKNOWN",
-                    format!(
-                        "registry {:?} is not configured on this mirror",
-                        ns.chars().take(100).collect::<String>()
-                    ),
-                )),
-            };
-        }
-        match &self.default_upstream {
-            Some(up) => Ok((up.clone(), repo)),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
-                "no registry named in the request and no default upstream is configured",
-            )),
-        }
-    }
-
-    fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        // `index.docker.io` and `registry-1.docker.io` are what clients call Docker Hub too.
-        let name = match name {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            n => n,
-        };
-        self.upstreams.iter().find(|u| u.name == name).cloned()
-    }
 }

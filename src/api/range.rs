@@ -6,7 +6,7 @@
 
 /// A parsed, not yet resolved, single byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ByteRange {
+pub(super) enum ByteRange {
     /// `bytes=N-` or `bytes=N-M` (M inclusive).
     From { start: u64, end: Option<u64> },
     /// `bytes=-S`: the last S bytes.
@@ -15,10 +15,10 @@ pub enum ByteRange {
 
 /// A Range header we will not serve (malformed, multi-range, or absurd).
 #[derive(Debug, PartialEq, Eq)]
-pub struct RangeError;
+pub(super) struct RangeError;
 
 /// Parses a Range header value.
-pub fn parse(value: &str) -> Result<ByteRange, RangeError> {
+pub(super) fn parse(value: &str) -> Result<ByteRange, RangeError> {
     let spec = value.trim().strip_prefix("bytes=").ok_or(RangeError)?;
     if spec.contains(',') {
         return Err(RangeError);
@@ -57,7 +57,7 @@ pub fn parse(value: &str) -> Result<ByteRange, RangeError> {
 impl ByteRange {
     /// The half-open byte span `[start, end)` within a blob of `size` bytes, or `None` if the
     /// range cannot be satisfied (answer 416 with `Content-Range: bytes */size`).
-    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+    pub(super) fn resolve(self, size: u64) -> Option<(u64, u64)> {
         match self {
             ByteRange::From { start, end } => {
                 if start >= size {

@@ -6,7 +6,7 @@
 //! into types (which refuse `%`, `..`, NUL and everything else outside the grammar).
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(super) enum Route<'a> {
     Base,
     Catalog,
     Metrics,
@@ -31,7 +31,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// A bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Route::Base => "base",
             Route::Catalog => "catalog",
@@ -45,7 +45,7 @@ impl Route<'_> {
     }
 }
 
-pub fn parse(path: &str) -> Route<'_> {
+pub(super) fn parse(path: &str) -> Route<'_> {
     match path {
         "/v2" | "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-pub struct Coalescer<K, V> {
+pub(super) struct Coalescer<K, V> {
     in_flight: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Coalescer<K, V> {
-    pub fn new() -> Coalescer<K, V> {
+    pub(super) fn new() -> Coalescer<K, V> {
         Coalescer {
             in_flight: Mutex::new(HashMap::new()),
         }
@@ -25,7 +25,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Coalescer<K, V> {
 
     /// Runs `work` for `key`, unless a run for the same key is already under way, in which case
     /// its answer is shared.
-    pub async fn run<F, Fut>(&self, key: K, work: F) -> V
+    pub(super) async fn run<F, Fut>(&self, key: K, work: F) -> V
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,

@@ -21,12 +21,12 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 
 /// Kinds an entry can be, as bit flags (one digest can be both).
-pub const KIND_BLOB: u8 = 1;
-pub const KIND_MANIFEST: u8 = 2;
+pub(super) const KIND_BLOB: u8 = 1;
+pub(super) const KIND_MANIFEST: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("index: {0}")]
-pub struct IndexError(String);
+pub(crate) struct IndexError(String);
 
 fn ie(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
@@ -34,7 +34,7 @@ fn ie(e: impl std::fmt::Display) -> IndexError {
 
 /// What the index knows of one stored file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntryMeta {
+pub(super) struct EntryMeta {
     pub size: u64,
     /// Milliseconds since the Unix epoch.
     pub last_access_ms: u64,
@@ -61,13 +61,13 @@ impl EntryMeta {
 
 /// A tag's cached answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TagEntry {
+pub(super) struct TagEntry {
     pub digest: Digest,
     /// Milliseconds since the Unix epoch when the upstream last confirmed the mapping.
     pub checked_at_ms: u64,
 }
 
-pub struct Index {
+pub(super) struct Index {
     db: Database,
 }
 
@@ -76,7 +76,7 @@ fn key(parts: &[&str]) -> String {
 }
 
 impl Index {
-    pub fn open(path: &Path) -> Result<Index, IndexError> {
+    pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
         let db = Database::create(path).map_err(ie)?;
         let tx = db.begin_write().map_err(ie)?;
         tx.open_table(ENTRIES).map_err(ie)?;
@@ -88,7 +88,7 @@ impl Index {
     }
 
     /// Every entry, for loading the in-memory view at start.
-    pub fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
+    pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
         let tx = self.db.begin_read().map_err(ie)?;
         let t = tx.open_table(ENTRIES).map_err(ie)?;
         let mut out = Vec::new();
@@ -102,7 +102,7 @@ impl Index {
     }
 
     /// Records entries (new files, or batched access times).
-    pub fn put_entries(&self, entries: &[(Digest, EntryMeta)]) -> Result<(), IndexError> {
+    pub(super) fn put_entries(&self, entries: &[(Digest, EntryMeta)]) -> Result<(), IndexError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -118,7 +118,7 @@ impl Index {
     }
 
     /// Forgets entries whose files are gone (evicted, or lost), with their manifest types.
-    pub fn remove_entries(&self, digests: &[Digest]) -> Result<(), IndexError> {
+    pub(super) fn remove_entries(&self, digests: &[Digest]) -> Result<(), IndexError> {
         if digests.is_empty() {
             return Ok(());
         }
@@ -139,7 +139,7 @@ impl Index {
     }
 
     /// Records a manifest fetched from `upstream` for `repo`, its entry and media type together.
-    pub fn put_manifest(
+    pub(super) fn put_manifest(
         &self,
         upstream: &str,
         repo: &str,
@@ -166,7 +166,7 @@ impl Index {
         tx.commit().map_err(ie)
     }
 
-    pub fn manifest_type(
+    pub(super) fn manifest_type(
         &self,
         upstream: &str,
         digest: &Digest,
@@ -178,7 +178,7 @@ impl Index {
             .map(|v| v.value().to_owned()))
     }
 
-    pub fn tag(
+    pub(super) fn tag(
         &self,
         upstream: &str,
         repo: &str,
@@ -203,7 +203,7 @@ impl Index {
         }))
     }
 
-    pub fn put_tag(
+    pub(super) fn put_tag(
         &self,
         upstream: &str,
         repo: &str,
@@ -227,7 +227,7 @@ impl Index {
     }
 
     /// Tags cached for a repository, in lexical order.
-    pub fn tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, IndexError> {
+    pub(super) fn tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, IndexError> {
         let tx = self.db.begin_read().map_err(ie)?;
         let t = tx.open_table(TAGS).map_err(ie)?;
         let prefix = key(&[upstream, repo, ""]);
@@ -242,7 +242,7 @@ impl Index {
     }
 
     /// Every (upstream, repo) the cache has served.
-    pub fn repos(&self) -> Result<Vec<(String, String)>, IndexError> {
+    pub(super) fn repos(&self) -> Result<Vec<(String, String)>, IndexError> {
         let tx = self.db.begin_read().map_err(ie)?;
         let t = tx.open_table(REPOS).map_err(ie)?;
         let mut out = Vec::new();
@@ -255,7 +255,7 @@ impl Index {
         Ok(out)
     }
 
-    pub fn note_repo(&self, upstream: &str, repo: &str, now: u64) -> Result<(), IndexError> {
+    pub(super) fn note_repo(&self, upstream: &str, repo: &str, now: u64) -> Result<(), IndexError> {
         let tx = self.db.begin_write().map_err(ie)?;
         tx.open_table(REPOS)
             .map_err(ie)?

@@ -1,8 +1,8 @@
 //! The blob store: verified content as flat files named by digest.
 //!
-//! `blobs/<alg>/<2 hex>/<hex>` holds exactly the bytes whose digest is its name (invariant 2):
-//! content is written under `tmp/` first, hashed on the way in, fsynced, and only then renamed into
-//! place. A file's name is a promise about its content. The interface is deliberately small
+//! `blobs/<alg>/<2 hex>/<hex>` holds exactly the bytes whose digest is its name (ARCHITECTURE.md,
+//! invariant 2): content is written under `tmp/` first, hashed on the way in, fsynced, and only
+//! then renamed into place. A file's name is a promise about its content. The interface is deliberately small
 //! (temp file, commit, open, remove, list) so another backend can slot in later.
 
 use std::fs;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::reference::{Algorithm, Digest};
 
-pub struct BlobStore {
+pub(super) struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     next_temp: AtomicU64,
@@ -20,7 +20,7 @@ pub struct BlobStore {
 
 impl BlobStore {
     /// Opens (creating) the store under `dir`, deleting whatever a previous run left in `tmp/`.
-    pub fn open(dir: &Path) -> io::Result<BlobStore> {
+    pub(super) fn open(dir: &Path) -> io::Result<BlobStore> {
         let blobs = dir.join("blobs");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&blobs)?;
@@ -38,7 +38,7 @@ impl BlobStore {
     }
 
     /// Where the verified content for `digest` lives.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.blobs
             .join(digest.algorithm().name())
@@ -47,7 +47,7 @@ impl BlobStore {
     }
 
     /// A fresh, unique path under `tmp/` for content in flight.
-    pub fn temp_path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn temp_path(&self, digest: &Digest) -> PathBuf {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         self.tmp
             .join(format!("{}-{}-{n}", digest.hex(), std::process::id()))
@@ -55,7 +55,7 @@ impl BlobStore {
 
     /// Moves a verified, fsynced temp file into place under its digest name, and makes the rename
     /// durable. Blocking: call from a blocking context.
-    pub fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
+    pub(super) fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
         let dest = self.path(digest);
         let parent = dest.parent().expect("blob paths have parents");
         fs::create_dir_all(parent)?;
@@ -65,7 +65,7 @@ impl BlobStore {
 
     /// Writes a small verified value (a manifest) under its digest: temp, fsync, rename.
     /// Blocking.
-    pub fn write_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn write_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
         let temp = self.temp_path(digest);
         let result = (|| {
             let mut f = fs::File::create(&temp)?;
@@ -79,7 +79,7 @@ impl BlobStore {
         result
     }
 
-    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+    pub(super) fn remove(&self, digest: &Digest) -> io::Result<()> {
         match fs::remove_file(self.path(digest)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -88,7 +88,7 @@ impl BlobStore {
 
     /// Every file in the store that is named like a digest, with its size. Anything else found
     /// there (stray names, directories) is removed: nothing but verified content lives here.
-    pub fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
+    pub(super) fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = self.blobs.join(alg.name());

@@ -1,57 +1,57 @@
-//! The HTTP server: accepts connections, applies connection hygiene, and hands requests to the API.
+//! The HTTP server: accepts connections, applies connection hygiene, and hands each request to a
+//! handler (the API, in `app.rs`).
 //!
 //! Limits live here so no handler has to think about them: a cap on connections served at once
 //! (more wait in the accept queue), a deadline for reading request headers (slowloris), a cap on
 //! header size (hyper answers 431), and no response compression (blobs are bytes). Shutdown is
-//! graceful: stop accepting, let requests in flight finish for a while, then go.
+//! graceful: stop accepting, let requests in flight finish for a while, then go. The server knows
+//! nothing of registries: it serves whatever handler it is given.
 
 mod shutdown;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::App;
 use crate::config::ServerConfig;
-pub use shutdown::Shutdown;
+pub(crate) use shutdown::Shutdown;
 
 /// How long requests in flight may run on after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(20);
 
-pub async fn serve(
+/// Serves connections from `listener` with `handler` until `shutdown` fires, then drains.
+pub(crate) async fn serve<H, F, B>(
     listener: TcpListener,
-    app: Arc<App>,
     cfg: &ServerConfig,
     mut shutdown: Shutdown,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32);
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = connection_builder(cfg);
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let graceful = GracefulShutdown::new();
-
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = shutdown.recv() => break,
         };
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -63,14 +63,13 @@ pub async fn serve(
             },
             _ = shutdown.recv() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let handler = handler.clone();
         let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(crate::api::handle(app, req).await) }
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(prepare(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -81,9 +80,40 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drain(graceful).await;
+}
+
+/// HTTP/1.1 and HTTP/2 with the configured header limits.
+fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes as u32);
+    builder
+}
+
+fn prepare(stream: TcpStream) -> TcpStream {
+    let _ = stream.set_nodelay(true);
+    stream
+}
+
+/// Lets requests in flight finish, for [`DRAIN`] at most.
+async fn drain(graceful: GracefulShutdown) {
     tracing::info!("shutting down: draining requests in flight");
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway"),
     }
+}
+
+/// The address a listener really bound (the configured one when it cannot say).
+pub(crate) fn bound_address(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
 }

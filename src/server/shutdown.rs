@@ -4,13 +4,13 @@ use tokio::sync::watch;
 
 /// Listens for the shutdown signal. Cloneable; every clone sees the same signal.
 #[derive(Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     rx: watch::Receiver<bool>,
 }
 
 impl Shutdown {
     /// Starts watching SIGTERM and SIGINT.
-    pub fn on_signals() -> Shutdown {
+    pub(crate) fn on_signals() -> Shutdown {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             let mut term =
@@ -26,7 +26,7 @@ impl Shutdown {
     }
 
     /// Completes when shutdown has been signalled.
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         // An error means the sender is gone, which only happens at shutdown too.
         let _ = self.rx.wait_for(|down| *down).await;
     }

@@ -4,13 +4,13 @@
 //! Registries answer an anonymous request with `401` and a challenge naming a token realm. We
 //! parse every challenge in the header (schemes are case-insensitive; values may be quoted with
 //! escapes), pick Bearer over Basic, and ask the realm for a token, with our stored credentials
-//! only when the realm is on the upstream's own site (invariant 7).
+//! only when the realm is on the upstream's own site (ARCHITECTURE.md, invariant 7).
 
 use std::net::IpAddr;
 
 /// One parsed challenge from a `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Challenge {
+pub(super) enum Challenge {
     Bearer {
         realm: String,
         service: Option<String>,
@@ -22,7 +22,7 @@ pub enum Challenge {
 /// Parses a `WWW-Authenticate` value, which may hold several challenges
 /// (`Bearer realm="a",service="b", Basic realm="c"`). Unknown schemes are skipped; a Bearer
 /// challenge without a realm is unusable and skipped too.
-pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+pub(super) fn parse_challenges(header: &str) -> Vec<Challenge> {
     let mut out = Vec::new();
     let mut rest = header.trim_start();
     while !rest.is_empty() {
@@ -31,69 +31,9 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             .find(|c: char| c.is_whitespace() || c == ',')
             .unwrap_or(rest.len());
         let scheme = rest[..end].to_ascii_lowercase();
-        rest = rest[end..].trim_start_matches([' ', '\t']);
-        // auth-params: name=value pairs separated by commas, until the next scheme token.
-        let mut params: Vec<(String, String)> = Vec::new();
-        loop {
-            let trimmed = rest.trim_start_matches([' ', '\t', ',']);
-            let Some(eq) = trimmed.find('=') else {
-                rest = trimmed;
-                break;
-            };
-            let name = &trimmed[..eq];
-            if name.is_empty() || name.contains([' ', '\t', ',', '"']) {
-                // Not a param: the start of the next challenge.
-                rest = trimmed;
-                break;
-            }
-            let after = trimmed[eq + 1..].trim_start();
-            let (value, remain) = if let Some(q) = after.strip_prefix('"') {
-                let mut value = String::new();
-                let mut chars = q.char_indices();
-                let mut end = q.len();
-                let mut closed = false;
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            if let Some((_, n)) = chars.next() {
-                                value.push(n);
-                            }
-                        }
-                        '"' => {
-                            end = i + 1;
-                            closed = true;
-                            break;
-                        }
-                        _ => value.push(c),
-                    }
-                }
-                if !closed {
-                    end = q.len();
-                }
-                (value, &q[end..])
-            } else {
-                let e = after.find(',').unwrap_or(after.len());
-                (after[..e].trim().to_owned(), &after[e..])
-            };
-            params.push((name.to_ascii_lowercase(), value));
-            rest = remain;
-        }
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        match scheme.as_str() {
-            "bearer" => {
-                if let Some(realm) = get("realm").filter(|r| !r.is_empty()) {
-                    out.push(Challenge::Bearer {
-                        realm,
-                        service: get("service"),
-                        scopes: get("scope")
-                            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-            "basic" => out.push(Challenge::Basic),
-            _ => {}
-        }
+        let (params, remain) = parse_params(rest[end..].trim_start_matches([' ', '\t']));
+        rest = remain;
+        out.extend(challenge(&scheme, &params));
         if end == 0 && params.is_empty() {
             // Nothing consumed: skip one character to guarantee progress on garbage.
             let mut chars = rest.chars();
@@ -105,8 +45,69 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     out
 }
 
+/// The challenge a scheme and its parameters make, if it is one we can answer.
+fn challenge(scheme: &str, params: &[(String, String)]) -> Option<Challenge> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    match scheme {
+        "bearer" => get("realm")
+            .filter(|r| !r.is_empty())
+            .map(|realm| Challenge::Bearer {
+                realm,
+                service: get("service"),
+                scopes: get("scope")
+                    .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            }),
+        "basic" => Some(Challenge::Basic),
+        _ => None,
+    }
+}
+
+/// Auth-params: `name=value` pairs separated by commas, until the next scheme token. Returns
+/// them (names lowercased) and what follows.
+fn parse_params(mut rest: &str) -> (Vec<(String, String)>, &str) {
+    let mut params: Vec<(String, String)> = Vec::new();
+    loop {
+        let trimmed = rest.trim_start_matches([' ', '\t', ',']);
+        let Some(eq) = trimmed.find('=') else {
+            return (params, trimmed);
+        };
+        let name = &trimmed[..eq];
+        if name.is_empty() || name.contains([' ', '\t', ',', '"']) {
+            // Not a param: the start of the next challenge.
+            return (params, trimmed);
+        }
+        let (value, remain) = parse_value(trimmed[eq + 1..].trim_start());
+        params.push((name.to_ascii_lowercase(), value));
+        rest = remain;
+    }
+}
+
+/// A parameter's value, quoted (with `\` escapes; an unclosed quote runs to the end) or a bare
+/// token up to the next comma; and what follows it.
+fn parse_value(after: &str) -> (String, &str) {
+    let Some(q) = after.strip_prefix('"') else {
+        let e = after.find(',').unwrap_or(after.len());
+        return (after[..e].trim().to_owned(), &after[e..]);
+    };
+    let mut value = String::new();
+    let mut chars = q.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some((_, n)) = chars.next() {
+                    value.push(n);
+                }
+            }
+            '"' => return (value, &q[i + 1..]),
+            _ => value.push(c),
+        }
+    }
+    (value, "")
+}
+
 /// Picks the challenge to answer: Bearer if offered, else Basic.
-pub fn preferred(challenges: Vec<Challenge>) -> Option<Challenge> {
+pub(super) fn preferred(challenges: Vec<Challenge>) -> Option<Challenge> {
     let mut basic = None;
     for c in challenges {
         match c {
@@ -119,7 +120,7 @@ pub fn preferred(challenges: Vec<Challenge>) -> Option<Challenge> {
 
 /// The token service's answer (`token` or `access_token`, lifetime in seconds).
 #[derive(serde::Deserialize)]
-pub struct TokenAnswer {
+pub(super) struct TokenAnswer {
     pub token: Option<String>,
     pub access_token: Option<String>,
     pub expires_in: Option<u64>,
@@ -128,7 +129,7 @@ pub struct TokenAnswer {
 impl TokenAnswer {
     /// The token and how long it may be used (a missing or short lifetime counts as 60s, as the
     /// spec says).
-    pub fn into_token(self) -> Option<(String, u64)> {
+    pub(super) fn into_token(self) -> Option<(String, u64)> {
         let token = self
             .token
             .filter(|t| !t.is_empty())
@@ -140,7 +141,7 @@ impl TokenAnswer {
 /// Whether stored credentials for `upstream_host` may be sent to `realm_host`: the same host, or
 /// the same registrable domain (`auth.docker.io` for `registry-1.docker.io`). IP addresses must
 /// match exactly.
-pub fn credentials_may_go(upstream_host: &str, realm_host: &str) -> bool {
+pub(super) fn credentials_may_go(upstream_host: &str, realm_host: &str) -> bool {
     let (u, r) = (
         upstream_host.to_ascii_lowercase(),
         realm_host.to_ascii_lowercase(),

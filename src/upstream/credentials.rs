@@ -12,9 +12,34 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CredentialSource, Secret};
 
+/// Why the stored credential could not be had. The texts never include a secret or a helper's
+/// output (which may hold one).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CredentialError {
+    #[error("password_file {}: {source}", path.display())]
+    PasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credential helper {}: {source}", program.display())]
+    HelperRun {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credential helper {} took longer than {HELPER_TIMEOUT:?}", program.display())]
+    HelperTimeout { program: PathBuf },
+    #[error("credential helper {} failed ({status})", program.display())]
+    HelperFailed {
+        program: PathBuf,
+        status: std::process::ExitStatus,
+    },
+    #[error("credential helper {} answered something that is not its JSON", program.display())]
+    HelperAnswer { program: PathBuf },
+}
+
 /// A usable credential.
 #[derive(Clone, Debug)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// Sent as HTTP Basic (to a token realm, or to a Basic-auth registry).
     Basic { username: String, password: Secret },
     /// An OAuth2 refresh token (docker's `identitytoken`): exchanged at the realm by POST.
@@ -25,7 +50,7 @@ pub enum Credential {
 const HELPER_TTL: Duration = Duration::from_secs(3600);
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct Credentials {
+pub(crate) struct Credentials {
     source: CredentialSource,
     /// What a credential helper should be asked about: `https://index.docker.io/v1/` for Docker
     /// Hub, the registry host otherwise.
@@ -34,7 +59,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn new(source: CredentialSource, server: String) -> Credentials {
+    pub(crate) fn new(source: CredentialSource, server: String) -> Credentials {
         Credentials {
             source,
             server,
@@ -42,12 +67,12 @@ impl Credentials {
         }
     }
 
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         !matches!(self.source, CredentialSource::None)
     }
 
     /// The credential to use now. `fresh` (after a 401) re-reads files and re-runs helpers.
-    pub async fn get(&self, fresh: bool) -> Result<Option<Credential>, String> {
+    pub(crate) async fn get(&self, fresh: bool) -> Result<Option<Credential>, CredentialError> {
         match &self.source {
             CredentialSource::None => Ok(None),
             CredentialSource::Password { username, password } => Ok(Some(Credential::Basic {
@@ -55,9 +80,12 @@ impl Credentials {
                 password: password.clone(),
             })),
             CredentialSource::PasswordFile { username, path } => {
-                let secret = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+                let secret = tokio::fs::read_to_string(path).await.map_err(|source| {
+                    CredentialError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 Ok(Some(Credential::Basic {
                     username: username.clone(),
                     password: Secret::new(secret.trim_end_matches(['\r', '\n']).to_owned()),
@@ -89,7 +117,11 @@ impl Credentials {
 /// Runs `docker-credential-NAME get` (or the program at a path) with the server on stdin, as the
 /// docker credential-helper protocol says, and reads `{"Username": .., "Secret": ..}`. A
 /// `Username` of `<token>` means the secret is an identity token.
-async fn run_helper(program: &PathBuf, server: &str) -> Result<Credential, String> {
+async fn run_helper(program: &PathBuf, server: &str) -> Result<Credential, CredentialError> {
+    let run_error = |source| CredentialError::HelperRun {
+        program: program.clone(),
+        source,
+    };
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(program)
         .arg("get")
@@ -98,29 +130,25 @@ async fn run_helper(program: &PathBuf, server: &str) -> Result<Credential, Strin
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("credential helper {}: {e}", program.display()))?;
+        .map_err(run_error)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(server.as_bytes())
             .await
-            .map_err(|e| format!("credential helper {}: {e}", program.display()))?;
+            .map_err(run_error)?;
     }
     let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| {
-            format!(
-                "credential helper {} took longer than {HELPER_TIMEOUT:?}",
-                program.display()
-            )
+        .map_err(|_| CredentialError::HelperTimeout {
+            program: program.clone(),
         })?
-        .map_err(|e| format!("credential helper {}: {e}", program.display()))?;
+        .map_err(run_error)?;
     if !out.status.success() {
         // Its output may hold a secret: report only the status.
-        return Err(format!(
-            "credential helper {} failed ({})",
-            program.display(),
-            out.status
-        ));
+        return Err(CredentialError::HelperFailed {
+            program: program.clone(),
+            status: out.status,
+        });
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -129,12 +157,10 @@ async fn run_helper(program: &PathBuf, server: &str) -> Result<Credential, Strin
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let a: Answer = serde_json::from_slice(&out.stdout).map_err(|_| {
-        format!(
-            "credential helper {} answered something that is not its JSON",
-            program.display()
-        )
-    })?;
+    let a: Answer =
+        serde_json::from_slice(&out.stdout).map_err(|_| CredentialError::HelperAnswer {
+            program: program.clone(),
+        })?;
     Ok(if a.username == "<token>" {
         Credential::IdentityToken(Secret::new(a.secret))
     } else {

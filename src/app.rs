@@ -1,0 +1,134 @@
+//! The mirror as a running program: [`App`] holds what every request needs, and [`run`] builds
+//! it from a [`Config`], listens, serves until SIGTERM or Ctrl-C, and shuts down cleanly.
+//!
+//! This is the one place that knows every layer: it builds the upstreams and the cache, hands the
+//! API's handler to the server, and flushes the cache's batched access times on a timer and at
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{Cache, CacheError};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::server::{self, Shutdown};
+use crate::upstream::{BuildError, Upstream};
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct App {
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
+    pub(crate) default_upstream: Option<Arc<Upstream>>,
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) serve_metrics: bool,
+}
+
+/// Why the mirror could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    #[error("cache directory {dir}: {source}")]
+    Cache {
+        dir: String,
+        #[source]
+        source: CacheSetupError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// An upstream that could not be set up (its CA file, its HTTP client).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UpstreamSetupError(BuildError);
+
+/// A cache directory that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CacheSetupError(CacheError);
+
+/// How often batched access times are written to the index.
+const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+impl App {
+    fn new(config: &Config) -> Result<App, StartError> {
+        // One process-wide TLS crypto provider (ring); a second install is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u, metrics.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
+        let cache = Cache::open(
+            &config.cache.dir,
+            config.cache.max_size,
+            config.cache.tag_ttl,
+            metrics.clone(),
+        )
+        .map_err(|e| StartError::Cache {
+            dir: config.cache.dir.display().to_string(),
+            source: CacheSetupError(e),
+        })?;
+        Ok(App {
+            default_upstream: upstreams.iter().find(|u| u.is_default).cloned(),
+            upstreams,
+            cache,
+            metrics,
+            serve_metrics: config.server.metrics,
+        })
+    }
+}
+
+/// Runs the mirror until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let app = Arc::new(App::new(&config)?);
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = server::bound_address(&listener, config.server.listen);
+    tracing::info!(
+        %addr,
+        cache = %config.cache.dir.display(),
+        max_size = config.cache.max_size,
+        cached_bytes = app.cache.stored_bytes(),
+        upstreams = ?app.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        "entrepot listening"
+    );
+    let shutdown = Shutdown::on_signals();
+    let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
+    let handler_app = app.clone();
+    let handler = move |req| crate::api::handle(handler_app.clone(), req);
+    server::serve(listener, &config.server, shutdown, handler).await;
+    let _ = flusher.await;
+    if let Err(e) = app.cache.flush_access_times() {
+        tracing::warn!(error = %e, "could not write access times to the index");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Writes the cache's batched access times to the index every [`ACCESS_FLUSH_INTERVAL`], until
+/// shutdown.
+async fn flush_access_times(cache: Arc<Cache>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.recv() => break,
+        }
+        if let Err(e) = cache.flush_access_times() {
+            tracing::warn!(error = %e, "could not write access times to the index");
+        }
+    }
+}

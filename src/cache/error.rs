@@ -1,0 +1,67 @@
+//! What can go wrong in the cache, and what each failure is counted as.
+//!
+//! A [`CacheError`] is either the upstream's (carried whole, so the API can answer in registry
+//! terms), content that failed its digest, or local storage. Fill failures are shared by every
+//! client of the fill, so they travel as `Arc<CacheError>`.
+
+use std::io;
+
+use super::index::IndexError;
+use crate::media_type::NotAManifest;
+use crate::metrics::FillFailure;
+use crate::reference::Digest;
+use crate::upstream::{Origin, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("content from upstream {upstream} does not match digest {digest}")]
+    DigestMismatch { upstream: String, digest: Digest },
+    #[error("{0} is a manifest, not a blob")]
+    NotABlob(Digest),
+    #[error("cache storage: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("the fill was abandoned")]
+    Abandoned,
+}
+
+impl CacheError {
+    /// A manifest answer that is not a manifest: the upstream's fault.
+    pub(super) fn not_a_manifest(upstream: &str, e: NotAManifest) -> CacheError {
+        CacheError::Upstream(UpstreamError::BadResponse {
+            upstream: upstream.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Where the failure came from: the registry (including content that failed its digest),
+    /// the network, or this mirror (its disk, its index, its credentials).
+    pub(crate) fn origin(&self) -> Origin {
+        match self {
+            CacheError::Upstream(e) => e.origin(),
+            CacheError::DigestMismatch { .. } => Origin::Registry,
+            CacheError::NotABlob(_)
+            | CacheError::Io(_)
+            | CacheError::Index(_)
+            | CacheError::Abandoned => Origin::Mirror,
+        }
+    }
+
+    /// What a failed fill is counted as in `fill_failures_total`.
+    pub(super) fn failure_reason(&self) -> FillFailure {
+        match self {
+            CacheError::DigestMismatch { .. } => FillFailure::DigestMismatch,
+            CacheError::Upstream(UpstreamError::BadResponse { .. }) => FillFailure::BadResponse,
+            CacheError::Upstream(
+                UpstreamError::Unreachable { .. } | UpstreamError::Busy { .. },
+            ) => FillFailure::Unreachable,
+            CacheError::Upstream(UpstreamError::Credentials { .. }) => FillFailure::Credentials,
+            CacheError::Upstream(_) => FillFailure::UpstreamStatus,
+            CacheError::Io(_) | CacheError::Index(_) => FillFailure::Storage,
+            CacheError::NotABlob(_) | CacheError::Abandoned => FillFailure::Other,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Space accounting and least-recently-used eviction: how the cache stays within `max_size`.
+//!
+//! [`State`] is the in-memory view of what is stored (sizes, access times, kinds) and of the
+//! bytes promised to fills in flight. A fill reserves its size before it writes; when stored plus
+//! reserved bytes would pass `max_size`, the oldest entries are evicted down to the low watermark
+//! (90%). Access times change in memory on every hit and reach the index in batches.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::index::{EntryMeta, Index, KIND_BLOB};
+use super::store::BlobStore;
+use super::{Cache, CacheError, Fill, blocking, now_millis};
+use crate::metrics::{Content, Metrics};
+use crate::reference::Digest;
+
+/// Everything under the cache's lock: the in-memory view of what is stored and what is in flight.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) entries: HashMap<Digest, EntryMeta>,
+    /// Entries whose access time changed since the last flush to the index.
+    pub(super) dirty: HashSet<Digest>,
+    pub(super) fills: HashMap<Digest, Arc<Fill>>,
+    /// Bytes of stored files.
+    pub(super) committed: u64,
+    /// Bytes promised to fills in flight.
+    pub(super) reserved: u64,
+}
+
+impl State {
+    /// Records a stored file (or another kind for one already stored) as just used, and moves its
+    /// bytes from `reserved` to `committed`.
+    pub(super) fn record(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        kind: u8,
+        reserved: u64,
+    ) -> EntryMeta {
+        let now = now_millis();
+        let meta = match self.entries.get(digest) {
+            Some(m) => EntryMeta {
+                kinds: m.kinds | kind,
+                last_access_ms: now,
+                size: m.size,
+            },
+            None => {
+                self.committed += size;
+                EntryMeta {
+                    size,
+                    last_access_ms: now,
+                    kinds: kind,
+                }
+            }
+        };
+        self.entries.insert(digest.clone(), meta);
+        self.reserved = self.reserved.saturating_sub(reserved);
+        meta
+    }
+
+    /// Marks an entry as just used (its new time reaches the index with the next flush).
+    pub(super) fn touch(&mut self, digest: &Digest) {
+        if let Some(m) = self.entries.get_mut(digest) {
+            m.last_access_ms = now_millis();
+            self.dirty.insert(digest.clone());
+        }
+    }
+
+    /// Removes least-recently-used entries until the stored bytes are at most `target`; only
+    /// does anything if they are above `trigger` (0: always). Returns what was removed.
+    pub(super) fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {
+        if self.committed <= trigger.max(target) {
+            return Vec::new();
+        }
+        let mut by_age: Vec<(u64, Digest)> = self
+            .entries
+            .iter()
+            .map(|(d, m)| (m.last_access_ms, d.clone()))
+            .collect();
+        by_age.sort();
+        let mut victims = Vec::new();
+        for (_, d) in by_age {
+            if self.committed <= target {
+                break;
+            }
+            if let Some(m) = self.entries.remove(&d) {
+                self.committed -= m.size;
+                self.dirty.remove(&d);
+                victims.push((d, m));
+            }
+        }
+        victims
+    }
+}
+
+impl Cache {
+    /// Makes room for `size` more bytes, evicting if needed. Returns false if the item can never
+    /// fit (larger than `max_size`): it is then streamed through and not kept.
+    pub(super) async fn reserve(&self, size: u64) -> Result<bool, CacheError> {
+        if size > self.max_size {
+            return Ok(false);
+        }
+        let victims = {
+            let mut s = self.lock();
+            let victims = if s.committed + s.reserved + size > self.max_size {
+                let target = self.low_watermark.saturating_sub(s.reserved + size);
+                s.evict_to(target, 0)
+            } else {
+                Vec::new()
+            };
+            s.reserved += size;
+            victims
+        };
+        if !victims.is_empty() {
+            let (store, index, metrics) =
+                (self.store.clone(), self.index.clone(), self.metrics.clone());
+            blocking(move || remove_victims(&store, &index, &metrics, victims)).await?;
+            self.publish_size();
+        }
+        Ok(true)
+    }
+
+    /// Gives back bytes reserved for something that will not be stored.
+    pub(super) fn release(&self, size: u64) {
+        let mut s = self.lock();
+        s.reserved = s.reserved.saturating_sub(size);
+    }
+}
+
+/// Deletes evicted files and their index entries.
+pub(super) fn remove_victims(
+    store: &BlobStore,
+    index: &Index,
+    metrics: &Metrics,
+    victims: Vec<(Digest, EntryMeta)>,
+) -> Result<(), CacheError> {
+    if victims.is_empty() {
+        return Ok(());
+    }
+    let digests: Vec<Digest> = victims.iter().map(|(d, _)| d.clone()).collect();
+    for (d, meta) in &victims {
+        let kind = if meta.kinds & KIND_BLOB != 0 {
+            Content::Blob
+        } else {
+            Content::Manifest
+        };
+        metrics.evicted(kind);
+        tracing::debug!(digest = %d, size = meta.size, "evicted");
+        store.remove(d)?;
+    }
+    index.remove_entries(&digests)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_oldest_first() {
+        let mut s = State::default();
+        for (i, size) in [(1u8, 100u64), (2, 100), (3, 100)] {
+            let d = Digest::sha256_of(&[i]);
+            s.entries.insert(
+                d,
+                EntryMeta {
+                    size,
+                    last_access_ms: i as u64,
+                    kinds: KIND_BLOB,
+                },
+            );
+            s.committed += size;
+        }
+        // Touch the oldest: it becomes the youngest.
+        s.entries
+            .get_mut(&Digest::sha256_of(&[1]))
+            .unwrap()
+            .last_access_ms = 10;
+        let victims = s.evict_to(150, 0);
+        let gone: Vec<Digest> = victims.into_iter().map(|(d, _)| d).collect();
+        assert_eq!(gone, vec![Digest::sha256_of(&[2]), Digest::sha256_of(&[3])]);
+        assert_eq!(s.committed, 100);
+        assert!(s.evict_to(150, 200).is_empty());
+    }
+}

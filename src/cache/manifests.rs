@@ -1,0 +1,255 @@
+//! Manifests and tags: manifests cached by digest with their exact bytes and media type, tags
+//! answered from the cache within `tag_ttl` and revalidated with an upstream HEAD after it.
+//!
+//! A HEAD costs nothing against Docker Hub's pull limit, so a tag past its TTL costs one HEAD,
+//! and a GET only when the tag now points at a digest the cache does not hold. When the upstream
+//! fails, times out or limits us, a cached tag is served stale. Concurrent lookups of one manifest
+//! share one upstream exchange (`coalesce.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::index::{KIND_MANIFEST, TagEntry};
+use super::{Cache, CacheError, blocking, now_millis};
+use crate::media_type::{is_manifest_type, manifest_media_type};
+use crate::metrics::{FillFailure, Lookup, LookupResult};
+use crate::reference::{Digest, Reference, RepoName, Tag};
+use crate::upstream::Upstream;
+
+/// A manifest to serve. `bytes` is `None` only for a HEAD answered from the upstream's headers.
+#[derive(Clone, Debug)]
+pub(crate) struct Manifest {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
+    pub(crate) bytes: Option<Bytes>,
+}
+
+/// What identifies one manifest lookup for coalescing: upstream, repository, reference, and
+/// whether a HEAD's answer (no body) will do.
+pub(super) type ManifestKey = (String, RepoName, Reference, bool);
+
+impl Cache {
+    /// A manifest by tag or digest. `head_only` lets a HEAD by tag be answered from the upstream's
+    /// headers when the manifest is not cached, so it costs no upstream GET.
+    pub(crate) async fn manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        reference: &Reference,
+        head_only: bool,
+    ) -> Result<Manifest, Arc<CacheError>> {
+        let key = (up.name.clone(), repo.clone(), reference.clone(), head_only);
+        self.manifests_in_flight
+            .run(key, || async {
+                self.manifest_alone(up, repo, reference, head_only)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+    }
+
+    async fn manifest_alone(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        reference: &Reference,
+        head_only: bool,
+    ) -> Result<Manifest, CacheError> {
+        match reference {
+            Reference::Digest(d) => {
+                if let Some(m) = self.load_manifest(up, d).await? {
+                    self.metrics.lookup(Lookup::Manifest, LookupResult::Hit);
+                    return Ok(m);
+                }
+                self.metrics.lookup(Lookup::Manifest, LookupResult::Miss);
+                self.fetch_manifest(up, repo, reference).await
+            }
+            Reference::Tag(tag) => self.manifest_by_tag(up, repo, tag, head_only).await,
+        }
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+        head_only: bool,
+    ) -> Result<Manifest, CacheError> {
+        let cached = self.index.tag(&up.name, repo.as_str(), tag.as_str())?;
+        if let Some(t) = &cached
+            && Duration::from_millis(now_millis().saturating_sub(t.checked_at_ms)) < self.tag_ttl
+            && let Some(m) = self.load_manifest(up, &t.digest).await?
+        {
+            self.metrics.lookup(Lookup::Tag, LookupResult::Hit);
+            return Ok(m);
+        }
+        match self.revalidate_tag(up, repo, tag, head_only).await {
+            Ok(m) => Ok(m),
+            Err(CacheError::Upstream(e)) if e.stale_ok() => {
+                if let Some(t) = &cached
+                    && let Some(m) = self.load_manifest(up, &t.digest).await?
+                {
+                    tracing::info!(upstream = %up.name, %repo, %tag, origin = %e.origin(), error = %e, "upstream failing: serving the cached tag");
+                    self.metrics.lookup(Lookup::Tag, LookupResult::Stale);
+                    return Ok(m);
+                }
+                Err(CacheError::Upstream(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the upstream what the tag points at now (a HEAD, which Docker Hub does not count),
+    /// and GETs the manifest only if that digest is not cached.
+    async fn revalidate_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+        head_only: bool,
+    ) -> Result<Manifest, CacheError> {
+        self.metrics.lookup(Lookup::Tag, LookupResult::Revalidate);
+        let head = up.head_manifest(repo, &Reference::Tag(tag.clone())).await?;
+        let manifest = match head.digest {
+            Some(d) => match self.load_manifest(up, &d).await? {
+                Some(m) => m,
+                None if head_only => {
+                    let media_type = head.media_type.filter(|t| is_manifest_type(t));
+                    match (media_type, head.size) {
+                        (Some(media_type), Some(size)) => {
+                            // The mapping is confirmed; the bytes come with the client's GET.
+                            self.put_tag(up, repo, tag, &d)?;
+                            return Ok(Manifest {
+                                digest: d,
+                                media_type,
+                                size,
+                                bytes: None,
+                            });
+                        }
+                        _ => self.fetch_manifest(up, repo, &Reference::Digest(d)).await?,
+                    }
+                }
+                None => self.fetch_manifest(up, repo, &Reference::Digest(d)).await?,
+            },
+            None => {
+                self.fetch_manifest(up, repo, &Reference::Tag(tag.clone()))
+                    .await?
+            }
+        };
+        self.put_tag(up, repo, tag, &manifest.digest)?;
+        Ok(manifest)
+    }
+
+    fn put_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), CacheError> {
+        let entry = TagEntry {
+            digest: digest.clone(),
+            checked_at_ms: now_millis(),
+        };
+        Ok(self
+            .index
+            .put_tag(&up.name, repo.as_str(), tag.as_str(), &entry)?)
+    }
+
+    /// A cached manifest for this upstream, if we hold it.
+    async fn load_manifest(
+        &self,
+        up: &Upstream,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, CacheError> {
+        let Some(media_type) = self.index.manifest_type(&up.name, digest)? else {
+            return Ok(None);
+        };
+        let bytes = match tokio::fs::read(self.store.path(digest)).await {
+            Ok(b) => Bytes::from(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        self.lock().touch(digest);
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            media_type,
+            size: bytes.len() as u64,
+            bytes: Some(bytes),
+        }))
+    }
+
+    /// GETs a manifest, checks it against its digest, and stores it.
+    async fn fetch_manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Manifest, CacheError> {
+        let answer = up.get_manifest(repo, reference).await?;
+        let media_type = manifest_media_type(answer.content_type.as_deref(), &answer.bytes)
+            .map_err(|e| {
+                self.metrics.fill_failed(FillFailure::BadResponse);
+                CacheError::not_a_manifest(&up.name, e)
+            })?;
+        let bytes = answer.bytes;
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => answer.digest,
+        };
+        let digest = match expected {
+            Some(d) => {
+                if d.of_same_kind(&bytes) != d {
+                    self.metrics.fill_failed(FillFailure::DigestMismatch);
+                    return Err(CacheError::DigestMismatch {
+                        upstream: up.name.clone(),
+                        digest: d,
+                    });
+                }
+                d
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        self.store_manifest(up, repo, &digest, &media_type, &bytes)
+            .await?;
+        Ok(Manifest {
+            digest,
+            media_type,
+            size: bytes.len() as u64,
+            bytes: Some(Bytes::from(bytes)),
+        })
+    }
+
+    async fn store_manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), CacheError> {
+        let size = bytes.len() as u64;
+        let already = self.lock().entries.contains_key(digest);
+        let mut reserved = 0;
+        if !already {
+            if !self.reserve(size).await? {
+                return Ok(());
+            }
+            reserved = size;
+            let store = self.store.clone();
+            let (d, b) = (digest.clone(), bytes.to_vec());
+            if let Err(e) = blocking(move || store.write_verified(&d, &b)).await {
+                self.release(reserved);
+                return Err(e);
+            }
+        }
+        let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
+        self.index
+            .put_manifest(&up.name, repo.as_str(), digest, meta, media_type)?;
+        self.publish_size();
+        Ok(())
+    }
+}

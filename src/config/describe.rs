@@ -1,0 +1,69 @@
+//! The `check-config` printer: the effective settings as TOML, every default filled in, secrets
+//! redacted.
+
+use super::Config;
+use super::credentials::CredentialSource;
+
+impl Config {
+    /// The effective settings as TOML, secrets redacted (for `check-config`).
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\n",
+            self.server.listen,
+            self.server.max_connections,
+            humantime::format_duration(self.server.header_read_timeout),
+            self.server.max_header_bytes,
+            self.server.metrics,
+            self.cache.dir.display().to_string(),
+            self.cache.max_size,
+            humantime::format_duration(self.cache.tag_ttl),
+        );
+        for u in &self.upstreams {
+            s.push_str(&format!(
+                "\n[[upstream]]\nname = {:?}\nurl = \"{}\"\ndefault = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\nmax_concurrent_requests = {}\n",
+                u.name,
+                u.url,
+                u.default,
+                u.library_prefix,
+                humantime::format_duration(u.connect_timeout),
+                humantime::format_duration(u.read_timeout),
+                u.max_concurrent_requests,
+            ));
+            s.push_str(&u.credentials.describe());
+            if u.tls_insecure_skip_verify {
+                s.push_str("tls_insecure_skip_verify = true\n");
+            }
+            if let Some(r) = &u.repositories {
+                let list: Vec<&str> = r.iter().map(|p| p.as_str()).collect();
+                s.push_str(&format!("repositories = {list:?}\n"));
+            }
+            if let Some(ca) = &u.ca_cert {
+                s.push_str(&format!("ca_cert = {:?}\n", ca.display().to_string()));
+            }
+        }
+        s
+    }
+}
+
+impl CredentialSource {
+    fn describe(&self) -> String {
+        match self {
+            CredentialSource::None => String::new(),
+            CredentialSource::Password { username, .. } => {
+                format!("username = {username:?}\npassword = \"<redacted>\"\n")
+            }
+            CredentialSource::PasswordFile { username, path } => {
+                format!(
+                    "username = {username:?}\npassword_file = {:?}\n",
+                    path.display().to_string()
+                )
+            }
+            CredentialSource::Helper(p) => {
+                format!("credential_helper = {:?}\n", p.display().to_string())
+            }
+            CredentialSource::IdentityToken(_) => {
+                "# credentials: identitytoken from docker_config (redacted)\n".into()
+            }
+        }
+    }
+}

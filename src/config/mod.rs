@@ -1,0 +1,207 @@
+//! Configuration: the TOML file, parsed once at start-up into checked values.
+//!
+//! Everything a user can get wrong is caught here, before a socket is opened, with a message that
+//! names the key (`upstream[1].url: ...`). The rest of the program receives a [`Config`] whose
+//! values are already valid (sizes in bytes, durations, parsed URLs) and never re-checks them.
+//! Files: `schema.rs` (the file's shape), `units.rs` (sizes, durations), `upstream.rs` (one
+//! `[[upstream]]`), `credentials.rs` (credential sources, docker `config.json`), `patterns.rs`
+//! (repository patterns), `describe.rs` (the `check-config` printer).
+
+mod credentials;
+mod describe;
+mod patterns;
+mod schema;
+mod units;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(crate) use credentials::{CredentialSource, Secret};
+pub(crate) use patterns::RepoPattern;
+use schema::{RawCache, RawConfig, RawServer};
+pub(crate) use upstream::UpstreamConfig;
+
+/// The configuration shipped at the repository root, used when no file is given or found.
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
+
+/// A configuration mistake, naming the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("config {origin}: {key}: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        problem: String,
+    },
+}
+
+/// The checked configuration the program runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) cache: CacheConfig,
+    pub(crate) upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) listen: SocketAddr,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub(crate) max_connections: usize,
+    /// How long a client may take to send its request headers (slowloris guard).
+    pub(crate) header_read_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub(crate) max_header_bytes: usize,
+    /// Whether `/metrics` answers on the same listener.
+    pub(crate) metrics: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CacheConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_size: u64,
+    pub(crate) tag_ttl: Duration,
+}
+
+/// Turns the file's raw values into checked ones; every mistake names its key and the file.
+struct Checker<'a> {
+    origin: &'a str,
+}
+
+impl Checker<'_> {
+    fn bad(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or("0.0.0.0:5000");
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            self.bad(
+                "server.listen",
+                format!("{listen:?} is not an address:port"),
+            )
+        })?;
+        let max_connections = raw.max_connections.unwrap_or(4096);
+        if max_connections == 0 {
+            return Err(self.bad("server.max_connections", "must be at least 1"));
+        }
+        let header_read_timeout = self.duration(
+            raw.header_read_timeout.as_deref(),
+            "10s",
+            "server.header_read_timeout",
+        )?;
+        let max_header_bytes = self.size(
+            raw.max_header_size.as_deref(),
+            "64KiB",
+            "server.max_header_size",
+        )?;
+        if !(8192..=16 * 1024 * 1024).contains(&max_header_bytes) {
+            return Err(self.bad("server.max_header_size", "must be between 8KiB and 16MiB"));
+        }
+        Ok(ServerConfig {
+            listen,
+            max_connections,
+            header_read_timeout,
+            max_header_bytes: max_header_bytes as usize,
+            metrics: raw.metrics.unwrap_or(true),
+        })
+    }
+
+    fn cache(&self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+        let dir = raw.dir.unwrap_or_else(|| PathBuf::from("./data"));
+        if dir.as_os_str().is_empty() {
+            return Err(self.bad("cache.dir", "must not be empty"));
+        }
+        let max_size = self.size(raw.max_size.as_deref(), "20GiB", "cache.max_size")?;
+        if max_size == 0 {
+            return Err(self.bad("cache.max_size", "must be greater than zero"));
+        }
+        let tag_ttl = self.duration(raw.tag_ttl.as_deref(), "1m", "cache.tag_ttl")?;
+        Ok(CacheConfig {
+            dir,
+            max_size,
+            tag_ttl,
+        })
+    }
+
+    fn upstreams(&self, raw: &mut RawConfig) -> Result<Vec<UpstreamConfig>, ConfigError> {
+        if raw.upstream.is_empty() {
+            return Err(self.bad("upstream", "at least one [[upstream]] is required"));
+        }
+        let docker_config = match &raw.credentials.docker_config {
+            None => None,
+            Some(path) => Some(self.docker_config(path)?),
+        };
+        let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(raw.upstream.len());
+        for (i, u) in std::mem::take(&mut raw.upstream).into_iter().enumerate() {
+            let checked = self.upstream(i, u, &upstreams, docker_config.as_ref())?;
+            upstreams.push(checked);
+        }
+        let defaults: Vec<&str> = upstreams
+            .iter()
+            .filter(|u| u.default)
+            .map(|u| u.name.as_str())
+            .collect();
+        if defaults.len() > 1 {
+            return Err(self.bad(
+                "upstream.default",
+                format!("only one upstream may be the default, found {defaults:?}"),
+            ));
+        }
+        Ok(upstreams)
+    }
+}
+
+impl Config {
+    /// Loads the config: `path` if given (it must exist), else `./config.toml` if present, else the
+    /// embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None if Path::new("config.toml").exists() => Self::from_file(Path::new("config.toml")),
+            None => Self::parse(EMBEDDED_DEFAULT, "(embedded default)"),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a config text; `origin` names it in error messages. Sections are
+    /// checked in file order (server, cache, upstreams), so the first mistake is the one named.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let check = Checker { origin };
+        let server = check.server(std::mem::take(&mut raw.server))?;
+        let cache = check.cache(std::mem::take(&mut raw.cache))?;
+        let upstreams = check.upstreams(&mut raw)?;
+        Ok(Config {
+            server,
+            cache,
+            upstreams,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! The configuration file's shape, as serde reads it: every key optional, nothing checked yet.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`), so a misspelt key is a start-up error that
+//! names it rather than a setting silently ignored. `mod.rs` turns these into checked values.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) cache: RawCache,
+    #[serde(default)]
+    pub(super) upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    pub(super) credentials: RawCredentials,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredentials {
+    pub(super) docker_config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) max_header_size: Option<String>,
+    pub(super) metrics: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) dir: Option<PathBuf>,
+    pub(super) max_size: Option<String>,
+    pub(super) tag_ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) name: String,
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) default: bool,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) credential_helper: Option<String>,
+    #[serde(default)]
+    pub(super) tls_insecure_skip_verify: bool,
+    pub(super) repositories: Option<Vec<String>>,
+    pub(super) library_prefix: Option<bool>,
+    pub(super) ca_cert: Option<PathBuf>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) read_timeout: Option<String>,
+    pub(super) max_concurrent_requests: Option<usize>,
+}

@@ -1,0 +1,80 @@
+//! The configuration's checks, as a user meets them: whole files, and the messages they get.
+
+use std::time::Duration;
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "t").unwrap_err().to_string()
+}
+
+const UP: &str =
+    "[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\ndefault = true\n";
+
+#[test]
+fn embedded_default_parses() {
+    let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+    assert_eq!(c.cache.max_size, 20 << 30);
+    assert_eq!(c.cache.tag_ttl, Duration::from_secs(60));
+    assert_eq!(c.upstreams[0].name, "docker.io");
+    assert!(c.upstreams[0].library_prefix);
+}
+
+#[test]
+fn mistakes_name_the_key() {
+    assert!(err(&format!("{UP}[cache]\nmax_size = \"lots\"\n")).contains("cache.max_size"));
+    assert!(err(&format!("{UP}[cache]\ntag_ttl = \"soon\"\n")).contains("cache.tag_ttl"));
+    assert!(err(&format!("{UP}[cache]\nbogus = 1\n")).contains("bogus"));
+    assert!(err(&format!("{UP}{UP}")).contains("configured twice"));
+    let two_defaults = format!(
+        "{UP}[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\ndefault = true\n"
+    );
+    assert!(err(&two_defaults).contains("upstream.default"));
+    let no_scheme = "[[upstream]]\nname = \"quay.io\"\nurl = \"quay.io\"\n";
+    assert!(err(no_scheme).contains("upstream[0].url"));
+    assert!(err("[server]\nlisten = \"nowhere\"\n").contains("server.listen"));
+    assert!(err("").contains("upstream"));
+    let bad_name = "[[upstream]]\nname = \"Quay.IO\"\nurl = \"https://quay.io\"\n";
+    assert!(err(bad_name).contains("upstream[0].name"));
+}
+
+#[test]
+fn docker_config_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpzM2NyM3QtcGFzcw=="},"quay.io":{"username":"q","password":"p"},"ghcr.io":{"identitytoken":"tok-s3cr3t"}}}"#,
+    )
+    .unwrap();
+    let text = format!(
+        "[credentials]\ndocker_config = {:?}\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n[[upstream]]\nname = \"gcr.io\"\nurl = \"https://gcr.io\"\nusername = \"_json_key\"\npassword = \"{{}}\"\n",
+        path.display().to_string()
+    );
+    let c = Config::parse(&text, "t").unwrap();
+    assert!(
+        matches!(&c.upstreams[0].credentials, CredentialSource::Password { username, password } if username == "user" && password.expose() == "s3cr3t-pass")
+    );
+    assert!(
+        matches!(&c.upstreams[1].credentials, CredentialSource::Password { username, .. } if username == "q")
+    );
+    assert!(
+        matches!(&c.upstreams[2].credentials, CredentialSource::IdentityToken(t) if t.expose() == "tok-s3cr3t")
+    );
+    assert!(
+        matches!(&c.upstreams[3].credentials, CredentialSource::Password { username, .. } if username == "_json_key")
+    );
+    let shown = c.describe();
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let c = Config::parse(
+        "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!c.describe().contains("hunter2"));
+    assert!(!format!("{c:?}").contains("hunter2"));
+}

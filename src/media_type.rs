@@ -1,0 +1,108 @@
+//! Manifest media types: the one list of them, and how a manifest's type is decided.
+//!
+//! The mirror asks upstreams for every manifest type at once (so the cache holds what the registry
+//! really stores, whatever a client accepts), stores each manifest under the type the upstream
+//! gave it, and never relabels it. An answer that is not a manifest (an HTML error page, a JSON
+//! value of another shape) is refused here, before anything is stored.
+
+use std::sync::LazyLock;
+
+/// Manifest media types we store and serve, and ask upstreams for.
+pub(crate) const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.docker.distribution.manifest.v1+json",
+];
+
+/// The `Accept` value sent with every manifest request upstream: all of [`MANIFEST_TYPES`].
+pub(crate) static MANIFEST_ACCEPT: LazyLock<String> = LazyLock::new(|| MANIFEST_TYPES.join(", "));
+
+/// What schema 1 manifests are stored as when the upstream does not say.
+const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// Whether `media_type` (parameters already dropped) is a manifest type we serve.
+pub(crate) fn is_manifest_type(media_type: &str) -> bool {
+    MANIFEST_TYPES.contains(&media_type)
+}
+
+/// `application/json; charset=utf-8` -> `application/json`
+pub(crate) fn media_type_of(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Why an upstream answer is not a manifest we can store.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotAManifest {
+    #[error("manifest is not a JSON object ({error}); Content-Type was {content_type}")]
+    NotJson {
+        error: serde_json::Error,
+        content_type: String,
+    },
+    #[error("not a manifest media type: {content_type}")]
+    UnknownType { content_type: String },
+}
+
+/// The media type to store a manifest under: the upstream's `Content-Type` if it is a manifest
+/// type, else the document's own `mediaType`, else schema 1 for `schemaVersion: 1`. An HTML page or
+/// anything that is not a JSON object is refused.
+pub(crate) fn manifest_media_type(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<String, NotAManifest> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        schema_version: Option<u64>,
+        media_type: Option<String>,
+    }
+    let shown = || content_type.unwrap_or("missing").to_owned();
+    let head: Head = serde_json::from_slice(bytes).map_err(|error| NotAManifest::NotJson {
+        error,
+        content_type: shown(),
+    })?;
+    if let Some(ct) = content_type.filter(|ct| is_manifest_type(ct)) {
+        return Ok(ct.to_owned());
+    }
+    if let Some(mt) = head.media_type.filter(|mt| is_manifest_type(mt)) {
+        return Ok(mt);
+    }
+    if head.schema_version == Some(1) {
+        return Ok(SCHEMA1_SIGNED.into());
+    }
+    Err(NotAManifest::UnknownType {
+        content_type: shown(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        let oci =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        assert_eq!(
+            manifest_media_type(Some("application/vnd.oci.image.manifest.v1+json"), oci).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(
+            manifest_media_type(Some("application/json"), oci).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert!(manifest_media_type(Some("text/html"), b"<html></html>").is_err());
+        assert!(manifest_media_type(Some("application/json"), br#"{"schemaVersion":2}"#).is_err());
+        assert_eq!(
+            media_type_of("Application/JSON; charset=utf-8"),
+            "application/json"
+        );
+    }
+}
