@@ -14,7 +14,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# Licences, banned crates and crate sources (deny.toml); built once, then reused.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install cargo-deny --locked
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+cargo deny check bans licenses sources
 # Benchmarks (benches/) are compiled by clippy above and run with `cargo bench`, not here.
 cargo test --lib --bins --tests
