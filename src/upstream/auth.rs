@@ -118,24 +118,57 @@ pub(super) fn preferred(challenges: Vec<Challenge>) -> Option<Challenge> {
     basic
 }
 
+/// The shortest token lifetime we assume: the spec's default, for a missing or shorter one.
+const MIN_TOKEN_LIFETIME: u64 = 60;
+/// The longest token lifetime we believe, whatever the token service says: a day.
+const MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
+
 /// The token service's answer (`token` or `access_token`, lifetime in seconds).
 #[derive(serde::Deserialize)]
 pub(super) struct TokenAnswer {
-    pub token: Option<String>,
-    pub access_token: Option<String>,
-    pub expires_in: Option<u64>,
+    token: Option<String>,
+    access_token: Option<String>,
+    /// Any JSON number: negative, fractional or absurd lifetimes are clamped, not refused.
+    expires_in: Option<serde_json::Number>,
 }
 
 impl TokenAnswer {
-    /// The token and how long it may be used (a missing or short lifetime counts as 60s, as the
-    /// spec says).
+    /// The token and how long it may be used: a missing or short lifetime counts as 60s, as the
+    /// spec says, and a longer one than a day as a day, so no lifetime a token service sends
+    /// can overflow a deadline.
     pub(super) fn into_token(self) -> Option<(String, u64)> {
         let token = self
             .token
             .filter(|t| !t.is_empty())
             .or(self.access_token.filter(|t| !t.is_empty()))?;
-        Some((token, self.expires_in.unwrap_or(60).max(60)))
+        let lifetime = match &self.expires_in {
+            None => MIN_TOKEN_LIFETIME,
+            Some(n) => match (n.as_u64(), n.as_f64()) {
+                (Some(secs), _) => secs,
+                (None, Some(secs)) if secs >= MAX_TOKEN_LIFETIME as f64 => MAX_TOKEN_LIFETIME,
+                // Negative, fractional below a day, or not a number we can read.
+                (None, Some(secs)) if secs > 0.0 => secs as u64,
+                _ => MIN_TOKEN_LIFETIME,
+            },
+        };
+        Some((
+            token,
+            lifetime.clamp(MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME),
+        ))
     }
+}
+
+/// Whether stored credentials for the upstream at `upstream` may be sent to the token realm at
+/// `realm`: never over plain http when the upstream itself is https (a downgrade), and only to
+/// the upstream's own host or registrable domain.
+pub(super) fn credentials_may_go_to(upstream: &url::Url, realm: &url::Url) -> bool {
+    if upstream.scheme() == "https" && realm.scheme() != "https" {
+        return false;
+    }
+    credentials_may_go(
+        upstream.host_str().unwrap_or(""),
+        realm.host_str().unwrap_or(""),
+    )
 }
 
 /// Whether stored credentials for `upstream_host` may be sent to `realm_host`: the same host, or
@@ -158,22 +191,27 @@ pub(super) fn credentials_may_go(upstream_host: &str, realm_host: &str) -> bool 
     }
 }
 
-/// The registrable domain of a host: its last two labels, or three where the second-level label
-/// is a common public second-level (`co.uk`, `com.au`). A host with one label has none.
+/// Registry hosting domains whose hosts belong to different customers but that the public suffix
+/// list does not (yet) list as suffixes: Azure Container Registry (`<name>.azurecr.io`) and all of
+/// AWS (ECR is `<account>.dkr.ecr.<region>.amazonaws.com`; the list names only some AWS services).
+const SHARED_REGISTRY_DOMAINS: &[&str] = &["azurecr.io", "amazonaws.com", "amazonaws.com.cn"];
+
+/// The registrable domain of a host, from the public suffix list (`docker.io` for
+/// `auth.docker.io`; `example.co.uk` for `registry.example.co.uk`; `me.github.io` for
+/// `me.github.io`, since `github.io` is a public suffix). A host that is itself a public suffix,
+/// or has no known suffix, has none.
 fn registrable_domain(host: &str) -> Option<String> {
-    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    if labels.len() < 2 {
+    let host = host.trim_end_matches('.');
+    if SHARED_REGISTRY_DOMAINS
+        .iter()
+        .any(|d| host.ends_with(&format!(".{d}")))
+    {
+        // Every host under these is its own tenant: only the exact host is the same site.
         return None;
     }
-    let n = labels.len();
-    let second = labels[n - 2];
-    let public_second = labels[n - 1].len() == 2
-        && matches!(
-            second,
-            "co" | "com" | "net" | "org" | "gov" | "ac" | "edu" | "ne" | "or"
-        );
-    let take = if public_second { 3 } else { 2 };
-    (n >= take).then(|| labels[n - take..].join("."))
+    let domain = psl::domain_str(host)?;
+    // A bare name with no suffix the list knows is matched by the list's `*` rule: no site.
+    domain.contains('.').then(|| domain.to_owned())
 }
 
 #[cfg(test)]
@@ -241,6 +279,76 @@ mod tests {
         assert!(!credentials_may_go("127.0.0.1", "127.0.0.2"));
         assert!(credentials_may_go("127.0.0.1", "127.0.0.1"));
         assert!(!credentials_may_go("localhost", "otherhost"));
+    }
+
+    /// Other tenants of a shared hosting domain are other sites.
+    #[test]
+    fn registrable_domains_come_from_the_public_suffix_list() {
+        assert!(!credentials_may_go("me.github.io", "evil.github.io"));
+        assert!(!credentials_may_go("myreg.azurecr.io", "other.azurecr.io"));
+        assert!(!credentials_may_go(
+            "mine.s3.amazonaws.com",
+            "theirs.s3.amazonaws.com"
+        ));
+        assert!(!credentials_may_go(
+            "111.dkr.ecr.us-east-1.amazonaws.com",
+            "222.dkr.ecr.us-east-1.amazonaws.com"
+        ));
+        assert!(credentials_may_go(
+            "111.dkr.ecr.us-east-1.amazonaws.com",
+            "111.dkr.ecr.us-east-1.amazonaws.com"
+        ));
+        assert!(credentials_may_go("registry-1.docker.io", "auth.docker.io"));
+        assert!(credentials_may_go("ghcr.io", "ghcr.io"));
+    }
+
+    /// An https upstream's credentials never go to a realm over plain http, even on its host.
+    #[test]
+    fn no_credentials_over_a_downgraded_realm() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let up = u("https://registry.example.com/");
+        assert!(!credentials_may_go_to(
+            &up,
+            &u("http://registry.example.com/token")
+        ));
+        assert!(!credentials_may_go_to(
+            &up,
+            &u("http://auth.example.com/token")
+        ));
+        assert!(credentials_may_go_to(
+            &up,
+            &u("https://auth.example.com/token")
+        ));
+        let plain = u("http://127.0.0.1:5000/");
+        assert!(credentials_may_go_to(
+            &plain,
+            &u("http://127.0.0.1:5000/token")
+        ));
+    }
+
+    /// No lifetime a token service can send breaks the token cache's deadline arithmetic.
+    #[test]
+    fn absurd_token_lifetimes_are_clamped() {
+        for (answer, lifetime) in [
+            (r#"{"token":"t","expires_in":18446744073709551615}"#, 86400),
+            (r#"{"token":"t","expires_in":-5}"#, 60),
+            (r#"{"token":"t","expires_in":1e300}"#, 86400),
+            (
+                r#"{"token":"t","expires_in":99999999999999999999999}"#,
+                86400,
+            ),
+            (r#"{"token":"t","expires_in":-1e300}"#, 60),
+            (r#"{"token":"t","expires_in":300.7}"#, 300),
+        ] {
+            let a: TokenAnswer = serde_json::from_str(answer).unwrap();
+            let (_, secs) = a.into_token().unwrap();
+            assert_eq!(secs, lifetime, "{answer}");
+            assert!(
+                std::time::Instant::now()
+                    .checked_add(std::time::Duration::from_secs(secs))
+                    .is_some()
+            );
+        }
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Upstream {
                     self.tokens.invalidate(&key).await;
                     return None;
                 }
-                HeaderValue::from_str(&format!("Bearer {}", tok.value)).ok()
+                bearer_value(&tok.value)
             }
         }
     }
@@ -131,10 +131,10 @@ impl Upstream {
         let key = token_key(realm, service.as_deref(), scope);
         let token = CachedToken {
             value: value.clone(),
-            usable_until: Instant::now() + Duration::from_secs(lifetime - skew),
+            usable_until: Instant::now() + Duration::from_secs(lifetime.saturating_sub(skew)),
         };
         self.tokens.insert(key, token).await;
-        Ok(HeaderValue::from_str(&format!("Bearer {value}")).ok())
+        Ok(bearer_value(&value))
     }
 
     /// Asks the realm for a token: with stored credentials only if the realm is on this
@@ -194,14 +194,13 @@ impl Upstream {
 
     /// Whether stored credentials may go to this realm (and says so when they may not).
     fn credentials_may_go_to(&self, realm: &Url) -> bool {
-        let realm_host = realm.host_str().unwrap_or("");
-        let own_host = self.base.host_str().unwrap_or("");
-        let may_send = auth::credentials_may_go(own_host, realm_host);
+        let may_send = auth::credentials_may_go_to(&self.base, realm);
         if !may_send && self.credentials.is_configured() {
             tracing::warn!(
                 upstream = %self.name,
-                realm = %realm_host,
-                "token realm is on another site: asking for an anonymous token, credentials withheld"
+                realm = %realm.host_str().unwrap_or(""),
+                scheme = %realm.scheme(),
+                "token realm is on another site or over plain http: asking for an anonymous token, credentials withheld"
             );
         }
         may_send
@@ -296,6 +295,13 @@ impl Upstream {
     }
 }
 
+/// An `Authorization: Bearer` value, marked sensitive like Basic ones.
+fn bearer_value(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
 /// An `Authorization: Basic` value, marked sensitive so it never shows in debug output.
 fn basic_value(user: &str, password: &str) -> Option<HeaderValue> {
     use base64::Engine as _;
@@ -307,4 +313,15 @@ fn basic_value(user: &str, password: &str) -> Option<HeaderValue> {
     .ok()?;
     v.set_sensitive(true);
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_values_are_sensitive() {
+        assert!(bearer_value("t0ken").unwrap().is_sensitive());
+        assert!(basic_value("u", "p").unwrap().is_sensitive());
+    }
 }
