@@ -36,6 +36,8 @@ pub enum StartError {
         #[source]
         source: CacheSetupError,
     },
+    #[error("cannot watch for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -90,6 +92,7 @@ impl App {
 /// Runs the mirror until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let app = Arc::new(App::new(&config)?);
+    let shutdown = Shutdown::on_signals().map_err(StartError::Signals)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -105,7 +108,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         upstreams = ?app.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "entrepot listening"
     );
-    let shutdown = Shutdown::on_signals();
     let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
     let handler_app = app.clone();
     let handler = move |req| crate::api::handle(handler_app.clone(), req);
