@@ -3,12 +3,10 @@
 //!
 //! Limits live here so no handler has to think about them: a cap on connections served at once
 //! (more wait in the accept queue), a deadline for reading request headers (slowloris), a cap on
-//! header size (hyper answers 431), a `send_timeout` for clients that stop reading
-//! (`send_timeout.rs`), and no response compression (blobs are bytes). Shutdown is
+//! header size (hyper answers 431), and no response compression (blobs are bytes). Shutdown is
 //! graceful: stop accepting, let requests in flight finish for a while, then go. The server knows
 //! nothing of registries: it serves whatever handler it is given.
 
-mod send_timeout;
 mod shutdown;
 
 use std::convert::Infallible;
@@ -27,7 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
-use send_timeout::SendTimeout;
 pub(crate) use shutdown::Shutdown;
 
 /// How long requests in flight may run on after shutdown begins.
@@ -72,10 +69,7 @@ pub(crate) async fn serve<H, F, B>(
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = builder
-            .serve_connection(
-                TokioIo::new(SendTimeout::new(prepare(stream), cfg.send_timeout)),
-                service,
-            )
+            .serve_connection(TokioIo::new(prepare(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
