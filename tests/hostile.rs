@@ -245,3 +245,24 @@ fn the_header_timeout_frees_capped_connections() {
         );
     }
 }
+
+/// An idle keep-alive connection is closed after `header_read_timeout`: waiting for the next
+/// request is waiting for its headers.
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    m.reconfigure(|cfg| cfg.replace("[server]\n", "[server]\nheader_read_timeout = \"1s\"\n"));
+    let mut s = TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let idle = Instant::now();
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was not closed");
+    assert!(idle.elapsed() < Duration::from_secs(5));
+}
