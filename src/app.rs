@@ -99,7 +99,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             addr: config.server.listen,
             source,
         })?;
-    let addr = server::bound_address(&listener, config.server.listen);
+    let addr = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(
         %addr,
         cache = %config.cache.dir.display(),

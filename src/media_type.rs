@@ -5,8 +5,6 @@
 //! gave it, and never relabels it. An answer that is not a manifest (an HTML error page, a JSON
 //! value of another shape) is refused here, before anything is stored.
 
-use std::sync::LazyLock;
-
 /// Manifest media types we store and serve, and ask upstreams for.
 pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -16,9 +14,6 @@ pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
     "application/vnd.docker.distribution.manifest.v1+json",
 ];
-
-/// The `Accept` value sent with every manifest request upstream: all of [`MANIFEST_TYPES`].
-pub(crate) static MANIFEST_ACCEPT: LazyLock<String> = LazyLock::new(|| MANIFEST_TYPES.join(", "));
 
 /// What schema 1 manifests are stored as when the upstream does not say.
 const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";

@@ -87,15 +87,14 @@ impl Cache {
         digest: &Digest,
     ) -> Result<BlobSource, CacheError> {
         let mut s = self.lock();
-        if let Some(meta) = s.entries.get_mut(digest) {
+        if let Some(&meta) = s.entries.get(digest) {
             if meta.kinds & KIND_BLOB == 0 {
                 return Err(CacheError::NotABlob(digest.clone()));
             }
             match std::fs::File::open(self.store.path(digest)) {
                 Ok(file) => {
-                    meta.last_access_ms = now_millis();
+                    s.touch(digest);
                     let size = meta.size;
-                    s.dirty.insert(digest.clone());
                     self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
                     return Ok(BlobSource::Stored { file, size });
                 }

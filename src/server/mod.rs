@@ -11,7 +11,6 @@ mod shutdown;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,9 +110,4 @@ async fn drain(graceful: GracefulShutdown) {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway"),
     }
-}
-
-/// The address a listener really bound (the configured one when it cannot say).
-pub(crate) fn bound_address(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
-    listener.local_addr().unwrap_or(configured)
 }
