@@ -246,6 +246,105 @@ fn the_header_timeout_frees_capped_connections() {
     }
 }
 
+/// Clients that ask for a large blob and never read cannot hold the mirror: with
+/// `max_connections = 4` and `send_timeout = "2s"`, their connections are closed once their
+/// socket buffers are full and nothing moves for 2 s, and a fifth client is served.
+#[test]
+fn clients_that_stop_reading_are_cut_off_by_send_timeout() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let (digest, size) = seed.image("lru/a").largest_blob();
+    let path = format!("/v2/lru/a/blobs/{digest}");
+    // Cache it, so the stuck clients read a stored file at full speed until their buffers fill.
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == digest);
+    m.wait_settled();
+    m.reconfigure(|cfg| {
+        cfg.replace(
+            "[server]\n",
+            "[server]\nmax_connections = 4\nsend_timeout = \"2s\"\n",
+        )
+    });
+    let request = format!("GET {path} HTTP/1.1\r\nHost: mirror\r\n\r\n");
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        stuck.push(s);
+    }
+    // Every slot is taken by a client that reads nothing of a blob far larger than its buffers.
+    assert!(size > 64 << 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = m.port;
+    std::thread::spawn(move || {
+        let _ = tx.send(raw_request(port, "GET", "/v2/", &[]).status);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        status,
+        Ok(200),
+        "the fifth client was not served while four clients read nothing"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The stuck connections were closed, not left open: each ends before the whole blob. (The
+    // fifth was served when the first was closed; the others are closed within a quarter of
+    // `send_timeout` of it. Reading earlier would unstick them.)
+    std::thread::sleep(Duration::from_secs(2));
+    for mut s in stuck {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        assert!(total < size, "a stuck client got the whole blob");
+    }
+    // A client that reads a whole response and waits longer than `send_timeout` (but less than
+    // the idle timeout) before its next request keeps its connection.
+    let mut s = TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s), (200, size));
+    std::thread::sleep(Duration::from_secs(3));
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).0, 200);
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` off `s`: its status and body length.
+fn read_response(s: &mut TcpStream) -> (u16, u64) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let len: u64 = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("Content-Length");
+    let mut left = len;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = s.read(&mut buf[..left.min(1 << 20) as usize]).unwrap();
+        assert!(n > 0, "connection closed mid-body");
+        left -= n as u64;
+    }
+    (status, len)
+}
+
 /// An idle keep-alive connection is closed after `header_read_timeout`: waiting for the next
 /// request is waiting for its headers.
 #[test]

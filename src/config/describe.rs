@@ -8,10 +8,11 @@ impl Config {
     /// The effective settings as TOML, secrets redacted (for `check-config`).
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\n",
+            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\n",
             self.server.listen,
             self.server.max_connections,
             humantime::format_duration(self.server.header_read_timeout),
+            humantime::format_duration(self.server.send_timeout),
             self.server.max_header_bytes,
             self.server.metrics,
             self.cache.dir.display().to_string(),

@@ -59,6 +59,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_connections: usize,
     /// How long a client may take to send its request headers (slowloris guard).
     pub(crate) header_read_timeout: Duration,
+    /// Longest a response may wait for the client to accept bytes before the connection closes.
+    pub(crate) send_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub(crate) max_header_bytes: usize,
     /// Whether `/metrics` answers on the same listener.
@@ -103,6 +105,11 @@ impl Checker<'_> {
             "10s",
             "server.header_read_timeout",
         )?;
+        let send_timeout =
+            self.duration(raw.send_timeout.as_deref(), "60s", "server.send_timeout")?;
+        if send_timeout.is_zero() {
+            return Err(self.bad("server.send_timeout", "must be longer than zero"));
+        }
         let max_header_bytes = self.size(
             raw.max_header_size.as_deref(),
             "64KiB",
@@ -115,6 +122,7 @@ impl Checker<'_> {
             listen,
             max_connections,
             header_read_timeout,
+            send_timeout,
             max_header_bytes: max_header_bytes as usize,
             metrics: raw.metrics.unwrap_or(true),
         })

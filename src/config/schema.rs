@@ -32,6 +32,7 @@ pub(super) struct RawServer {
     pub(super) listen: Option<String>,
     pub(super) max_connections: Option<usize>,
     pub(super) header_read_timeout: Option<String>,
+    pub(super) send_timeout: Option<String>,
     pub(super) max_header_size: Option<String>,
     pub(super) metrics: Option<bool>,
 }

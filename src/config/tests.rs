@@ -33,6 +33,8 @@ fn mistakes_name_the_key() {
     let no_scheme = "[[upstream]]\nname = \"quay.io\"\nurl = \"quay.io\"\n";
     assert!(err(no_scheme).contains("upstream[0].url"));
     assert!(err("[server]\nlisten = \"nowhere\"\n").contains("server.listen"));
+    let no_send_timeout = format!("[server]\nsend_timeout = \"0s\"\n{UP}");
+    assert!(err(&no_send_timeout).contains("server.send_timeout"));
     assert!(err("").contains("upstream"));
     let bad_name = "[[upstream]]\nname = \"Quay.IO\"\nurl = \"https://quay.io\"\n";
     assert!(err(bad_name).contains("upstream[0].name"));

@@ -3,10 +3,12 @@
 //!
 //! Limits live here so no handler has to think about them: a cap on connections served at once
 //! (more wait in the accept queue), a deadline for reading request headers (slowloris), a cap on
-//! header size (hyper answers 431), and no response compression (blobs are bytes). Shutdown is
+//! header size (hyper answers 431), a `send_timeout` for clients that stop reading
+//! (`send_timeout.rs`), and no response compression (blobs are bytes). Shutdown is
 //! graceful: stop accepting, let requests in flight finish for a while, then go. The server knows
 //! nothing of registries: it serves whatever handler it is given.
 
+mod send_timeout;
 mod shutdown;
 
 use std::convert::Infallible;
@@ -24,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
+use send_timeout::Watch;
 pub(crate) use shutdown::Shutdown;
 
 /// How long requests in flight may run on after shutdown begins.
@@ -63,17 +66,26 @@ pub(crate) async fn serve<H, F, B>(
             _ = shutdown.recv() => break,
         };
         let handler = handler.clone();
+        let watch = Watch::new();
+        let bodies = watch.clone();
         let service = service_fn(move |req| {
             let fut = handler(req);
-            async move { Ok::<_, Infallible>(fut.await) }
+            let bodies = bodies.clone();
+            async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(prepare(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let send_timeout = cfg.send_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = watch.stalled(send_timeout) => {
+                    tracing::info!(%peer, ?send_timeout, "client accepted no bytes for send_timeout: connection closed");
+                }
             }
             drop(permit);
         });
