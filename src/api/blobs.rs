@@ -37,7 +37,11 @@ pub(super) async fn get(
     let source = app.cache.blob(up, repo, &digest)?;
     let size = match &source {
         BlobSource::Stored { size, .. } => *size,
-        BlobSource::Filling { fill, .. } => fill.total().await.map_err(|e| ApiError::from(&*e))?,
+        BlobSource::Filling { reader, .. } => reader
+            .fill()
+            .total()
+            .await
+            .map_err(|e| ApiError::from(&*e))?,
     };
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, size),
@@ -97,8 +101,8 @@ fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body
                 .inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-        BlobSource::Filling { fill, file } => {
-            let s = fill.stream(file, start, end).inspect(count);
+        BlobSource::Filling { reader, file } => {
+            let s = reader.stream(file, start, end).inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
     }

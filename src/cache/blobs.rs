@@ -1,11 +1,16 @@
 //! Blobs: answered from the store when held, else from a [`Fill`] that one upstream fetch feeds
 //! for every client that asks meanwhile.
 //!
-//! A fill runs in its own task, to the end even if every client leaves. It reserves space for the
-//! blob, streams the upstream body to the clients (from memory while they keep up) and to the
-//! hash and the temp file (`fill_writer.rs`), releases the last byte only once the digest has
+//! A fill runs in its own task, to the end even if every client leaves. It streams the upstream
+//! body to the clients (from memory while they keep up) and to the hash and the temp file
+//! (`fill_writer.rs`), reserving space as the bytes arrive (never more than it has received, so
+//! a lying `Content-Length` evicts nothing), releases the last byte only once the digest has
 //! matched, and then fsyncs and renames the file into place. Any failure ends every client's body
 //! with an error and keeps nothing (ARCHITECTURE.md, invariants 1 and 2).
+//!
+//! A blob that cannot fit (its length is more than `max_size`) is streamed through: no file, and
+//! the upstream is read at the pace of the slowest client. One of unknown length that grows past
+//! `max_size` fails. Either way the bytes under the cache never pass `max_size` (invariant 3).
 
 use std::io;
 use std::sync::Arc;
@@ -13,27 +18,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::fill::{FillState, Outcome};
+use super::fill::{FillState, Outcome, Reader};
 use super::fill_writer::{FillWriter, PendingWrites};
 use super::index::KIND_BLOB;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
 use crate::metrics::{Lookup, LookupResult};
 use crate::reference::{Digest, Hasher, RepoName};
-use crate::upstream::{BlobBody, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Size of the writes a fill makes to its temp file (and of the steps readers see it grow by).
 const FILL_WRITE_CHUNK: usize = 256 * 1024;
 
 /// A blob to serve: a stored file, or a fill in progress.
 pub(crate) enum BlobSource {
-    Stored {
-        file: std::fs::File,
-        size: u64,
-    },
-    Filling {
-        fill: Arc<Fill>,
-        file: std::fs::File,
-    },
+    Stored { file: std::fs::File, size: u64 },
+    Filling { reader: Reader, file: std::fs::File },
 }
 
 /// A blob fetched and verified, ready to be committed.
@@ -110,7 +109,7 @@ impl Cache {
             self.metrics.lookup(Lookup::Blob, LookupResult::Join);
             let file = fill.file()?;
             return Ok(BlobSource::Filling {
-                fill: fill.clone(),
+                reader: fill.join(),
                 file,
             });
         }
@@ -119,13 +118,26 @@ impl Cache {
         let file = fill.file()?;
         s.fills.insert(digest.clone(), fill.clone());
         drop(s);
+        let reader = fill.join();
         let this = self.clone();
         let up = up.clone();
         let repo = repo.clone();
         let task_fill = fill.clone();
         let tx = Arc::new(tx);
         tokio::spawn(async move { this.run_fill(up, repo, task_fill, tx).await });
-        Ok(BlobSource::Filling { fill, file })
+        Ok(BlobSource::Filling { reader, file })
+    }
+
+    /// Forgets a fill in flight (if it is still the one for its digest), so the next client of
+    /// that digest starts another.
+    fn forget_fill(&self, fill: &Arc<Fill>) {
+        let mut s = self.lock();
+        if s.fills
+            .get(&fill.digest)
+            .is_some_and(|f| Arc::ptr_eq(f, fill))
+        {
+            s.fills.remove(&fill.digest);
+        }
     }
 
     async fn run_fill(
@@ -150,54 +162,94 @@ impl Cache {
             Err(e) => (Err(e), false),
         };
         if let Err(e) = result {
-            self.metrics.fill_failed(e.failure_reason());
-            tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
+            if matches!(e, CacheError::Abandoned) {
+                tracing::info!(digest = %fill.digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
+            } else {
+                self.metrics.fill_failed(e.failure_reason());
+                tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
+            }
             let _ = std::fs::remove_file(&fill.temp_path);
             // After the digest matched, clients keep what they have: only keeping it failed.
             // (A failed disk write has already ended the readers that needed the file.)
             if !verified {
                 tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
             }
-            let mut s = self.lock();
-            s.fills.remove(&fill.digest);
-            s.reserved = s.reserved.saturating_sub(reserved);
+            self.forget_fill(&fill);
+            self.release(reserved);
         }
     }
 
-    /// Fetches the blob into the fill's temp file, hashing as it goes, and checks its length
-    /// and digest.
+    /// Fetches the blob into the fill's temp file (or only through memory, if it cannot fit),
+    /// hashing as it goes, and checks its length and digest. `reserved` counts the bytes
+    /// reserved so far, for the caller to give back if this fails.
     async fn fetch_into(
         &self,
         up: &Upstream,
         repo: &RepoName,
-        fill: &Fill,
+        fill: &Arc<Fill>,
         tx: &Progress,
         reserved: &mut u64,
     ) -> Result<Fetched, CacheError> {
         let digest = &fill.digest;
         let mut body = up.get_blob(repo, digest).await?;
         let total = body.content_length();
-        let mut keep = true;
-        if let Some(t) = total {
-            keep = self.reserve(t).await?;
-            if keep {
-                *reserved = t;
-            }
+        let keep = total.is_none_or(|t| t <= self.max_size);
+        if !keep {
+            // Nothing will be written: the temp file goes now, and the next client of this
+            // digest starts its own fill rather than joining one that keeps no bytes behind it.
+            let _ = std::fs::remove_file(&fill.temp_path);
+            self.forget_fill(fill);
         }
         tx.send_modify(|s| s.total = total);
-        let (hasher, pos, writes) = self.receive(up, fill, tx, &mut body, total).await?;
-        if let Some(t) = total {
-            if pos != t {
+        let mut intake = Intake {
+            cache: self,
+            up,
+            fill,
+            tx,
+            writer: FillWriter::start(
+                keep.then(|| fill.file()).transpose()?,
+                Hasher::new(digest.algorithm()),
+                tx.clone(),
+            ),
+            received: 0,
+            reserved,
+            keep,
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
+        while let Some(c) = body.chunk().await? {
+            let arrived = intake.received + (buf.len() + c.len()) as u64;
+            if total.is_some_and(|t| arrived > t) {
                 return Err(bad_response(
                     up,
-                    format!("blob body has {pos} bytes, Content-Length said {t}"),
+                    "blob body longer than its Content-Length".into(),
                 ));
             }
-        } else {
-            keep = self.reserve(pos).await?;
-            if keep {
-                *reserved = pos;
+            if arrived > self.max_size && keep {
+                return Err(bad_response(
+                    up,
+                    format!(
+                        "blob without a Content-Length grew past the cache's max_size ({} bytes)",
+                        self.max_size
+                    ),
+                ));
             }
+            buf.extend_from_slice(&c);
+            if buf.len() >= FILL_WRITE_CHUNK {
+                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
+                intake.hand_over(data).await?;
+            }
+        }
+        if !buf.is_empty() {
+            intake.hand_over(buf).await?;
+        }
+        let (hasher, pos, writes) = intake.writer.finish().await?;
+        if let Some(t) = total
+            && pos != t
+        {
+            return Err(bad_response(
+                up,
+                format!("blob body has {pos} bytes, Content-Length said {t}"),
+            ));
         }
         if &hasher.finish() != digest {
             return Err(CacheError::DigestMismatch {
@@ -213,57 +265,12 @@ impl Cache {
         })
     }
 
-    /// Streams the upstream body into the fill: readers may have each chunk from memory at once;
-    /// the writer hashes it and puts it on disk meanwhile. Returns the hash, the length and the
-    /// writes still going on.
-    async fn receive(
-        &self,
-        up: &Upstream,
-        fill: &Fill,
-        tx: &Progress,
-        body: &mut BlobBody,
-        total: Option<u64>,
-    ) -> Result<(Hasher, u64, PendingWrites), CacheError> {
-        let mut writer = FillWriter::start(
-            fill.file()?,
-            Hasher::new(fill.digest.algorithm()),
-            tx.clone(),
-        );
-        let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
-        let mut received = 0u64;
-        let mut hand_over = |data: Vec<u8>| {
-            let data = Bytes::from(data);
-            fill.remember(received, data.clone());
-            received += data.len() as u64;
-            self.metrics.upstream_bytes(&up.name, data.len() as u64);
-            tx.send_modify(|s| s.received = received);
-            data
-        };
-        while let Some(c) = body.chunk().await? {
-            if total.is_some_and(|t| writer.queued() + (buf.len() + c.len()) as u64 > t) {
-                return Err(bad_response(
-                    up,
-                    "blob body longer than its Content-Length".into(),
-                ));
-            }
-            buf.extend_from_slice(&c);
-            if buf.len() >= FILL_WRITE_CHUNK {
-                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
-                writer.push(hand_over(data)).await?;
-            }
-        }
-        if !buf.is_empty() {
-            writer.push(hand_over(buf)).await?;
-        }
-        Ok(writer.finish().await?)
-    }
-
     /// A verified fill: fsync and rename into place (if it fits), and record it.
     async fn keep_fill(
         &self,
         up: &Upstream,
         repo: &RepoName,
-        fill: &Fill,
+        fill: &Arc<Fill>,
         fetched: Fetched,
     ) -> Result<(), CacheError> {
         let Fetched {
@@ -274,9 +281,7 @@ impl Cache {
         } = fetched;
         let digest = fill.digest.clone();
         if !keep {
-            tracing::info!(%digest, size, max_size = self.max_size, "blob larger than the cache: served, not kept");
-            let _ = std::fs::remove_file(&fill.temp_path);
-            self.lock().fills.remove(&digest);
+            tracing::info!(%digest, size, max_size = self.max_size, "blob larger than the cache: streamed through, not kept");
             return Ok(());
         }
         let written = writes.wait().await?;
@@ -290,10 +295,9 @@ impl Cache {
         blocking(move || f.sync_all().and_then(|()| store.commit(&temp, &d))).await?;
         let meta = {
             let mut s = self.lock();
-            let meta = s.record(&digest, size, KIND_BLOB, reserved);
-            s.fills.remove(&digest);
-            meta
+            s.record(&digest, size, KIND_BLOB, reserved)
         };
+        self.forget_fill(fill);
         // The file is verified and in place; if the index write fails, the next start forgets
         // the file, which costs a refetch and nothing else.
         let recorded = self
@@ -305,6 +309,39 @@ impl Cache {
         }
         self.publish_size();
         Ok(())
+    }
+}
+
+/// The body of one fill as it arrives: each chunk is given space (or, streamed through, waits
+/// for the clients), then goes to the clients, the hash and the disk.
+struct Intake<'a> {
+    cache: &'a Cache,
+    up: &'a Upstream,
+    fill: &'a Fill,
+    tx: &'a Progress,
+    writer: FillWriter,
+    received: u64,
+    reserved: &'a mut u64,
+    keep: bool,
+}
+
+impl Intake<'_> {
+    async fn hand_over(&mut self, data: Vec<u8>) -> Result<(), CacheError> {
+        let len = data.len() as u64;
+        if self.keep {
+            // Space for what has arrived, never for what the upstream says will.
+            self.cache.reserve(len).await?;
+            *self.reserved += len;
+        } else if !self.fill.make_room().await {
+            return Err(CacheError::Abandoned);
+        }
+        let data = Bytes::from(data);
+        self.fill.remember(self.received, data.clone());
+        self.received += len;
+        self.cache.metrics.upstream_bytes(&self.up.name, len);
+        let received = self.received;
+        self.tx.send_modify(|s| s.received = received);
+        Ok(self.writer.push(data).await?)
     }
 }
 

@@ -7,15 +7,22 @@
 //! byte is held back until the digest has matched: on a mismatch or an upstream failure, every
 //! reader's body ends in an error, so no client ever sees a complete wrong response
 //! (ARCHITECTURE.md, invariant 1).
+//!
+//! A blob larger than the whole cache is streamed through instead: no file at all, only the
+//! chunks in memory, and the fill takes a new chunk from the upstream only once every client is
+//! past the oldest one it would drop ([`Fill::make_room`]). Each client is a [`Reader`] that says
+//! how far it has got.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::CacheError;
 use super::file_reader::{FileReader, READ_CHUNK};
@@ -56,7 +63,48 @@ pub(crate) struct Fill {
     file: File,
     state: watch::Receiver<FillState>,
     /// The last chunks received (offset, bytes): what readers at the head of the fill want next.
-    recent: std::sync::Mutex<std::collections::VecDeque<(u64, Bytes)>>,
+    recent: std::sync::Mutex<VecDeque<(u64, Bytes)>>,
+    /// The next byte each client wants (`u64::MAX` once it has all it asked for), by reader id.
+    readers: std::sync::Mutex<HashMap<u64, u64>>,
+    next_reader: AtomicU64,
+    /// Told whenever a reader moves on or leaves.
+    readers_moved: Notify,
+}
+
+/// One client of a fill. Dropping it (the response ended, or was never sent) tells the fill the
+/// client is gone.
+pub(crate) struct Reader {
+    fill: Arc<Fill>,
+    id: u64,
+}
+
+impl Reader {
+    pub(crate) fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    fn at(&self, pos: u64) {
+        self.fill.lock_readers().insert(self.id, pos);
+        self.fill.readers_moved.notify_waiters();
+    }
+
+    /// The bytes `[start, end)` of the blob as they arrive (see [`Fill::stream`]).
+    pub(crate) fn stream(
+        self,
+        file: File,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send {
+        self.at(start);
+        Fill::stream(self, file, start, end)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.fill.lock_readers().remove(&self.id);
+        self.fill.readers_moved.notify_waiters();
+    }
 }
 
 impl Fill {
@@ -83,9 +131,10 @@ impl Fill {
                 temp_path,
                 file,
                 state: rx,
-                recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
-                    RECENT_CHUNKS,
-                )),
+                recent: std::sync::Mutex::new(VecDeque::with_capacity(RECENT_CHUNKS)),
+                readers: std::sync::Mutex::new(HashMap::new()),
+                next_reader: AtomicU64::new(0),
+                readers_moved: Notify::new(),
             }),
             tx,
         ))
@@ -96,9 +145,54 @@ impl Fill {
         self.file.try_clone()
     }
 
+    /// A new client of this fill, starting at byte 0 until it says otherwise.
+    pub(crate) fn join(self: &Arc<Self>) -> Reader {
+        let id = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        self.lock_readers().insert(id, 0);
+        Reader {
+            fill: self.clone(),
+            id,
+        }
+    }
+
+    fn lock_readers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Bytes)>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For a fill streamed through (no file): waits until remembering one more chunk drops
+    /// nothing a client still needs. False if no client is left to stream to.
+    pub(crate) async fn make_room(&self) -> bool {
+        loop {
+            let moved = self.readers_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let needed = {
+                let r = self.lock_recent();
+                match r.front() {
+                    Some((off, b)) if r.len() == RECENT_CHUNKS => off + b.len() as u64,
+                    _ => 0,
+                }
+            };
+            {
+                let readers = self.lock_readers();
+                if readers.is_empty() {
+                    return false;
+                }
+                if readers.values().all(|&pos| pos >= needed) {
+                    return true;
+                }
+            }
+            moved.await;
+        }
+    }
+
     /// Keeps a just-received chunk in memory for the readers following the fill.
     pub(crate) fn remember(&self, offset: u64, bytes: Bytes) {
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.lock_recent();
         if r.len() == RECENT_CHUNKS {
             r.pop_front();
         }
@@ -107,7 +201,7 @@ impl Fill {
 
     /// The bytes from `pos` (not past `limit`) if they are among the recent chunks.
     fn recent_slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self.lock_recent();
         let (off, b) = r
             .iter()
             .find(|(off, b)| *off <= pos && pos < off + b.len() as u64)?;
@@ -135,22 +229,24 @@ impl Fill {
         }
     }
 
-    /// The bytes `[start, end)` of the blob as they arrive. The stream ends with an error if the
-    /// fill fails; it never yields the final byte before the digest has matched.
-    pub(crate) fn stream(
-        self: Arc<Self>,
+    /// The bytes `[start, end)` of the blob as they arrive, for `client`. The stream ends with an
+    /// error if the fill fails; it never yields the final byte before the digest has matched.
+    fn stream(
+        client: Reader,
         file: File,
         start: u64,
         end: u64,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send {
-        let rx = self.state.clone();
+        let rx = client.fill.state.clone();
         let reader = FileReader::new(file, start, end);
         futures_util::stream::unfold(
-            (reader, rx, self),
-            |(mut reader, mut rx, fill)| async move {
+            (reader, rx, client),
+            |(mut reader, mut rx, client)| async move {
+                client.at(if reader.done() { u64::MAX } else { reader.pos });
                 if reader.done() {
                     return None;
                 }
+                let fill = &client.fill;
                 loop {
                     let progress = {
                         let s = rx.borrow_and_update();
@@ -171,18 +267,18 @@ impl Fill {
                         Ok(p) => p,
                         Err(err) => {
                             reader.finish();
-                            return Some((Err(err), (reader, rx, fill)));
+                            return Some((Err(err), (reader, rx, client)));
                         }
                     };
                     if released > reader.pos {
                         let limit = released.min(reader.end);
                         if let Some(b) = fill.recent_slice(reader.pos, limit) {
                             reader.pos += b.len() as u64;
-                            return Some((Ok(b), (reader, rx, fill)));
+                            return Some((Ok(b), (reader, rx, client)));
                         }
                         if written > reader.pos {
                             let item = reader.read_next(limit.min(written)).await;
-                            return Some((item, (reader, rx, fill)));
+                            return Some((item, (reader, rx, client)));
                         }
                     }
                     if rx.changed().await.is_err() {
@@ -191,7 +287,7 @@ impl Fill {
                             "fill of {} ended without an outcome",
                             fill.digest
                         ));
-                        return Some((Err(err), (reader, rx, fill)));
+                        return Some((Err(err), (reader, rx, client)));
                     }
                 }
             },

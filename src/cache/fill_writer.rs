@@ -47,20 +47,30 @@ impl PendingWrites {
 }
 
 impl FillWriter {
-    /// Starts the hashing and writing threads; the writer reports `FillState::written`.
+    /// Starts the hashing and writing threads; the writer reports `FillState::written`. Without a
+    /// file (a blob streamed through), only the hash runs.
     pub(super) fn start(
-        file: File,
+        file: Option<File>,
         mut hasher: Hasher,
         progress: Arc<watch::Sender<FillState>>,
     ) -> FillWriter {
         let (to_hash, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
-        let (to_disk, mut disk_rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
         let hashing = tokio::task::spawn_blocking(move || {
             while let Some(data) = hash_rx.blocking_recv() {
                 hasher.update(&data);
             }
             hasher
         });
+        let Some(file) = file else {
+            return FillWriter {
+                to_hash: Some(to_hash),
+                to_disk: None,
+                hashing: Some(hashing),
+                writing: None,
+                queued: 0,
+            };
+        };
+        let (to_disk, mut disk_rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
         let writing = tokio::task::spawn_blocking(move || {
             let mut pos = 0u64;
             while let Some(data) = disk_rx.blocking_recv() {
@@ -85,10 +95,6 @@ impl FillWriter {
         }
     }
 
-    pub(super) fn queued(&self) -> u64 {
-        self.queued
-    }
-
     /// Hands a chunk to the hash and the disk, waiting while either queue is full.
     pub(super) async fn push(&mut self, data: Bytes) -> io::Result<()> {
         self.queued += data.len() as u64;
@@ -98,7 +104,7 @@ impl FillWriter {
         };
         let stored = match &self.to_disk {
             Some(tx) => tx.send(data).await.is_ok(),
-            None => false,
+            None => self.writing.is_none(),
         };
         if hashed && stored {
             return Ok(());

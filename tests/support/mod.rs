@@ -608,6 +608,8 @@ pub struct FakeAnswer {
     pub declared_len: Option<usize>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Send a chunked body that never ends (until the reader hangs up), instead of `body`.
+    pub endless: bool,
 }
 
 impl FakeAnswer {
@@ -618,6 +620,7 @@ impl FakeAnswer {
             body: body.into(),
             declared_len: None,
             delay: Duration::ZERO,
+            endless: false,
         }
     }
 
@@ -691,17 +694,29 @@ impl FakeUpstream {
                     maxf.fetch_max(now, Ordering::SeqCst);
                     let a = handler(&req);
                     std::thread::sleep(a.delay);
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-                        a.status,
-                        a.declared_len.unwrap_or(a.body.len())
-                    );
+                    let mut head = if a.endless {
+                        format!(
+                            "HTTP/1.1 {} X\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n",
+                            a.status
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n",
+                            a.status,
+                            a.declared_len.unwrap_or(a.body.len())
+                        )
+                    };
                     for (k, v) in &a.headers {
                         head.push_str(&format!("{k}: {v}\r\n"));
                     }
                     head.push_str("\r\n");
                     let _ = conn.write_all(head.as_bytes());
-                    if req.method != "HEAD" {
+                    if req.method != "HEAD" && a.endless {
+                        let chunk = vec![b'x'; 64 << 10];
+                        let framed =
+                            [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                        while conn.write_all(&framed).is_ok() {}
+                    } else if req.method != "HEAD" {
                         let _ = conn.write_all(&a.body);
                     }
                     in_flight.fetch_sub(1, Ordering::SeqCst);
