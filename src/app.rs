@@ -91,7 +91,11 @@ impl App {
 
 /// Runs the mirror until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    let app = Arc::new(App::new(&config)?);
+    // Opening the cache reads the index and walks the store: blocking work.
+    let app = {
+        let config = config.clone();
+        Arc::new(crate::cache::off_the_workers(move || App::new(&config)).await?)
+    };
     let shutdown = Shutdown::on_signals().map_err(StartError::Signals)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -113,7 +117,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let handler = move |req| crate::api::handle(handler_app.clone(), req);
     server::serve(listener, &config.server, shutdown, handler).await;
     let _ = flusher.await;
-    if let Err(e) = app.cache.flush_access_times() {
+    if let Err(e) = app.cache.flush_access_times().await {
         tracing::warn!(error = %e, "could not write access times to the index");
     }
     tracing::info!("stopped");
@@ -129,7 +133,7 @@ async fn flush_access_times(cache: Arc<Cache>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.recv() => break,
         }
-        if let Err(e) = cache.flush_access_times() {
+        if let Err(e) = cache.flush_access_times().await {
             tracing::warn!(error = %e, "could not write access times to the index");
         }
     }

@@ -325,3 +325,75 @@ fn the_fill_finishes_when_every_client_leaves() {
     assert!(r.complete() && r.digest == digest && r.declared == Some(size));
     assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
 }
+
+/// A cached blob or manifest is served under a repository only if that repository is linked to
+/// it (a manifest fetched there lists it, or the upstream confirmed it there): a client that
+/// knows a private layer's digest cannot read it through another repository or upstream. A
+/// normal pull costs no extra upstream request, and links hold across restarts, offline.
+#[test]
+fn cached_content_is_served_only_where_it_belongs() {
+    let seed = seed();
+    let mut reg = Registry::start(&seed.storage);
+    let empty = scratch("empty-registry");
+    let other = Registry::start(empty.path());
+    let mut m = Mirror::start(
+        &[
+            Up::default("docker.io", reg.url()),
+            Up::new("other.example", other.url()),
+        ],
+        "",
+    );
+    // `oci/app` stands for a private image; `lru/b` is a repository it does not belong to.
+    let private = seed.image("oci/app");
+    let out = scratch("belongs");
+    for i in 0..2 {
+        let reference = format!("{}/oci/app:{}", m.host(), private.tag);
+        skopeo_pull(&reference, &out.path().join(format!("p{i}")), false);
+    }
+    assert_eq!(
+        reg.count("\"HEAD /v2/oci/app/blobs/"),
+        0,
+        "a normal pull asked the upstream about its blobs"
+    );
+    let (layer, _) = private.largest_blob();
+    assert!(m.wait_cached(&layer));
+    let elsewhere = [
+        format!("/v2/lru/b/blobs/{layer}"),
+        format!("/v2/other.example/oci/app/blobs/{layer}"),
+    ];
+    let check_refused = |m: &Mirror, path: &str| {
+        for method in ["GET", "HEAD"] {
+            let r = raw_request(m.port, method, path, &[]);
+            assert!(
+                r.status >= 400,
+                "{method} {path} served the private layer: {}",
+                r.status
+            );
+        }
+        let r = raw_request(
+            m.port,
+            "GET",
+            &path
+                .replace("/blobs/", "/manifests/")
+                .replace(&layer, &private.digest),
+            &[("Accept", &private.media_type)],
+        );
+        assert!(r.status >= 400, "{path}: the private manifest was served");
+    };
+    for path in &elsewhere {
+        check_refused(&m, path);
+    }
+    assert_eq!(
+        raw_request(m.port, "GET", &elsewhere[0], &[]).status,
+        404,
+        "the upstream's answer (404) was not passed on"
+    );
+    // Links hold across a restart, with the upstream gone.
+    reg.stop();
+    m.restart();
+    let r = stream_get(m.port, &format!("/v2/oci/app/blobs/{layer}"), &[]);
+    assert!(r.complete() && r.digest == layer, "status {}", r.status);
+    for path in &elsewhere {
+        check_refused(&m, path);
+    }
+}

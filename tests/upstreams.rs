@@ -308,3 +308,43 @@ fn a_connect_that_hangs_times_out() {
     );
     drop(listener);
 }
+
+/// A blob whose size a cached manifest gives is refused, before any byte reaches a client, when
+/// the upstream answers with another length (here a body padded past the real one: no real
+/// registry can be made to do that, so the upstream is scripted).
+#[test]
+fn a_length_that_contradicts_the_manifest_is_refused_up_front() {
+    let layer = b"the real layer".repeat(1000);
+    let digest = sha256(&layer);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":{}}},"layers":[]}}"#,
+        layer.len()
+    );
+    let mdigest = sha256(manifest.as_bytes());
+    let (l2, m2, md2) = (layer.clone(), manifest.clone(), mdigest.clone());
+    let up = FakeUpstream::start(move |r| {
+        if r.path.contains("/manifests/") {
+            FakeAnswer::new(200, m2.clone())
+                .header("Content-Type", OCI)
+                .header("Docker-Content-Digest", &md2)
+        } else if r.path.contains("/blobs/") {
+            let mut padded = l2.clone();
+            padded.extend_from_slice(&[0u8; 4096]);
+            FakeAnswer::new(200, padded)
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+    let r = raw_request(
+        m.port,
+        "GET",
+        "/v2/sized/app/manifests/v1",
+        &[("Accept", OCI)],
+    );
+    assert_eq!(r.status, 200);
+    let r = stream_get(m.port, &format!("/v2/sized/app/blobs/{digest}"), &[]);
+    assert_eq!(r.status, 502, "the padded blob was streamed");
+    assert!(r.received < 1024, "more than an error body was sent");
+    assert!(!m.cached_files().contains(&digest));
+}

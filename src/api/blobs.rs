@@ -34,7 +34,7 @@ pub(super) async fn get(
             .expect("valid"));
     }
 
-    let source = app.cache.blob(up, repo, &digest)?;
+    let source = app.cache.blob(up, repo, &digest).await?;
     let size = match &source {
         BlobSource::Stored { size, .. } => *size,
         BlobSource::Filling { reader, .. } => reader

@@ -9,12 +9,17 @@ use super::{ApiError, Body, json_response, query_param};
 use crate::app::App;
 use crate::cache::paginate;
 
-pub(super) fn get(app: &Arc<App>, query: &str, head: bool) -> Result<Response<Body>, ApiError> {
+pub(super) async fn get(
+    app: &Arc<App>,
+    query: &str,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
     let n = query_param(query, "n").and_then(|v| v.parse::<usize>().ok());
     let last = query_param(query, "last");
     let mut names: Vec<String> = app
         .cache
-        .cached_repos()?
+        .cached_repos()
+        .await?
         .into_iter()
         .map(|(up, repo)| match &app.default_upstream {
             Some(d) if d.name == up => repo,

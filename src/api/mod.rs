@@ -86,7 +86,7 @@ async fn dispatch<B>(
             "NOT_FOUND",
             "no such endpoint",
         )),
-        Route::Catalog => catalog::get(app, query, head),
+        Route::Catalog => catalog::get(app, query, head).await,
         Route::Manifest { name, reference } => {
             let (up, repo) = resolve(app, name, query)?;
             manifests::get(app, &up, &repo, reference, req.headers(), head).await

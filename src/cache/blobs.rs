@@ -1,33 +1,17 @@
-//! Blobs: answered from the store when held, else from a [`Fill`] that one upstream fetch feeds
-//! for every client that asks meanwhile.
-//!
-//! A fill runs in its own task, to the end even if every client leaves. It streams the upstream
-//! body to the clients (from memory while they keep up) and to the hash and the temp file
-//! (`fill_writer.rs`), reserving space as the bytes arrive (never more than it has received, so
-//! a lying `Content-Length` evicts nothing), releases the last byte only once the digest has
-//! matched, and then fsyncs and renames the file into place. Any failure ends every client's body
-//! with an error and keeps nothing (ARCHITECTURE.md, invariants 1 and 2).
-//!
-//! A blob that cannot fit (its length is more than `max_size`) is streamed through: no file, and
-//! the upstream is read at the pace of the slowest client. One of unknown length that grows past
-//! `max_size` fails. Either way the bytes under the cache never pass `max_size` (invariant 3).
+//! Blob lookups: answered from the store when held and linked to the repository asking
+//! (`links.rs`), else from a [`Fill`] that one upstream fetch feeds for every client that asks
+//! meanwhile (`fill_task.rs` runs it). File opens and temp-file creation run on the blocking pool;
+//! nothing here holds the cache's lock across a system call.
 
-use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::watch;
-
-use super::fill::{FillState, Outcome, Reader};
-use super::fill_writer::{FillWriter, PendingWrites};
+use super::fill::Reader;
 use super::index::KIND_BLOB;
-use super::{Cache, CacheError, Fill, blocking, now_millis};
+use super::links::scope;
+use super::{Cache, CacheError, Fill, blocking};
 use crate::metrics::{Lookup, LookupResult};
-use crate::reference::{Digest, Hasher, RepoName};
-use crate::upstream::{Upstream, UpstreamError};
-
-/// Size of the writes a fill makes to its temp file (and of the steps readers see it grow by).
-const FILL_WRITE_CHUNK: usize = 256 * 1024;
+use crate::reference::{Digest, RepoName};
+use crate::upstream::Upstream;
 
 /// A blob to serve: a stored file, or a fill in progress.
 pub(crate) enum BlobSource {
@@ -35,320 +19,160 @@ pub(crate) enum BlobSource {
     Filling { reader: Reader, file: std::fs::File },
 }
 
-/// A blob fetched and verified, ready to be committed.
-struct Fetched {
-    size: u64,
-    /// False for a blob larger than the whole cache: served, not kept.
-    keep: bool,
-    /// Bytes reserved for it in the cache's accounting.
-    reserved: u64,
-    /// The temp file's writes, which may still be going on.
-    writes: PendingWrites,
+/// What a blob lookup found, under the lock.
+enum Found {
+    Stored(u64),
+    Filling(Reader),
+    /// Held or in flight, but not (yet) linked to the repository asking.
+    Unlinked,
+    Nothing,
 }
 
-type Progress = Arc<watch::Sender<FillState>>;
-
 impl Cache {
-    /// The size of a blob without fetching it: from the store, a fill in flight, or an upstream
-    /// HEAD.
+    /// The size of a blob without fetching it: from the store or a fill in flight (if this
+    /// repository may see it), else an upstream HEAD, whose 200 links a stored blob to the
+    /// repository.
     pub(crate) async fn blob_size(
         &self,
         up: &Upstream,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<u64, Arc<CacheError>> {
-        let fill = {
+        let scope = scope(&up.name, repo);
+        let (fill, stored) = {
             let s = self.lock();
+            let linked = s.links.has(digest, &scope);
             match s.entries.get(digest) {
-                Some(m) if m.kinds & KIND_BLOB != 0 => {
+                Some(m) if m.kinds & KIND_BLOB == 0 => {
+                    return Err(Arc::new(CacheError::NotABlob(digest.clone())));
+                }
+                Some(m) if linked => {
                     self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
                     return Ok(m.size);
                 }
-                Some(_) => return Err(Arc::new(CacheError::NotABlob(digest.clone()))),
-                None => s.fills.get(digest).cloned(),
+                Some(_) => (None, true),
+                None => {
+                    let fill = s.fills.get(digest).filter(|f| linked || f.scope == scope);
+                    (fill.cloned(), false)
+                }
             }
         };
         if let Some(fill) = fill {
             // A failed fill's error is shared by everyone who asked about it.
             return fill.total().await;
         }
-        up.head_blob(repo, digest)
+        let size = up
+            .head_blob(repo, digest)
             .await
-            .map_err(|e| Arc::new(CacheError::Upstream(e)))
+            .map_err(|e| Arc::new(CacheError::Upstream(e)))?;
+        if stored {
+            self.link(&up.name, repo, [(digest.clone(), None)])
+                .await
+                .map_err(Arc::new)?;
+        }
+        Ok(size)
     }
 
     /// A blob to stream: the stored file if we have it, else a fill (joined if one is in flight,
     /// started otherwise). The upstream fetch runs to the end even if every client leaves.
-    pub(crate) fn blob(
+    /// Content this repository is not linked to is first confirmed with an upstream HEAD.
+    pub(crate) async fn blob(
         self: &Arc<Self>,
         up: &Arc<Upstream>,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<BlobSource, CacheError> {
-        let mut s = self.lock();
-        if let Some(&meta) = s.entries.get(digest) {
-            if meta.kinds & KIND_BLOB == 0 {
-                return Err(CacheError::NotABlob(digest.clone()));
-            }
-            match std::fs::File::open(self.store.path(digest)) {
-                Ok(file) => {
-                    s.touch(digest);
-                    let size = meta.size;
-                    self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
-                    return Ok(BlobSource::Stored { file, size });
+        let scope = scope(&up.name, repo);
+        let mut confirmed = false;
+        loop {
+            let found = {
+                let s = self.lock();
+                let linked = confirmed || s.links.has(digest, &scope);
+                match (s.entries.get(digest), s.fills.get(digest)) {
+                    (Some(m), _) if m.kinds & KIND_BLOB == 0 => {
+                        return Err(CacheError::NotABlob(digest.clone()));
+                    }
+                    (Some(m), _) if linked => Found::Stored(m.size),
+                    (None, Some(f)) if linked || f.scope == scope => Found::Filling(f.join()),
+                    (None, None) => Found::Nothing,
+                    _ => Found::Unlinked,
                 }
-                Err(e) => {
-                    tracing::error!(%digest, error = %e, "stored blob cannot be opened: fetching it again");
-                    if let Some(m) = s.entries.remove(digest) {
-                        s.committed -= m.size;
+            };
+            match found {
+                Found::Unlinked => {
+                    up.head_blob(repo, digest).await?;
+                    self.link(&up.name, repo, [(digest.clone(), None)]).await?;
+                    confirmed = true;
+                }
+                Found::Stored(size) => {
+                    if let Some(file) = self.open_stored(digest).await {
+                        self.lock().touch(digest);
+                        self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
+                        return Ok(BlobSource::Stored { file, size });
+                    }
+                }
+                Found::Filling(reader) => {
+                    self.metrics.lookup(Lookup::Blob, LookupResult::Join);
+                    let file = reader.fill().file()?;
+                    return Ok(BlobSource::Filling { reader, file });
+                }
+                Found::Nothing => {
+                    if let Some(source) = self.start_fill(up, repo, digest, scope.clone()).await? {
+                        return Ok(source);
                     }
                 }
             }
         }
-        if let Some(fill) = s.fills.get(digest) {
-            self.metrics.lookup(Lookup::Blob, LookupResult::Join);
-            let file = fill.file()?;
-            return Ok(BlobSource::Filling {
-                reader: fill.join(),
-                file,
-            });
-        }
-        self.metrics.lookup(Lookup::Blob, LookupResult::Miss);
-        let (fill, tx) = Fill::create(digest.clone(), self.store.temp_path(digest))?;
-        let file = fill.file()?;
-        s.fills.insert(digest.clone(), fill.clone());
-        drop(s);
-        let reader = fill.join();
-        let this = self.clone();
-        let up = up.clone();
-        let repo = repo.clone();
-        let task_fill = fill.clone();
-        let tx = Arc::new(tx);
-        tokio::spawn(async move { this.run_fill(up, repo, task_fill, tx).await });
-        Ok(BlobSource::Filling { reader, file })
     }
 
-    /// Forgets a fill in flight (if it is still the one for its digest), so the next client of
-    /// that digest starts another.
-    fn forget_fill(&self, fill: &Arc<Fill>) {
-        let mut s = self.lock();
-        if s.fills
-            .get(&fill.digest)
-            .is_some_and(|f| Arc::ptr_eq(f, fill))
-        {
-            s.fills.remove(&fill.digest);
+    /// Opens a stored blob (on the blocking pool). One that cannot be opened is forgotten, to be
+    /// fetched again.
+    async fn open_stored(&self, digest: &Digest) -> Option<std::fs::File> {
+        let path = self.store.path(digest);
+        match blocking(move || std::fs::File::open(path)).await {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::error!(%digest, error = %e, "stored blob cannot be opened: fetching it again");
+                let mut s = self.lock();
+                if let Some(m) = s.entries.remove(digest) {
+                    s.committed -= m.size;
+                }
+                None
+            }
         }
     }
 
-    async fn run_fill(
-        self: Arc<Self>,
-        up: Arc<Upstream>,
-        repo: RepoName,
-        fill: Arc<Fill>,
-        tx: Progress,
-    ) {
-        let mut reserved = 0;
-        let (result, verified) = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await
-        {
-            Ok(fetched) => {
-                // The digest matched: every client may have its last byte now, before the fsync
-                // and rename, which only decide whether the cache keeps the file.
-                tx.send_modify(|s| {
-                    s.total = Some(fetched.size);
-                    s.outcome = Outcome::Verified;
-                });
-                (self.keep_fill(&up, &repo, &fill, fetched).await, true)
-            }
-            Err(e) => (Err(e), false),
-        };
-        if let Err(e) = result {
-            if matches!(e, CacheError::Abandoned) {
-                tracing::info!(digest = %fill.digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
-            } else {
-                self.metrics.fill_failed(e.failure_reason());
-                tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
-            }
-            let _ = std::fs::remove_file(&fill.temp_path);
-            // After the digest matched, clients keep what they have: only keeping it failed.
-            // (A failed disk write has already ended the readers that needed the file.)
-            if !verified {
-                tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
-            }
-            self.forget_fill(&fill);
-            self.release(reserved);
-        }
-    }
-
-    /// Fetches the blob into the fill's temp file (or only through memory, if it cannot fit),
-    /// hashing as it goes, and checks its length and digest. `reserved` counts the bytes
-    /// reserved so far, for the caller to give back if this fails.
-    async fn fetch_into(
-        &self,
-        up: &Upstream,
+    /// Starts a fill (its temp file made on the blocking pool) and its task. None if another
+    /// request started one, or stored the blob, meanwhile: the caller looks again.
+    async fn start_fill(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
         repo: &RepoName,
-        fill: &Arc<Fill>,
-        tx: &Progress,
-        reserved: &mut u64,
-    ) -> Result<Fetched, CacheError> {
-        let digest = &fill.digest;
-        let mut body = up.get_blob(repo, digest).await?;
-        let total = body.content_length();
-        let keep = total.is_none_or(|t| t <= self.max_size);
-        if !keep {
-            // Nothing will be written: the temp file goes now, and the next client of this
-            // digest starts its own fill rather than joining one that keeps no bytes behind it.
-            let _ = std::fs::remove_file(&fill.temp_path);
-            self.forget_fill(fill);
-        }
-        tx.send_modify(|s| s.total = total);
-        let mut intake = Intake {
-            cache: self,
-            up,
-            fill,
-            tx,
-            writer: FillWriter::start(
-                keep.then(|| fill.file()).transpose()?,
-                Hasher::new(digest.algorithm()),
-                tx.clone(),
-            ),
-            received: 0,
-            reserved,
-            keep,
-        };
-        let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
-        while let Some(c) = body.chunk().await? {
-            let arrived = intake.received + (buf.len() + c.len()) as u64;
-            if total.is_some_and(|t| arrived > t) {
-                return Err(bad_response(
-                    up,
-                    "blob body longer than its Content-Length".into(),
-                ));
-            }
-            if arrived > self.max_size && keep {
-                return Err(bad_response(
-                    up,
-                    format!(
-                        "blob without a Content-Length grew past the cache's max_size ({} bytes)",
-                        self.max_size
-                    ),
-                ));
-            }
-            buf.extend_from_slice(&c);
-            if buf.len() >= FILL_WRITE_CHUNK {
-                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
-                intake.hand_over(data).await?;
-            }
-        }
-        if !buf.is_empty() {
-            intake.hand_over(buf).await?;
-        }
-        let (hasher, pos, writes) = intake.writer.finish().await?;
-        if let Some(t) = total
-            && pos != t
-        {
-            return Err(bad_response(
-                up,
-                format!("blob body has {pos} bytes, Content-Length said {t}"),
-            ));
-        }
-        if &hasher.finish() != digest {
-            return Err(CacheError::DigestMismatch {
-                upstream: up.name.clone(),
-                digest: digest.clone(),
-            });
-        }
-        Ok(Fetched {
-            size: pos,
-            keep,
-            reserved: *reserved,
-            writes,
-        })
-    }
-
-    /// A verified fill: fsync and rename into place (if it fits), and record it.
-    async fn keep_fill(
-        &self,
-        up: &Upstream,
-        repo: &RepoName,
-        fill: &Arc<Fill>,
-        fetched: Fetched,
-    ) -> Result<(), CacheError> {
-        let Fetched {
-            size,
-            keep,
-            reserved,
-            writes,
-        } = fetched;
-        let digest = fill.digest.clone();
-        if !keep {
-            tracing::info!(%digest, size, max_size = self.max_size, "blob larger than the cache: streamed through, not kept");
-            return Ok(());
-        }
-        let written = writes.wait().await?;
-        if written != size {
-            return Err(io::Error::other(format!("wrote {written} of {size} bytes")).into());
-        }
-        let store = self.store.clone();
-        let (temp, d) = (fill.temp_path.clone(), digest.clone());
-        // Any descriptor of the file flushes all of it.
-        let f = fill.file()?;
-        blocking(move || f.sync_all().and_then(|()| store.commit(&temp, &d))).await?;
-        let meta = {
+        digest: &Digest,
+        scope: String,
+    ) -> Result<Option<BlobSource>, CacheError> {
+        let (d, temp) = (digest.clone(), self.store.temp_path(digest));
+        let (fill, tx) = blocking(move || Fill::create(d, temp, scope)).await?;
+        let reader = {
             let mut s = self.lock();
-            s.record(&digest, size, KIND_BLOB, reserved)
+            if s.entries.contains_key(digest) || s.fills.contains_key(digest) {
+                None
+            } else {
+                s.fills.insert(digest.clone(), fill.clone());
+                Some(fill.join())
+            }
         };
-        self.forget_fill(fill);
-        // The file is verified and in place; if the index write fails, the next start forgets
-        // the file, which costs a refetch and nothing else.
-        let recorded = self
-            .index
-            .put_entries(&[(digest.clone(), meta)])
-            .and_then(|()| self.index.note_repo(&up.name, repo.as_str(), now_millis()));
-        if let Err(e) = recorded {
-            tracing::error!(%digest, error = %e, "could not record a stored blob in the index");
-        }
-        self.publish_size();
-        Ok(())
+        let Some(reader) = reader else {
+            let temp = fill.temp_path.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_file(temp));
+            return Ok(None);
+        };
+        self.metrics.lookup(Lookup::Blob, LookupResult::Miss);
+        let file = fill.file()?;
+        let this = self.clone();
+        let (up, repo) = (up.clone(), repo.clone());
+        let tx = Arc::new(tx);
+        tokio::spawn(async move { this.run_fill(up, repo, fill, tx).await });
+        Ok(Some(BlobSource::Filling { reader, file }))
     }
-}
-
-/// The body of one fill as it arrives: each chunk is given space (or, streamed through, waits
-/// for the clients), then goes to the clients, the hash and the disk.
-struct Intake<'a> {
-    cache: &'a Cache,
-    up: &'a Upstream,
-    fill: &'a Fill,
-    tx: &'a Progress,
-    writer: FillWriter,
-    received: u64,
-    reserved: &'a mut u64,
-    keep: bool,
-}
-
-impl Intake<'_> {
-    async fn hand_over(&mut self, data: Vec<u8>) -> Result<(), CacheError> {
-        let len = data.len() as u64;
-        if self.keep {
-            // Space for what has arrived, never for what the upstream says will.
-            self.cache.reserve(len).await?;
-            *self.reserved += len;
-        } else if !self.fill.make_room().await {
-            return Err(CacheError::Abandoned);
-        }
-        let data = Bytes::from(data);
-        self.fill.remember(self.received, data.clone());
-        self.received += len;
-        self.cache.metrics.upstream_bytes(&self.up.name, len);
-        let received = self.received;
-        self.tx.send_modify(|s| s.received = received);
-        Ok(self.writer.push(data).await?)
-    }
-}
-
-/// The upstream sent something that cannot be the blob asked for.
-fn bad_response(up: &Upstream, reason: String) -> CacheError {
-    CacheError::Upstream(UpstreamError::BadResponse {
-        upstream: up.name.clone(),
-        reason,
-    })
 }

@@ -57,6 +57,9 @@ pub(crate) enum Outcome {
 /// One blob being fetched. Shared (`Arc`) by the fill task and the clients reading from it.
 pub(crate) struct Fill {
     pub digest: Digest,
+    /// `upstream\0repository` of the request that started it: its GET there proves the content
+    /// is that repository's (others join only if linked, `links.rs`).
+    pub(super) scope: String,
     pub temp_path: PathBuf,
     /// The temp file, open for reading and writing; readers get duplicates of it, so they keep
     /// working after it is renamed into place (or unlinked).
@@ -113,7 +116,9 @@ impl Fill {
     pub(crate) fn create(
         digest: Digest,
         temp_path: PathBuf,
+        scope: String,
     ) -> io::Result<(Arc<Fill>, watch::Sender<FillState>)> {
+        super::assert_off_the_workers();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -128,6 +133,7 @@ impl Fill {
         Ok((
             Arc::new(Fill {
                 digest,
+                scope,
                 temp_path,
                 file,
                 state: rx,

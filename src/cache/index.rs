@@ -4,7 +4,9 @@
 //! - `entries`: digest -> size, last access, and whether it is a blob, a manifest or both;
 //! - `manifests`: digest + upstream -> media type (a manifest is served per upstream);
 //! - `tags`: upstream + repo + tag -> digest and when the upstream last confirmed it;
-//! - `repos`: upstream + repo, for `_catalog`.
+//! - `repos`: upstream + repo, for `_catalog`;
+//! - `links`: digest + upstream + repo -> the size a manifest gave (or `u64::MAX`): which
+//!   repositories may be served which cached content (`links.rs`).
 //!
 //! Keys join their parts with NUL, which no name, tag or digest can contain. Writes are small
 //! transactions; access times reach the index in batches (see `Cache::flush_access_times`).
@@ -19,6 +21,10 @@ const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const MANIFESTS: TableDefinition<&str, &str> = TableDefinition::new("manifests");
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
+const LINKS: TableDefinition<&str, u64> = TableDefinition::new("links");
+
+/// A link's size when no manifest said one.
+const NO_SIZE: u64 = u64::MAX;
 
 /// Kinds an entry can be, as bit flags (one digest can be both).
 pub(super) const KIND_BLOB: u8 = 1;
@@ -76,6 +82,16 @@ fn key(parts: &[&str]) -> String {
 }
 
 impl Index {
+    fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
+        super::assert_off_the_workers();
+        self.db.begin_write()
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        super::assert_off_the_workers();
+        self.db.begin_read()
+    }
+
     pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
         let db = Database::create(path).map_err(ie)?;
         let tx = db.begin_write().map_err(ie)?;
@@ -83,13 +99,14 @@ impl Index {
         tx.open_table(MANIFESTS).map_err(ie)?;
         tx.open_table(TAGS).map_err(ie)?;
         tx.open_table(REPOS).map_err(ie)?;
+        tx.open_table(LINKS).map_err(ie)?;
         tx.commit().map_err(ie)?;
         Ok(Index { db })
     }
 
     /// Every entry, for loading the in-memory view at start.
     pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
-        let tx = self.db.begin_read().map_err(ie)?;
+        let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(ENTRIES).map_err(ie)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
@@ -106,7 +123,7 @@ impl Index {
         if entries.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write().map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         {
             let mut t = tx.open_table(ENTRIES).map_err(ie)?;
             for (d, m) in entries {
@@ -117,15 +134,17 @@ impl Index {
         tx.commit().map_err(ie)
     }
 
-    /// Forgets entries whose files are gone (evicted, or lost), with their manifest types.
+    /// Forgets entries whose files are gone (evicted, or lost), with their manifest types and
+    /// links.
     pub(super) fn remove_entries(&self, digests: &[Digest]) -> Result<(), IndexError> {
         if digests.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write().map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         {
             let mut t = tx.open_table(ENTRIES).map_err(ie)?;
             let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
+            let mut l = tx.open_table(LINKS).map_err(ie)?;
             for d in digests {
                 let ds = d.to_string();
                 t.remove(ds.as_str()).map_err(ie)?;
@@ -133,6 +152,48 @@ impl Index {
                 let end = format!("{ds}\u{1}");
                 m.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                     .map_err(ie)?;
+                l.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                    .map_err(ie)?;
+            }
+        }
+        tx.commit().map_err(ie)
+    }
+
+    /// Every link: digest, `upstream\0repo`, and the size a manifest gave.
+    pub(super) fn links(&self) -> Result<Vec<(Digest, String, Option<u64>)>, IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(LINKS).map_err(ie)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(ie)? {
+            let (k, v) = item.map_err(ie)?;
+            let Some((d, scope)) = k.value().split_once('\0') else {
+                continue;
+            };
+            if let Ok(d) = Digest::parse(d) {
+                let size = Some(v.value()).filter(|&s| s != NO_SIZE);
+                out.push((d, scope.to_owned(), size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records links (digest, `upstream\0repo`, size) in one transaction.
+    pub(super) fn put_links(
+        &self,
+        links: &[(Digest, String, Option<u64>)],
+    ) -> Result<(), IndexError> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let tx = self.begin_write().map_err(ie)?;
+        {
+            let mut t = tx.open_table(LINKS).map_err(ie)?;
+            for (d, scope, size) in links {
+                t.insert(
+                    key(&[&d.to_string(), scope]).as_str(),
+                    size.unwrap_or(NO_SIZE),
+                )
+                .map_err(ie)?;
             }
         }
         tx.commit().map_err(ie)
@@ -147,7 +208,7 @@ impl Index {
         meta: EntryMeta,
         media_type: &str,
     ) -> Result<(), IndexError> {
-        let tx = self.db.begin_write().map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         {
             let ds = digest.to_string();
             tx.open_table(ENTRIES)
@@ -171,7 +232,7 @@ impl Index {
         upstream: &str,
         digest: &Digest,
     ) -> Result<Option<String>, IndexError> {
-        let tx = self.db.begin_read().map_err(ie)?;
+        let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(MANIFESTS).map_err(ie)?;
         Ok(t.get(key(&[&digest.to_string(), upstream]).as_str())
             .map_err(ie)?
@@ -184,7 +245,7 @@ impl Index {
         repo: &str,
         tag: &str,
     ) -> Result<Option<TagEntry>, IndexError> {
-        let tx = self.db.begin_read().map_err(ie)?;
+        let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(TAGS).map_err(ie)?;
         let Some(v) = t.get(key(&[upstream, repo, tag]).as_str()).map_err(ie)? else {
             return Ok(None);
@@ -212,7 +273,7 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut v = entry.checked_at_ms.to_le_bytes().to_vec();
         v.extend_from_slice(entry.digest.to_string().as_bytes());
-        let tx = self.db.begin_write().map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         {
             tx.open_table(TAGS)
                 .map_err(ie)?
@@ -228,7 +289,7 @@ impl Index {
 
     /// Tags cached for a repository, in lexical order.
     pub(super) fn tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, IndexError> {
-        let tx = self.db.begin_read().map_err(ie)?;
+        let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(TAGS).map_err(ie)?;
         let prefix = key(&[upstream, repo, ""]);
         let end = format!("{upstream}\0{repo}\u{1}");
@@ -243,7 +304,7 @@ impl Index {
 
     /// Every (upstream, repo) the cache has served.
     pub(super) fn repos(&self) -> Result<Vec<(String, String)>, IndexError> {
-        let tx = self.db.begin_read().map_err(ie)?;
+        let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(REPOS).map_err(ie)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
@@ -256,7 +317,7 @@ impl Index {
     }
 
     pub(super) fn note_repo(&self, upstream: &str, repo: &str, now: u64) -> Result<(), IndexError> {
-        let tx = self.db.begin_write().map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         tx.open_table(REPOS)
             .map_err(ie)?
             .insert(key(&[upstream, repo]).as_str(), now)
@@ -301,8 +362,12 @@ mod tests {
         idx.put_tag("docker.io", "library/ab", "v0", &t).unwrap();
         assert_eq!(idx.tag("docker.io", "library/a", "v1").unwrap(), Some(t));
         assert_eq!(idx.tags("docker.io", "library/a").unwrap(), vec!["v1"]);
+        let link = (d.clone(), "docker.io\0library/a".to_owned(), Some(1));
+        idx.put_links(std::slice::from_ref(&link)).unwrap();
+        assert_eq!(idx.links().unwrap(), vec![link]);
         idx.remove_entries(std::slice::from_ref(&d)).unwrap();
         assert!(idx.entries().unwrap().is_empty());
+        assert!(idx.links().unwrap().is_empty());
         assert_eq!(idx.manifest_type("docker.io", &d).unwrap(), None);
         let mut repos = idx.repos().unwrap();
         repos.sort();

@@ -24,7 +24,8 @@ impl Cache {
             Ok(page) => (page.tags, page.more),
             Err(e) if e.stale_ok() => {
                 tracing::info!(upstream = %up.name, %repo, error = %e, "tags list from the cache: upstream failing");
-                let cached = self.index.tags(&up.name, repo.as_str())?;
+                let (upstream, r) = (up.name.clone(), repo.to_string());
+                let cached = self.with_index(move |ix| ix.tags(&upstream, &r)).await?;
                 if cached.is_empty() {
                     return Err(e.into());
                 }

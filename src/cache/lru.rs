@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::index::{EntryMeta, Index, KIND_BLOB};
+use super::links::Links;
 use super::store::BlobStore;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
 use crate::metrics::{Content, Metrics};
@@ -25,6 +26,8 @@ pub(super) struct State {
     pub(super) committed: u64,
     /// Bytes promised to fills in flight.
     pub(super) reserved: u64,
+    /// Which repositories may be served which digests (`links.rs`).
+    pub(super) links: Links,
 }
 
 impl State {
@@ -86,6 +89,7 @@ impl State {
             if let Some(m) = self.entries.remove(&d) {
                 self.committed -= m.size;
                 self.dirty.remove(&d);
+                self.links.forget(&d);
                 victims.push((d, m));
             }
         }

@@ -61,6 +61,11 @@ impl Cache {
         match reference {
             Reference::Digest(d) => {
                 if let Some(m) = self.load_manifest(up, d).await? {
+                    if !self.linked(&up.name, repo, d) {
+                        // Held, but never seen in this repository: ask it first.
+                        up.head_manifest(repo, reference).await?;
+                        self.link_served(up, repo, &m).await?;
+                    }
                     self.metrics.lookup(Lookup::Manifest, LookupResult::Hit);
                     return Ok(m);
                 }
@@ -78,11 +83,13 @@ impl Cache {
         tag: &Tag,
         head_only: bool,
     ) -> Result<Manifest, CacheError> {
-        let cached = self.index.tag(&up.name, repo.as_str(), tag.as_str())?;
+        let (upstream, r, t) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
+        let cached = self.with_index(move |ix| ix.tag(&upstream, &r, &t)).await?;
         if let Some(t) = &cached
             && Duration::from_millis(now_millis().saturating_sub(t.checked_at_ms)) < self.tag_ttl
             && let Some(m) = self.load_manifest(up, &t.digest).await?
         {
+            self.link_served(up, repo, &m).await?;
             self.metrics.lookup(Lookup::Tag, LookupResult::Hit);
             return Ok(m);
         }
@@ -93,6 +100,7 @@ impl Cache {
                     && let Some(m) = self.load_manifest(up, &t.digest).await?
                 {
                     tracing::info!(upstream = %up.name, %repo, %tag, origin = %e.origin(), error = %e, "upstream failing: serving the cached tag");
+                    self.link_served(up, repo, &m).await?;
                     self.metrics.lookup(Lookup::Tag, LookupResult::Stale);
                     return Ok(m);
                 }
@@ -121,7 +129,7 @@ impl Cache {
                     match (media_type, head.size) {
                         (Some(media_type), Some(size)) => {
                             // The mapping is confirmed; the bytes come with the client's GET.
-                            self.put_tag(up, repo, tag, &d)?;
+                            self.put_tag(up, repo, tag, &d).await?;
                             return Ok(Manifest {
                                 digest: d,
                                 media_type,
@@ -139,11 +147,26 @@ impl Cache {
                     .await?
             }
         };
-        self.put_tag(up, repo, tag, &manifest.digest)?;
+        self.put_tag(up, repo, tag, &manifest.digest).await?;
+        self.link_served(up, repo, &manifest).await?;
         Ok(manifest)
     }
 
-    fn put_tag(
+    /// Links a manifest served for (upstream, repo), and what it lists, to that repository: the
+    /// repository's tag or the upstream named it there. Costs nothing when already linked.
+    async fn link_served(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        m: &Manifest,
+    ) -> Result<(), CacheError> {
+        match &m.bytes {
+            Some(bytes) => self.link_manifest(&up.name, repo, &m.digest, bytes).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn put_tag(
         &self,
         up: &Upstream,
         repo: &RepoName,
@@ -154,9 +177,9 @@ impl Cache {
             digest: digest.clone(),
             checked_at_ms: now_millis(),
         };
-        Ok(self
-            .index
-            .put_tag(&up.name, repo.as_str(), tag.as_str(), &entry)?)
+        let (upstream, repo, tag) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
+        self.with_index(move |ix| ix.put_tag(&upstream, &repo, &tag, &entry))
+            .await
     }
 
     /// A cached manifest for this upstream, if we hold it.
@@ -165,7 +188,11 @@ impl Cache {
         up: &Upstream,
         digest: &Digest,
     ) -> Result<Option<Manifest>, CacheError> {
-        let Some(media_type) = self.index.manifest_type(&up.name, digest)? else {
+        let (upstream, d) = (up.name.clone(), digest.clone());
+        let media_type = self
+            .with_index(move |ix| ix.manifest_type(&upstream, &d))
+            .await?;
+        let Some(media_type) = media_type else {
             return Ok(None);
         };
         let bytes = match tokio::fs::read(self.store.path(digest)).await {
@@ -215,6 +242,7 @@ impl Cache {
         };
         self.store_manifest(up, repo, &digest, &media_type, &bytes)
             .await?;
+        self.link_manifest(&up.name, repo, &digest, &bytes).await?;
         Ok(Manifest {
             digest,
             media_type,
@@ -247,8 +275,14 @@ impl Cache {
             }
         }
         let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
-        self.index
-            .put_manifest(&up.name, repo.as_str(), digest, meta, media_type)?;
+        let (upstream, repo, d, t) = (
+            up.name.clone(),
+            repo.to_string(),
+            digest.clone(),
+            media_type.to_owned(),
+        );
+        self.with_index(move |ix| ix.put_manifest(&upstream, &repo, &d, meta, &t))
+            .await?;
         self.publish_size();
         Ok(())
     }

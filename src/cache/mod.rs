@@ -14,15 +14,16 @@ mod coalesce;
 mod error;
 mod file_reader;
 mod fill;
+mod fill_task;
 mod fill_writer;
 mod index;
+mod links;
 mod lists;
 mod lru;
 mod manifests;
 mod store;
 
 use std::collections::HashMap;
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -102,7 +103,7 @@ impl Cache {
     }
 
     /// Writes batched access times to the index. Called periodically and at shutdown.
-    pub(crate) fn flush_access_times(&self) -> Result<(), CacheError> {
+    pub(crate) async fn flush_access_times(&self) -> Result<(), CacheError> {
         let batch: Vec<(Digest, EntryMeta)> = {
             let mut s = self.lock();
             let dirty = std::mem::take(&mut s.dirty);
@@ -111,13 +112,12 @@ impl Cache {
                 .filter_map(|d| s.entries.get(&d).map(|m| (d, *m)))
                 .collect()
         };
-        self.index.put_entries(&batch)?;
-        Ok(())
+        self.with_index(move |ix| ix.put_entries(&batch)).await
     }
 
     /// Every (upstream, repository) the cache has served, for `_catalog`.
-    pub(crate) fn cached_repos(&self) -> Result<Vec<(String, String)>, CacheError> {
-        Ok(self.index.repos()?)
+    pub(crate) async fn cached_repos(&self) -> Result<Vec<(String, String)>, CacheError> {
+        self.with_index(Index::repos).await
     }
 
     /// Bytes of stored files.
@@ -155,7 +155,60 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
             store.remove(digest)?;
         }
     }
+    // Links of content no longer held (listed by a manifest, never fetched) go.
+    let mut unheld = Vec::new();
+    for (digest, scope, size) in index.links()? {
+        if state.entries.contains_key(&digest) {
+            state.links.add(&digest, &scope, size);
+        } else {
+            unheld.push(digest);
+        }
+    }
+    index.remove_entries(&unheld)?;
     Ok(state)
+}
+
+impl Cache {
+    /// Runs index work (redb reads, and writes that fsync) on the blocking pool.
+    async fn with_index<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Index) -> Result<T, index::IndexError> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        let index = self.index.clone();
+        blocking(move || work(&index)).await
+    }
+}
+
+thread_local! {
+    /// Set while a thread runs work handed to [`off_the_workers`].
+    static OFF_THE_WORKERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs blocking work (file system calls, redb transactions) on the blocking pool, marked so
+/// [`assert_off_the_workers`] can tell. A panic in `work` is the caller's panic.
+pub(crate) async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let marked = move || {
+        OFF_THE_WORKERS.set(true);
+        let out = work();
+        OFF_THE_WORKERS.set(false);
+        out
+    };
+    match tokio::task::spawn_blocking(marked).await {
+        Ok(out) => out,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// In debug builds (so in every test), blocking work on an async worker thread is a panic: the
+/// index and the store call this before each transaction or file operation. Outside a runtime
+/// (start-up checks, unit tests) anything goes.
+fn assert_off_the_workers() {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err() || OFF_THE_WORKERS.get(),
+        "blocking index or file work on an async worker thread"
+    );
 }
 
 /// Runs blocking file work on the blocking pool.
@@ -166,8 +219,23 @@ where
     T: Send + 'static,
     E: Into<CacheError> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(e) => Err(io::Error::other(e.to_string()).into()),
+    off_the_workers(work).await.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn index_work_on_an_async_worker_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let on_worker = index.clone();
+        let caught = rt.block_on(rt.spawn(async move { on_worker.entries().map(|_| ()) }));
+        assert!(caught.unwrap_err().is_panic());
+        let off = rt.block_on(off_the_workers(move || index.entries()));
+        assert!(off.unwrap().is_empty());
     }
 }

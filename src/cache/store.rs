@@ -56,6 +56,7 @@ impl BlobStore {
     /// Moves a verified, fsynced temp file into place under its digest name, and makes the rename
     /// durable. Blocking: call from a blocking context.
     pub(super) fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
+        super::assert_off_the_workers();
         let dest = self.path(digest);
         let parent = dest.parent().expect("blob paths have parents");
         fs::create_dir_all(parent)?;
@@ -66,6 +67,7 @@ impl BlobStore {
     /// Writes a small verified value (a manifest) under its digest: temp, fsync, rename.
     /// Blocking.
     pub(super) fn write_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        super::assert_off_the_workers();
         let temp = self.temp_path(digest);
         let result = (|| {
             let mut f = fs::File::create(&temp)?;
@@ -80,6 +82,7 @@ impl BlobStore {
     }
 
     pub(super) fn remove(&self, digest: &Digest) -> io::Result<()> {
+        super::assert_off_the_workers();
         match fs::remove_file(self.path(digest)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -89,6 +92,7 @@ impl BlobStore {
     /// Every file in the store that is named like a digest, with its size. Anything else found
     /// there (stray names, directories) is removed: nothing but verified content lives here.
     pub(super) fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
+        super::assert_off_the_workers();
         let mut out = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = self.blobs.join(alg.name());

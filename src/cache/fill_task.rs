@@ -1,0 +1,289 @@
+//! A fill runs in its own task, to the end even if every client leaves. It streams the upstream
+//! body to the clients (from memory while they keep up) and to the hash and the temp file
+//! (`fill_writer.rs`), reserving space as the bytes arrive (never more than it has received, so
+//! a lying `Content-Length` evicts nothing), releases the last byte only once the digest has
+//! matched, and then fsyncs and renames the file into place. Any failure ends every client's body
+//! with an error and keeps nothing (ARCHITECTURE.md, invariants 1 and 2).
+//!
+//! A blob that cannot fit (its length is more than `max_size`) is streamed through: no file, and
+//! the upstream is read at the pace of the slowest client. One of unknown length that grows past
+//! `max_size` fails. Either way the bytes under the cache never pass `max_size` (invariant 3).
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::fill::{FillState, Outcome};
+use super::fill_writer::{FillWriter, PendingWrites};
+use super::index::KIND_BLOB;
+use super::links::scope;
+use super::{Cache, CacheError, Fill, blocking, now_millis};
+use crate::reference::{Hasher, RepoName};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Size of the writes a fill makes to its temp file (and of the steps readers see it grow by).
+const FILL_WRITE_CHUNK: usize = 256 * 1024;
+
+/// A blob fetched and verified, ready to be committed.
+struct Fetched {
+    size: u64,
+    /// False for a blob larger than the whole cache: served, not kept.
+    keep: bool,
+    /// Bytes reserved for it in the cache's accounting.
+    reserved: u64,
+    /// The temp file's writes, which may still be going on.
+    writes: PendingWrites,
+}
+
+type Progress = Arc<watch::Sender<FillState>>;
+
+impl Cache {
+    /// Forgets a fill in flight (if it is still the one for its digest), so the next client of
+    /// that digest starts another.
+    pub(super) fn forget_fill(&self, fill: &Arc<Fill>) {
+        let mut s = self.lock();
+        if s.fills
+            .get(&fill.digest)
+            .is_some_and(|f| Arc::ptr_eq(f, fill))
+        {
+            s.fills.remove(&fill.digest);
+        }
+    }
+
+    /// Runs a fill to its end: fetched, verified and kept, or failed with nothing kept.
+    pub(super) async fn run_fill(
+        self: Arc<Self>,
+        up: Arc<Upstream>,
+        repo: RepoName,
+        fill: Arc<Fill>,
+        tx: Progress,
+    ) {
+        let mut reserved = 0;
+        let (result, verified) = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await
+        {
+            Ok(fetched) => {
+                // The digest matched: every client may have its last byte now, before the fsync
+                // and rename, which only decide whether the cache keeps the file.
+                tx.send_modify(|s| {
+                    s.total = Some(fetched.size);
+                    s.outcome = Outcome::Verified;
+                });
+                (self.keep_fill(&up, &repo, &fill, fetched).await, true)
+            }
+            Err(e) => (Err(e), false),
+        };
+        if let Err(e) = result {
+            if matches!(e, CacheError::Abandoned) {
+                tracing::info!(digest = %fill.digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
+            } else {
+                self.metrics.fill_failed(e.failure_reason());
+                tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
+            }
+            let temp = fill.temp_path.clone();
+            let _ = blocking(move || std::fs::remove_file(temp)).await;
+            // After the digest matched, clients keep what they have: only keeping it failed.
+            // (A failed disk write has already ended the readers that needed the file.)
+            if !verified {
+                tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
+            }
+            self.forget_fill(&fill);
+            self.release(reserved);
+        }
+    }
+
+    /// Fetches the blob into the fill's temp file (or only through memory, if it cannot fit),
+    /// hashing as it goes, and checks its length and digest. `reserved` counts the bytes
+    /// reserved so far, for the caller to give back if this fails.
+    async fn fetch_into(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        fill: &Arc<Fill>,
+        tx: &Progress,
+        reserved: &mut u64,
+    ) -> Result<Fetched, CacheError> {
+        let digest = &fill.digest;
+        let mut body = up.get_blob(repo, digest).await?;
+        let length = body.content_length();
+        // A manifest the cache holds may already say how long this blob is.
+        let expected = self.lock().links.size(digest);
+        if let (Some(e), Some(l)) = (expected, length)
+            && e != l
+        {
+            return Err(bad_response(
+                up,
+                format!("blob Content-Length is {l}, but its manifest says {e} bytes"),
+            ));
+        }
+        let total = length.or(expected);
+        let keep = total.is_none_or(|t| t <= self.max_size);
+        if !keep {
+            // Nothing will be written: the temp file goes now, and the next client of this
+            // digest starts its own fill rather than joining one that keeps no bytes behind it.
+            let temp = fill.temp_path.clone();
+            let _ = blocking(move || std::fs::remove_file(temp)).await;
+            self.forget_fill(fill);
+        }
+        tx.send_modify(|s| s.total = total);
+        let mut intake = Intake {
+            cache: self,
+            up,
+            fill,
+            tx,
+            writer: FillWriter::start(
+                keep.then(|| fill.file()).transpose()?,
+                Hasher::new(digest.algorithm()),
+                tx.clone(),
+            ),
+            received: 0,
+            reserved,
+            keep,
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
+        while let Some(c) = body.chunk().await? {
+            let arrived = intake.received + (buf.len() + c.len()) as u64;
+            if total.is_some_and(|t| arrived > t) {
+                return Err(bad_response(
+                    up,
+                    "blob body longer than its Content-Length (or its manifest's size)".into(),
+                ));
+            }
+            if arrived > self.max_size && keep {
+                return Err(bad_response(
+                    up,
+                    format!(
+                        "blob without a Content-Length grew past the cache's max_size ({} bytes)",
+                        self.max_size
+                    ),
+                ));
+            }
+            buf.extend_from_slice(&c);
+            if buf.len() >= FILL_WRITE_CHUNK {
+                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
+                intake.hand_over(data).await?;
+            }
+        }
+        if !buf.is_empty() {
+            intake.hand_over(buf).await?;
+        }
+        let (hasher, pos, writes) = intake.writer.finish().await?;
+        if let Some(t) = total
+            && pos != t
+        {
+            return Err(bad_response(
+                up,
+                format!("blob body has {pos} bytes, its Content-Length (or manifest) said {t}"),
+            ));
+        }
+        if &hasher.finish() != digest {
+            return Err(CacheError::DigestMismatch {
+                upstream: up.name.clone(),
+                digest: digest.clone(),
+            });
+        }
+        Ok(Fetched {
+            size: pos,
+            keep,
+            reserved: *reserved,
+            writes,
+        })
+    }
+
+    /// A verified fill: fsync and rename into place (if it fits), and record it.
+    async fn keep_fill(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        fill: &Arc<Fill>,
+        fetched: Fetched,
+    ) -> Result<(), CacheError> {
+        let Fetched {
+            size,
+            keep,
+            reserved,
+            writes,
+        } = fetched;
+        let digest = fill.digest.clone();
+        if !keep {
+            tracing::info!(%digest, size, max_size = self.max_size, "blob larger than the cache: streamed through, not kept");
+            return Ok(());
+        }
+        let written = writes.wait().await?;
+        if written != size {
+            return Err(io::Error::other(format!("wrote {written} of {size} bytes")).into());
+        }
+        let store = self.store.clone();
+        let (temp, d) = (fill.temp_path.clone(), digest.clone());
+        // Any descriptor of the file flushes all of it.
+        let f = fill.file()?;
+        blocking(move || f.sync_all().and_then(|()| store.commit(&temp, &d))).await?;
+        // The repository that fetched it is linked to it before anyone can see it stored.
+        let scope = scope(&up.name, repo);
+        let (meta, new_link) = {
+            let mut s = self.lock();
+            let new_link = s.links.add(&digest, &scope, Some(size));
+            (s.record(&digest, size, KIND_BLOB, reserved), new_link)
+        };
+        self.forget_fill(fill);
+        // The file is verified and in place; if the index write fails, the next start forgets
+        // the file, which costs a refetch and nothing else.
+        let (index, d) = (self.index.clone(), digest.clone());
+        let (upstream, repo) = (up.name.clone(), repo.to_string());
+        let recorded = blocking(move || {
+            index.put_entries(&[(d.clone(), meta)])?;
+            if new_link {
+                index.put_links(&[(d, scope, Some(size))])?;
+            }
+            index.note_repo(&upstream, &repo, now_millis())
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::error!(%digest, error = %e, "could not record a stored blob in the index");
+        }
+        self.publish_size();
+        Ok(())
+    }
+}
+
+/// The body of one fill as it arrives: each chunk is given space (or, streamed through, waits
+/// for the clients), then goes to the clients, the hash and the disk.
+struct Intake<'a> {
+    cache: &'a Cache,
+    up: &'a Upstream,
+    fill: &'a Fill,
+    tx: &'a Progress,
+    writer: FillWriter,
+    received: u64,
+    reserved: &'a mut u64,
+    keep: bool,
+}
+
+impl Intake<'_> {
+    async fn hand_over(&mut self, data: Vec<u8>) -> Result<(), CacheError> {
+        let len = data.len() as u64;
+        if self.keep {
+            // Space for what has arrived, never for what the upstream says will.
+            self.cache.reserve(len).await?;
+            *self.reserved += len;
+        } else if !self.fill.make_room().await {
+            return Err(CacheError::Abandoned);
+        }
+        let data = Bytes::from(data);
+        self.fill.remember(self.received, data.clone());
+        self.received += len;
+        self.cache.metrics.upstream_bytes(&self.up.name, len);
+        let received = self.received;
+        self.tx.send_modify(|s| s.received = received);
+        Ok(self.writer.push(data).await?)
+    }
+}
+
+/// The upstream sent something that cannot be the blob asked for.
+fn bad_response(up: &Upstream, reason: String) -> CacheError {
+    CacheError::Upstream(UpstreamError::BadResponse {
+        upstream: up.name.clone(),
+        reason,
+    })
+}
