@@ -111,6 +111,11 @@ impl From<&CacheError> for ApiError {
                 "UNAVAILABLE",
                 "the mirror's disk is full",
             ),
+            CacheError::NoRoom(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            ),
             CacheError::Io(_) | CacheError::Index(_) | CacheError::Abandoned => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(

@@ -26,6 +26,8 @@ pub(crate) enum CacheError {
     Index(#[from] IndexError),
     #[error("the fill was abandoned")]
     Abandoned,
+    #[error("no room in the cache: blobs being fetched at once already fill max_size ({0} bytes)")]
+    NoRoom(u64),
 }
 
 impl CacheError {
@@ -46,7 +48,8 @@ impl CacheError {
             CacheError::NotABlob(_)
             | CacheError::Io(_)
             | CacheError::Index(_)
-            | CacheError::Abandoned => Origin::Mirror,
+            | CacheError::Abandoned
+            | CacheError::NoRoom(_) => Origin::Mirror,
         }
     }
 
@@ -60,7 +63,9 @@ impl CacheError {
             ) => FillFailure::Unreachable,
             CacheError::Upstream(UpstreamError::Credentials { .. }) => FillFailure::Credentials,
             CacheError::Upstream(_) => FillFailure::UpstreamStatus,
-            CacheError::Io(_) | CacheError::Index(_) => FillFailure::Storage,
+            CacheError::Io(_) | CacheError::Index(_) | CacheError::NoRoom(_) => {
+                FillFailure::Storage
+            }
             CacheError::NotABlob(_) | CacheError::Abandoned => FillFailure::Other,
         }
     }

@@ -26,6 +26,8 @@ pub(super) struct State {
     pub(super) committed: u64,
     /// Bytes promised to fills in flight.
     pub(super) reserved: u64,
+    /// Bytes of evicted files not yet deleted from the disk.
+    pub(super) deleting: u64,
     /// Which repositories may be served which digests (`links.rs`).
     pub(super) links: Links,
 }
@@ -75,19 +77,36 @@ impl State {
         if self.committed <= trigger.max(target) {
             return Vec::new();
         }
-        let mut by_age: Vec<(u64, Digest)> = self
-            .entries
+        let by_age = oldest_first(self.ages());
+        self.evict_in_order(by_age, target)
+    }
+
+    /// Every entry's last access, unsorted: cheap to take under the lock.
+    fn ages(&self) -> Vec<(u64, Digest)> {
+        self.entries
             .iter()
             .map(|(d, m)| (m.last_access_ms, d.clone()))
-            .collect();
-        by_age.sort();
+            .collect()
+    }
+
+    /// Removes entries in the order given until the stored bytes are at most `target`, skipping
+    /// any used since the order was taken (it is no longer old).
+    fn evict_in_order(
+        &mut self,
+        by_age: Vec<(u64, Digest)>,
+        target: u64,
+    ) -> Vec<(Digest, EntryMeta)> {
         let mut victims = Vec::new();
-        for (_, d) in by_age {
+        for (at, d) in by_age {
             if self.committed <= target {
                 break;
             }
+            if self.entries.get(&d).is_none_or(|m| m.last_access_ms != at) {
+                continue;
+            }
             if let Some(m) = self.entries.remove(&d) {
                 self.committed -= m.size;
+                self.deleting += m.size;
                 self.dirty.remove(&d);
                 self.links.forget(&d);
                 victims.push((d, m));
@@ -97,31 +116,63 @@ impl State {
     }
 }
 
+/// Sorts entries' ages oldest first (outside the lock: it is the costly part of an eviction).
+fn oldest_first(mut ages: Vec<(u64, Digest)>) -> Vec<(u64, Digest)> {
+    ages.sort_unstable();
+    ages
+}
+
 impl Cache {
     /// Makes room for `size` more bytes, evicting if needed. Returns false if the item can never
-    /// fit (larger than `max_size`): it is then streamed through and not kept.
+    /// fit (larger than `max_size`): it is then streamed through and not kept. On return, the
+    /// bytes on disk plus every reservation are within `max_size`.
     pub(super) async fn reserve(&self, size: u64) -> Result<bool, CacheError> {
         if size > self.max_size {
             return Ok(false);
         }
-        let victims = {
+        let over = {
             let mut s = self.lock();
-            let victims = if s.committed + s.reserved + size > self.max_size {
-                let target = self.low_watermark.saturating_sub(s.reserved + size);
-                s.evict_to(target, 0)
-            } else {
-                Vec::new()
-            };
             s.reserved += size;
-            victims
+            s.committed + s.deleting + s.reserved > self.max_size
         };
-        if !victims.is_empty() {
-            let (store, index, metrics) =
-                (self.store.clone(), self.index.clone(), self.metrics.clone());
-            blocking(move || remove_victims(&store, &index, &metrics, victims)).await?;
-            self.publish_size();
+        if over {
+            // One eviction at a time; whoever waited here finds the room the last one made.
+            let _one = self.evicting.lock().await;
+            self.evict(|s| self.low_watermark.saturating_sub(s.reserved))
+                .await?;
+            let mut s = self.lock();
+            if s.committed + s.reserved > self.max_size {
+                // Fills in flight alone would pass the bound: this one cannot go on.
+                s.reserved -= size;
+                return Err(CacheError::NoRoom(self.max_size));
+            }
         }
         Ok(true)
+    }
+
+    /// Evicts least-recently-used entries down to `target(state)` stored bytes: ages are taken
+    /// under the lock, sorted outside it, and the files deleted on the blocking pool.
+    pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
+        let ages = {
+            let s = self.lock();
+            if s.committed <= target(&s) {
+                return Ok(());
+            }
+            s.ages()
+        };
+        let by_age = oldest_first(ages);
+        let victims = {
+            let mut s = self.lock();
+            let target = target(&s);
+            s.evict_in_order(by_age, target)
+        };
+        let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
+        let (store, index, metrics) =
+            (self.store.clone(), self.index.clone(), self.metrics.clone());
+        let removed = blocking(move || remove_victims(&store, &index, &metrics, victims)).await;
+        self.lock().deleting -= freed;
+        self.publish_size();
+        removed
     }
 
     /// Gives back bytes reserved for something that will not be stored.

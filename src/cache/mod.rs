@@ -47,6 +47,8 @@ pub(crate) struct Cache {
     manifests_in_flight: coalesce::Coalescer<ManifestKey, Result<Manifest, Arc<CacheError>>>,
     index: Arc<Index>,
     state: Mutex<State>,
+    /// Held while evicting, so one eviction runs at a time.
+    evicting: tokio::sync::Mutex<()>,
     max_size: u64,
     low_watermark: u64,
     tag_ttl: Duration,
@@ -80,6 +82,7 @@ impl Cache {
             manifests_in_flight: coalesce::Coalescer::new(),
             index: Arc::new(index),
             state: Mutex::new(state),
+            evicting: tokio::sync::Mutex::new(()),
             max_size,
             low_watermark: max_size / 10 * 9,
             tag_ttl,
@@ -87,6 +90,7 @@ impl Cache {
         });
         let victims = cache.lock().evict_to(cache.low_watermark, cache.max_size);
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;
+        cache.lock().deleting = 0;
         cache.publish_size();
         Ok(cache)
     }
