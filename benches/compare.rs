@@ -4,7 +4,9 @@
 //!
 //! Figures: a cold pull of one 105 MiB blob; warm blob throughput with 16 concurrent clients;
 //! warm manifest-by-tag requests per second on one keep-alive connection; and how many origin
-//! GETs 16 concurrent cold requests for one 64 MiB blob cause.
+//! GETs 16 concurrent cold requests for one 64 MiB blob cause. Then memory: the peak RSS of each
+//! server while 32 clients each pull a different cold 64 MiB blob at once.
+//! `cargo bench --bench compare -- memory` runs the memory figure alone.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -110,7 +112,88 @@ fn all_clients(port: u16, path: &str, n: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Peak resident memory of a process so far (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// An origin registry holding `n` distinct blobs of `size` bytes in repository `mem/blobs`
+/// (written straight into its storage, as distribution lays it out). Returns it, its storage,
+/// and the blobs' paths.
+fn origin_with_distinct_blobs(n: usize, size: usize) -> (Registry, tempfile::TempDir, Vec<String>) {
+    let storage = scratch("distinct-blobs");
+    let mut paths = Vec::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..n {
+        let mut data = vec![0u8; size];
+        for chunk in data.chunks_mut(8) {
+            // xorshift64: incompressible, and different for every blob.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let digest = sha256(&data);
+        let path = registry_blob_path(storage.path(), &digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &data).unwrap();
+        let link = storage
+            .path()
+            .join("docker/registry/v2/repositories/mem/blobs/_layers/sha256")
+            .join(&digest[7..]);
+        std::fs::create_dir_all(&link).unwrap();
+        std::fs::write(link.join("link"), &digest).unwrap();
+        paths.push(format!("/v2/mem/blobs/blobs/{digest}"));
+    }
+    (Registry::start(storage.path()), storage, paths)
+}
+
+/// Peak RSS of each server while 32 clients each pull a different cold 64 MiB blob at once.
+fn memory() {
+    let (origin, _storage, paths) = origin_with_distinct_blobs(32, 64 << 20);
+    println!("{:<20} {:>24}", "", "peak RSS, 32 cold fills");
+    println!("{:<20} {:>24}", "", "of distinct 64 MiB (MiB)");
+    for kind in ["distribution proxy", "entrepot"] {
+        let (port, keep) = fresh(kind, &origin);
+        let pid = match keep.downcast_ref::<Mirror>() {
+            Some(m) => m.pid(),
+            None => keep
+                .downcast_ref::<(Registry, tempfile::TempDir)>()
+                .unwrap()
+                .0
+                .pid(),
+        }
+        .unwrap();
+        let start = Instant::now();
+        let hs: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let p = p.clone();
+                std::thread::spawn(move || get_discard(port, &p))
+            })
+            .collect();
+        for h in hs {
+            assert!(h.join().unwrap() > 64 << 20);
+        }
+        let took = start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(2));
+        println!(
+            "{kind:<20} {:>24.0}   ({took:.1} s for all)",
+            peak_rss_mib(pid)
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "memory") {
+        return memory();
+    }
     let seed = seed();
     let origin = Registry::start(&seed.storage);
     let big = seed.image("big/blob").largest_blob();
@@ -162,4 +245,6 @@ fn main() {
         let rps = median((0..3).map(|_| keep_alive_rps(port, mpath, 2000)).collect());
         println!("{kind:<20} {cold:>12.2} {sixteen:>14.2} {warm:>16.0} {rps:>14.0} {fetches:>16}");
     }
+    println!();
+    memory();
 }

@@ -30,7 +30,7 @@ use crate::reference::Digest;
 
 /// How many of a fill's most recent chunks stay in memory, so readers that keep up with the
 /// upstream get them without reading the file back (at most this many times the write size).
-const RECENT_CHUNKS: usize = 8;
+const RECENT_CHUNKS: usize = 4;
 
 /// Where a fill has got to.
 #[derive(Clone, Debug)]
@@ -194,6 +194,11 @@ impl Fill {
             }
             moved.await;
         }
+    }
+
+    /// Lets go of the chunks kept in memory (readers read them from the file instead).
+    pub(crate) fn forget_recent(&self) {
+        self.lock_recent().clear();
     }
 
     /// Keeps a just-received chunk in memory for the readers following the fill.

@@ -13,7 +13,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::fill::{FillState, Outcome};
 use super::fill_writer::{FillWriter, PendingWrites};
@@ -24,7 +24,11 @@ use crate::reference::{Hasher, RepoName};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Size of the writes a fill makes to its temp file (and of the steps readers see it grow by).
-const FILL_WRITE_CHUNK: usize = 256 * 1024;
+pub(super) const FILL_WRITE_CHUNK: usize = 256 * 1024;
+
+/// Memory for every fill's chunks together (in memory for clients, queued for the hash and the
+/// disk): 32 cold fills at once stay within it (the README's peak RSS figure).
+pub(super) const FILL_MEMORY: usize = 48 << 20;
 
 /// A blob fetched and verified, ready to be committed.
 struct Fetched {
@@ -141,9 +145,10 @@ impl Cache {
             reserved,
             keep,
         };
-        let mut buf: Vec<u8> = Vec::with_capacity(FILL_WRITE_CHUNK);
+        let mut buf: Option<Chunk> = None;
         while let Some(c) = body.chunk().await? {
-            let arrived = intake.received + (buf.len() + c.len()) as u64;
+            let buffered = buf.as_ref().map_or(0, |b| b.data.len());
+            let arrived = intake.received + (buffered + c.len()) as u64;
             if total.is_some_and(|t| arrived > t) {
                 return Err(bad_response(
                     up,
@@ -159,14 +164,26 @@ impl Cache {
                     ),
                 ));
             }
-            buf.extend_from_slice(&c);
-            if buf.len() >= FILL_WRITE_CHUNK {
-                let data = std::mem::replace(&mut buf, Vec::with_capacity(FILL_WRITE_CHUNK));
-                intake.hand_over(data).await?;
+            // Exactly FILL_WRITE_CHUNK bytes a chunk: a buffer never grows past what it was
+            // given from the budget.
+            let mut rest = &c[..];
+            while !rest.is_empty() {
+                let b = match &mut buf {
+                    Some(b) => b,
+                    None => buf.insert(intake.new_chunk().await),
+                };
+                let take = (FILL_WRITE_CHUNK - b.data.len()).min(rest.len());
+                b.data.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if b.data.len() == FILL_WRITE_CHUNK
+                    && let Some(full) = buf.take()
+                {
+                    intake.hand_over(full).await?;
+                }
             }
         }
-        if !buf.is_empty() {
-            intake.hand_over(buf).await?;
+        if let Some(last) = buf.take() {
+            intake.hand_over(last).await?;
         }
         let (hasher, pos, writes) = intake.writer.finish().await?;
         if let Some(t) = total
@@ -260,9 +277,45 @@ struct Intake<'a> {
     keep: bool,
 }
 
+/// One chunk's buffer, holding its share of the fills' memory budget until every copy of it
+/// (in the ring, the queues, a client's response) is gone.
+struct Chunk {
+    data: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
 impl Intake<'_> {
-    async fn hand_over(&mut self, data: Vec<u8>) -> Result<(), CacheError> {
-        let len = data.len() as u64;
+    /// An empty chunk buffer, once the budget allows one. A fill that must wait first lets go of
+    /// its chunks in memory (its clients read the file instead), so fills waiting on each other
+    /// always free what they wait for. Streamed through, a fill has no file to fall back on: its
+    /// few chunks are outside the budget.
+    async fn new_chunk(&self) -> Chunk {
+        let budget = if self.keep {
+            let memory = self.cache.fill_memory.clone();
+            match memory.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.fill.forget_recent();
+                    memory.acquire_owned().await.ok()
+                }
+            }
+        } else {
+            None
+        };
+        Chunk {
+            data: Vec::with_capacity(FILL_WRITE_CHUNK),
+            _budget: budget,
+        }
+    }
+
+    async fn hand_over(&mut self, chunk: Chunk) -> Result<(), CacheError> {
+        let len = chunk.data.len() as u64;
         if self.keep {
             // Space for what has arrived, never for what the upstream says will.
             self.cache.reserve(len).await?;
@@ -270,7 +323,7 @@ impl Intake<'_> {
         } else if !self.fill.make_room().await {
             return Err(CacheError::Abandoned);
         }
-        let data = Bytes::from(data);
+        let data = Bytes::from_owner(chunk);
         self.fill.remember(self.received, data.clone());
         self.received += len;
         self.cache.metrics.upstream_bytes(&self.up.name, len);

@@ -49,6 +49,8 @@ pub(crate) struct Cache {
     state: Mutex<State>,
     /// Held while evicting, so one eviction runs at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// The fills' memory budget, in chunks (`fill_task.rs`).
+    fill_memory: Arc<tokio::sync::Semaphore>,
     max_size: u64,
     low_watermark: u64,
     tag_ttl: Duration,
@@ -83,6 +85,9 @@ impl Cache {
             index: Arc::new(index),
             state: Mutex::new(state),
             evicting: tokio::sync::Mutex::new(()),
+            fill_memory: Arc::new(tokio::sync::Semaphore::new(
+                fill_task::FILL_MEMORY / fill_task::FILL_WRITE_CHUNK,
+            )),
             max_size,
             low_watermark: max_size / 10 * 9,
             tag_ttl,

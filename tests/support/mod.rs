@@ -133,6 +133,11 @@ impl Registry {
             .count()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -245,6 +250,11 @@ impl Mirror {
         let cfg = fs::read_to_string(&self.config).unwrap();
         fs::write(&self.config, edit(cfg)).unwrap();
         self.restart();
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process without warning (SIGKILL).
