@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::index::{KIND_MANIFEST, TagEntry};
+use super::index::{Index, KIND_MANIFEST, TagEntry};
+use super::store::BlobStore;
 use super::{Cache, CacheError, blocking, now_millis};
 use crate::media_type::{is_manifest_type, manifest_media_type};
 use crate::metrics::{FillFailure, Lookup, LookupResult};
@@ -83,12 +84,8 @@ impl Cache {
         tag: &Tag,
         head_only: bool,
     ) -> Result<Manifest, CacheError> {
-        let (upstream, r, t) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
-        let cached = self.with_index(move |ix| ix.tag(&upstream, &r, &t)).await?;
-        if let Some(t) = &cached
-            && Duration::from_millis(now_millis().saturating_sub(t.checked_at_ms)) < self.tag_ttl
-            && let Some(m) = self.load_manifest(up, &t.digest).await?
-        {
+        let (cached, fresh) = self.cached_tag(up, repo, tag).await?;
+        if let Some(m) = fresh {
             self.link_served(up, repo, &m).await?;
             self.metrics.lookup(Lookup::Tag, LookupResult::Hit);
             return Ok(m);
@@ -161,8 +158,11 @@ impl Cache {
         m: &Manifest,
     ) -> Result<(), CacheError> {
         match &m.bytes {
-            Some(bytes) => self.link_manifest(&up.name, repo, &m.digest, bytes).await,
-            None => Ok(()),
+            // Linked before means what it lists was linked with it.
+            Some(bytes) if !self.linked(&up.name, repo, &m.digest) => {
+                self.link_manifest(&up.name, repo, &m.digest, bytes).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -177,6 +177,8 @@ impl Cache {
             digest: digest.clone(),
             checked_at_ms: now_millis(),
         };
+        self.hot
+            .put_tag(&up.name, repo.as_str(), tag.as_str(), &entry);
         let (upstream, repo, tag) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
         self.with_index(move |ix| ix.put_tag(&upstream, &repo, &tag, &entry))
             .await
@@ -188,25 +190,95 @@ impl Cache {
         up: &Upstream,
         digest: &Digest,
     ) -> Result<Option<Manifest>, CacheError> {
+        if let Some(m) = self.hot_manifest(up, digest) {
+            return Ok(Some(m));
+        }
+        let (index, store) = (self.index.clone(), self.store.clone());
         let (upstream, d) = (up.name.clone(), digest.clone());
-        let media_type = self
-            .with_index(move |ix| ix.manifest_type(&upstream, &d))
-            .await?;
-        let Some(media_type) = media_type else {
-            return Ok(None);
-        };
-        let bytes = match tokio::fs::read(self.store.path(digest)).await {
-            Ok(b) => Bytes::from(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        self.lock().touch(digest);
-        Ok(Some(Manifest {
+        let found = blocking(move || read_manifest(&index, &store, &upstream, &d)).await?;
+        Ok(found.map(|(media_type, bytes)| self.loaded(up, digest, media_type, bytes)))
+    }
+
+    /// A manifest from memory (`hot.rs`), if it is there and still held.
+    fn hot_manifest(&self, up: &Upstream, digest: &Digest) -> Option<Manifest> {
+        let (media_type, bytes) = self.hot.manifest(&up.name, digest)?;
+        let mut s = self.lock();
+        if !s.entries.contains_key(digest) {
+            return None;
+        }
+        s.touch(digest);
+        Some(Manifest {
             digest: digest.clone(),
             media_type,
             size: bytes.len() as u64,
             bytes: Some(bytes),
-        }))
+        })
+    }
+
+    fn fresh(&self, entry: &TagEntry) -> bool {
+        Duration::from_millis(now_millis().saturating_sub(entry.checked_at_ms)) < self.tag_ttl
+    }
+
+    /// A repository's cached tag, and its manifest if the tag is within `tag_ttl`: one trip to
+    /// the blocking pool, as this is the hot path of a warm pull.
+    async fn cached_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(Option<TagEntry>, Option<Manifest>), CacheError> {
+        if let Some(entry) = self.hot.tag(&up.name, repo.as_str(), tag.as_str())
+            && self.fresh(&entry)
+            && let Some(m) = self.hot_manifest(up, &entry.digest)
+        {
+            return Ok((Some(entry), Some(m)));
+        }
+        let (index, store, ttl) = (self.index.clone(), self.store.clone(), self.tag_ttl);
+        let (upstream, r, t) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
+        let (entry, found) = blocking(move || {
+            let entry = index.tag(&upstream, &r, &t)?;
+            let found = match &entry {
+                Some(e)
+                    if Duration::from_millis(now_millis().saturating_sub(e.checked_at_ms))
+                        < ttl =>
+                {
+                    read_manifest(&index, &store, &upstream, &e.digest)?
+                }
+                _ => None,
+            };
+            Ok::<_, CacheError>((entry, found))
+        })
+        .await?;
+        if let Some(e) = &entry {
+            self.hot.put_tag(&up.name, repo.as_str(), tag.as_str(), e);
+        }
+        let fresh = match (&entry, found) {
+            (Some(e), Some((media_type, bytes))) => {
+                Some(self.loaded(up, &e.digest, media_type, bytes))
+            }
+            _ => None,
+        };
+        Ok((entry, fresh))
+    }
+
+    /// A manifest read from the store, marked as just used and kept in memory.
+    fn loaded(
+        &self,
+        up: &Upstream,
+        digest: &Digest,
+        media_type: String,
+        bytes: Vec<u8>,
+    ) -> Manifest {
+        self.lock().touch(digest);
+        let bytes = Bytes::from(bytes);
+        self.hot
+            .put_manifest(&up.name, digest, &media_type, bytes.clone());
+        Manifest {
+            digest: digest.clone(),
+            media_type,
+            size: bytes.len() as u64,
+            bytes: Some(bytes),
+        }
     }
 
     /// GETs a manifest, checks it against its digest, and stores it.
@@ -285,5 +357,22 @@ impl Cache {
             .await?;
         self.publish_size();
         Ok(())
+    }
+}
+
+/// A manifest's media type (for this upstream) and bytes, if the cache holds it. Blocking.
+fn read_manifest(
+    index: &Index,
+    store: &BlobStore,
+    upstream: &str,
+    digest: &Digest,
+) -> Result<Option<(String, Vec<u8>)>, CacheError> {
+    let Some(media_type) = index.manifest_type(upstream, digest)? else {
+        return Ok(None);
+    };
+    match std::fs::read(store.path(digest)) {
+        Ok(bytes) => Ok(Some((media_type, bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

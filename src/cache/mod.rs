@@ -16,6 +16,7 @@ mod file_reader;
 mod fill;
 mod fill_task;
 mod fill_writer;
+mod hot;
 mod index;
 mod links;
 mod lists;
@@ -49,6 +50,8 @@ pub(crate) struct Cache {
     state: Mutex<State>,
     /// Held while evicting, so one eviction runs at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// Recently used tags and manifests, in memory (`hot.rs`).
+    hot: hot::Hot,
     /// The fills' memory budget, in chunks (`fill_task.rs`).
     fill_memory: Arc<tokio::sync::Semaphore>,
     max_size: u64,
@@ -85,6 +88,7 @@ impl Cache {
             index: Arc::new(index),
             state: Mutex::new(state),
             evicting: tokio::sync::Mutex::new(()),
+            hot: hot::Hot::new(),
             fill_memory: Arc::new(tokio::sync::Semaphore::new(
                 fill_task::FILL_MEMORY / fill_task::FILL_WRITE_CHUNK,
             )),
