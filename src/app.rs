@@ -21,6 +21,8 @@ pub(crate) struct App {
     pub(crate) cache: Arc<Cache>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) serve_metrics: bool,
+    /// Set when shutdown begins: `/readyz` answers 503 while requests drain.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// Why the mirror could not start.
@@ -85,6 +87,7 @@ impl App {
             cache,
             metrics,
             serve_metrics: config.server.metrics,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -113,6 +116,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "entrepot listening"
     );
     let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
+    let (ready_app, mut stopping) = (app.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        stopping.recv().await;
+        ready_app
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let handler_app = app.clone();
     let handler = move |req| crate::api::handle(handler_app.clone(), req);
     server::serve(listener, &config.server, shutdown, handler).await;

@@ -20,4 +20,4 @@ mod server;
 mod upstream;
 
 pub use app::{CacheSetupError, StartError, UpstreamSetupError, run};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LogFormat};

@@ -397,3 +397,103 @@ fn concurrent_tag_lookups_are_coalesced() {
     assert_eq!(reg.count("\"HEAD /v2/many/layers/manifests/v1"), 1);
     assert_eq!(reg.count("\"GET /v2/many/layers/manifests/"), 1);
 }
+
+/// `/healthz` says the process serves; `/readyz` also checks that the index answers and the
+/// cache directory takes writes (503 with the reason when it does not, and 200 again once it
+/// does). Response header names come in their usual case on HTTP/1.1, as scripts grep for
+/// `Docker-Content-Digest`.
+#[test]
+fn health_readiness_and_header_case() {
+    use std::io::{Read, Write};
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    assert_eq!(raw_request(m.port, "GET", "/healthz", &[]).status, 200);
+    assert_eq!(raw_request(m.port, "GET", "/readyz", &[]).status, 200);
+    assert_eq!(raw_request(m.port, "HEAD", "/readyz", &[]).status, 200);
+
+    // A cache directory that cannot take writes: its tmp/ is a file now.
+    let tmp = m.cache_dir.join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+    let r = raw_request(m.port, "GET", "/readyz", &[]);
+    assert_eq!(r.status, 503);
+    assert!(!r.body.is_empty(), "no reason given");
+    assert_eq!(raw_request(m.port, "GET", "/healthz", &[]).status, 200);
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    assert_eq!(raw_request(m.port, "GET", "/readyz", &[]).status, 200);
+
+    let image = seed.image("oci/app");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+    write!(
+        s,
+        "HEAD /v2/oci/app/manifests/{} HTTP/1.1\r\nHost: m\r\nAccept: {}\r\nConnection: close\r\n\r\n",
+        image.tag, image.media_type
+    )
+    .unwrap();
+    let mut head = String::new();
+    s.read_to_string(&mut head).unwrap();
+    for name in ["Docker-Content-Digest:", "Content-Type:", "Content-Length:"] {
+        assert!(head.contains(name), "no {name} in\n{head}");
+    }
+}
+
+/// One log line per request, naming the route, status, bytes, cache result and upstream; no
+/// colour escapes in a log written to a file; `[log] format = "json"` writes one JSON object a
+/// line; a client's `Authorization` never reaches the log.
+#[test]
+fn every_request_leaves_one_log_line() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let (digest, size) = seed.image("oci/app").largest_blob();
+    let path = format!("/v2/oci/app/blobs/{digest}");
+    let secret = "Basic c2VjcmV0LXVzZXI6aHVudGVyMg==";
+    for _ in 0..2 {
+        let r = raw_request(m.port, "GET", &path, &[("Authorization", secret)]);
+        assert_eq!(r.status, 200);
+        m.wait_settled();
+    }
+    let text = m.log_text();
+    assert!(!text.contains('\u{1b}'), "colour escapes in a log file");
+    assert!(
+        !text.contains("c2VjcmV0"),
+        "an Authorization value was logged"
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("entrepot::request") && l.contains("route=blob"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("cache=miss") && lines[1].contains("cache=hit"),
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            l.contains("status=200") && l.contains("upstream=docker.io"),
+            "{l}"
+        );
+        assert!(
+            l.contains(&format!("bytes={size}")) && l.contains("complete=true"),
+            "{l}"
+        );
+    }
+
+    m.reconfigure(|cfg| format!("{cfg}\n[log]\nformat = \"json\"\n"));
+    assert_eq!(raw_request(m.port, "GET", &path, &[]).status, 200);
+    m.wait_settled();
+    let line = m
+        .log_text()
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"route\":\"blob\""))
+        .map(str::to_owned)
+        .expect("a JSON request line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["cache"], "hit");
+    assert_eq!(v["bytes"], size);
+    assert_eq!(v["method"], "GET");
+}

@@ -9,6 +9,7 @@
 mod blobs;
 mod catalog;
 mod error;
+mod log;
 mod manifests;
 mod range;
 mod referrers;
@@ -17,6 +18,7 @@ mod route;
 mod tags;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,18 +42,22 @@ pub(crate) fn full(data: impl Into<Bytes>) -> Body {
 
 /// Answers one request. Never fails: every error is an OCI error response.
 pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let route = route::parse(req.uri().path());
     let kind = route.kind();
     let head = method == Method::HEAD;
-    let mut resp = if method != Method::GET && method != Method::HEAD {
-        ApiError::unsupported().into_response(head)
-    } else {
-        match dispatch(&app, &req, route, head).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(head),
+    let (mut resp, note) = crate::metrics::noting(async {
+        if method != Method::GET && method != Method::HEAD {
+            ApiError::unsupported().into_response(head)
+        } else {
+            match dispatch(&app, &req, route, head).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(head),
+            }
         }
-    };
+    })
+    .await;
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
@@ -65,7 +71,22 @@ pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> 
     };
     app.metrics
         .request(kind, method_label, resp.status().as_str());
-    resp
+    let line = log::Line {
+        method,
+        route: kind,
+        status: resp.status().as_u16(),
+        started,
+        note,
+        peer: req.extensions().get::<SocketAddr>().copied(),
+        promised: if head {
+            Some(0)
+        } else {
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        },
+    };
+    resp.map(|body| log::logged(body, line))
 }
 
 async fn dispatch<B>(
@@ -81,6 +102,8 @@ async fn dispatch<B>(
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(full(app.metrics.render()))
             .expect("valid")),
+        Route::Health => Ok(text_response(StatusCode::OK, "ok\n", head)),
+        Route::Ready => Ok(ready(app, head).await),
         Route::Metrics | Route::Unknown => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -89,21 +112,53 @@ async fn dispatch<B>(
         Route::Catalog => catalog::get(app, query, head).await,
         Route::Manifest { name, reference } => {
             let (up, repo) = resolve(app, name, query)?;
+            crate::metrics::note_upstream(&up.name);
             manifests::get(app, &up, &repo, reference, req.headers(), head).await
         }
         Route::Blob { name, digest } => {
             let (up, repo) = resolve(app, name, query)?;
+            crate::metrics::note_upstream(&up.name);
             blobs::get(app, &up, &repo, digest, req.headers(), head).await
         }
         Route::Tags { name } => {
             let (up, repo) = resolve(app, name, query)?;
+            crate::metrics::note_upstream(&up.name);
             tags::get(app, &up, &repo, name, query, head).await
         }
         Route::Referrers { name, digest } => {
             let (up, repo) = resolve(app, name, query)?;
+            crate::metrics::note_upstream(&up.name);
             referrers::get(app, &up, &repo, digest, query, head).await
         }
     }
+}
+
+/// `/readyz`: 200 while the index answers, the cache directory takes writes and shutdown has not
+/// begun; 503 with the reason otherwise (load balancers stop sending while requests drain).
+async fn ready(app: &App, head: bool) -> Response<Body> {
+    if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n", head);
+    }
+    match app.cache.check_ready().await {
+        Ok(()) => text_response(StatusCode::OK, "ready\n", head),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            text_response(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"), head)
+        }
+    }
+}
+
+fn text_response(status: StatusCode, body: &str, head: bool) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(if head {
+            full(Vec::new())
+        } else {
+            full(body.to_owned())
+        })
+        .expect("valid")
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {

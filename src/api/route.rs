@@ -10,6 +10,10 @@ pub(super) enum Route<'a> {
     Base,
     Catalog,
     Metrics,
+    /// `/healthz`: the process serves.
+    Health,
+    /// `/readyz`: the cache can be used and the mirror is not shutting down.
+    Ready,
     Manifest {
         name: &'a str,
         reference: &'a str,
@@ -36,6 +40,8 @@ impl Route<'_> {
             Route::Base => "base",
             Route::Catalog => "catalog",
             Route::Metrics => "metrics",
+            Route::Health => "healthz",
+            Route::Ready => "readyz",
             Route::Manifest { .. } => "manifest",
             Route::Blob { .. } => "blob",
             Route::Tags { .. } => "tags",
@@ -50,6 +56,8 @@ pub(super) fn parse(path: &str) -> Route<'_> {
         "/v2" | "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,
         "/metrics" => return Route::Metrics,
+        "/healthz" => return Route::Health,
+        "/readyz" => return Route::Ready,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {

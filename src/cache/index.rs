@@ -104,6 +104,13 @@ impl Index {
         Ok(Index { db })
     }
 
+    /// A read transaction on the entries table: the database answers.
+    pub(super) fn check(&self) -> Result<(), IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        tx.open_table(ENTRIES).map_err(ie)?;
+        Ok(())
+    }
+
     /// Every entry, for loading the in-memory view at start.
     pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
         let tx = self.begin_read().map_err(ie)?;

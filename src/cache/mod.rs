@@ -133,6 +133,17 @@ impl Cache {
         self.with_index(Index::repos).await
     }
 
+    /// Whether the cache can serve: the index answers a read and the store takes a write.
+    pub(crate) async fn check_ready(&self) -> Result<(), CacheError> {
+        let (index, store) = (self.index.clone(), self.store.clone());
+        blocking(move || {
+            index.check()?;
+            store.check_writable()?;
+            Ok::<_, CacheError>(())
+        })
+        .await
+    }
+
     /// Bytes of stored files.
     pub(crate) fn stored_bytes(&self) -> u64 {
         self.lock().committed

@@ -37,6 +37,16 @@ impl BlobStore {
         })
     }
 
+    /// Writes, syncs and removes a small file under `tmp/`: the disk takes writes. Blocking.
+    pub(super) fn check_writable(&self) -> io::Result<()> {
+        super::assert_off_the_workers();
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let probe = self.tmp.join(format!("ready-{}-{n}", std::process::id()));
+        let written = fs::write(&probe, b"ready").and_then(|()| fs::File::open(&probe)?.sync_all());
+        let removed = fs::remove_file(&probe);
+        written.and(removed)
+    }
+
     /// Where the verified content for `digest` lives.
     pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();

@@ -1,8 +1,9 @@
 //! The `check-config` printer: the effective settings as TOML, every default filled in, secrets
 //! redacted.
 
-use super::Config;
 use super::credentials::CredentialSource;
+use super::units::{format_duration, format_size};
+use super::{Config, LogFormat};
 
 impl Config {
     /// The effective settings as TOML, secrets redacted (for `check-config`).
@@ -11,14 +12,19 @@ impl Config {
             "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\n",
             self.server.listen,
             self.server.max_connections,
-            humantime::format_duration(self.server.header_read_timeout),
-            humantime::format_duration(self.server.send_timeout),
-            self.server.max_header_bytes,
+            format_duration(self.server.header_read_timeout),
+            format_duration(self.server.send_timeout),
+            format_size(self.server.max_header_bytes as u64),
             self.server.metrics,
             self.cache.dir.display().to_string(),
-            self.cache.max_size,
-            humantime::format_duration(self.cache.tag_ttl),
+            format_size(self.cache.max_size),
+            format_duration(self.cache.tag_ttl),
         );
+        let format = match self.log {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        s.push_str(&format!("\n[log]\nformat = \"{format}\"\n"));
         for u in &self.upstreams {
             s.push_str(&format!(
                 "\n[[upstream]]\nname = {:?}\nurl = \"{}\"\ndefault = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\nmax_concurrent_requests = {}\n",
@@ -26,8 +32,8 @@ impl Config {
                 u.url,
                 u.default,
                 u.library_prefix,
-                humantime::format_duration(u.connect_timeout),
-                humantime::format_duration(u.read_timeout),
+                format_duration(u.connect_timeout),
+                format_duration(u.read_timeout),
                 u.max_concurrent_requests,
             ));
             s.push_str(&u.credentials.describe());

@@ -50,6 +50,16 @@ pub struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) cache: CacheConfig,
     pub(crate) upstreams: Vec<UpstreamConfig>,
+    pub(crate) log: LogFormat,
+}
+
+/// How log lines are written (`[log] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +184,11 @@ impl Checker<'_> {
 }
 
 impl Config {
+    /// How log lines are to be written.
+    pub fn log_format(&self) -> LogFormat {
+        self.log
+    }
+
     /// Loads the config: `path` if given (it must exist), else `./config.toml` if present, else the
     /// embedded default.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -203,10 +218,21 @@ impl Config {
         let server = check.server(std::mem::take(&mut raw.server))?;
         let cache = check.cache(std::mem::take(&mut raw.cache))?;
         let upstreams = check.upstreams(&mut raw)?;
+        let log = match raw.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(check.bad(
+                    "log.format",
+                    format!("{other:?} is not a log format: use \"text\" or \"json\""),
+                ));
+            }
+        };
         Ok(Config {
             server,
             cache,
             upstreams,
+            log,
         })
     }
 }

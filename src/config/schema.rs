@@ -18,6 +18,14 @@ pub(super) struct RawConfig {
     pub(super) upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub(super) credentials: RawCredentials,
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

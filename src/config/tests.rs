@@ -20,6 +20,25 @@ fn embedded_default_parses() {
     assert!(c.upstreams[0].library_prefix);
 }
 
+/// `check-config` prints sizes and durations as people write them, and its output is itself a
+/// config that reads back to the same settings.
+#[test]
+fn check_config_prints_units_people_write() {
+    let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+    let shown = c.describe();
+    for line in [
+        "max_size = \"20GiB\"",
+        "tag_ttl = \"1m\"",
+        "max_header_size = \"64KiB\"",
+        "send_timeout = \"1m\"",
+        "format = \"text\"",
+    ] {
+        assert!(shown.contains(line), "no {line} in\n{shown}");
+    }
+    let again = Config::parse(&shown, "shown").unwrap();
+    assert_eq!(again.describe(), shown);
+}
+
 #[test]
 fn mistakes_name_the_key() {
     assert!(err(&format!("{UP}[cache]\nmax_size = \"lots\"\n")).contains("cache.max_size"));
@@ -35,6 +54,7 @@ fn mistakes_name_the_key() {
     assert!(err("[server]\nlisten = \"nowhere\"\n").contains("server.listen"));
     let no_send_timeout = format!("[server]\nsend_timeout = \"0s\"\n{UP}");
     assert!(err(&no_send_timeout).contains("server.send_timeout"));
+    assert!(err(&format!("{UP}[log]\nformat = \"xml\"\n")).contains("log.format"));
     assert!(err("").contains("upstream"));
     let bad_name = "[[upstream]]\nname = \"Quay.IO\"\nurl = \"https://quay.io\"\n";
     assert!(err(bad_name).contains("upstream[0].name"));

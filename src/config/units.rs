@@ -72,6 +72,27 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
+/// A size as people write it: in the largest binary unit it is a whole number of (`20GiB`,
+/// `64KiB`), else in bytes (`1000B`). [`parse_size`] reads it back to the same number.
+pub(crate) fn format_size(bytes: u64) -> String {
+    for (unit, m) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= m && bytes.is_multiple_of(m) {
+            return format!("{}{unit}", bytes / m);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// A duration as people write it (`1m`, `10s`, `1h 30m`); `humantime` reads it back.
+pub(crate) fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +107,19 @@ mod tests {
         assert_eq!(parse_size("GiB"), None);
         assert_eq!(parse_size("-1GiB"), None);
         assert_eq!(parse_size("99999999999TiB"), None);
+    }
+
+    #[test]
+    fn sizes_print_as_people_write_them_and_read_back() {
+        assert_eq!(format_size(20 << 30), "20GiB");
+        assert_eq!(format_size(64 << 10), "64KiB");
+        assert_eq!(format_size(1536), "1536B");
+        assert_eq!(format_size(0), "0B");
+        for n in [0, 1, 1000, 1 << 10, 3 << 20, (5 << 40) + 1, u64::MAX] {
+            assert_eq!(parse_size(&format_size(n)), Some(n), "{n}");
+        }
+        let d = Duration::from_secs(90);
+        assert_eq!(humantime::parse_duration(&format_duration(d)).unwrap(), d);
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
     }
 }

@@ -6,6 +6,7 @@
 //! cannot blow up the series count.
 
 mod labels;
+mod request;
 
 use prometheus::{
     Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -14,6 +15,7 @@ use prometheus::{
 };
 
 pub(crate) use labels::{Content, FillFailure, Lookup, LookupResult, NO_ANSWER, UpstreamCall};
+pub(crate) use request::{RequestNote, note_upstream, noting};
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -121,6 +123,7 @@ impl Metrics {
     }
 
     pub(crate) fn lookup(&self, kind: Lookup, result: LookupResult) {
+        request::note_lookup(result);
         self.cache_lookups
             .with_label_values(&[kind.label(), result.label()])
             .inc();

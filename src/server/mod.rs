@@ -68,7 +68,9 @@ pub(crate) async fn serve<H, F, B>(
         let handler = handler.clone();
         let watch = Watch::new();
         let bodies = watch.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            // The handler may want to know who asked (its log line does).
+            req.extensions_mut().insert(peer);
             let fut = handler(req);
             let bodies = bodies.clone();
             async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
@@ -101,6 +103,8 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
+        // `Docker-Content-Digest`, not `docker-content-digest`: scripts grep for it.
+        .title_case_headers(true)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .keep_alive(true);
     builder

@@ -1,0 +1,40 @@
+//! What one request's handling learnt along the way, for its log line: how the cache answered
+//! and which upstream was chosen. Kept in a task-local set around the handler, so the layers
+//! below note what they decide without passing it back up.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+use super::LookupResult;
+
+/// The facts a request's log line reports beyond its method, route and status.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RequestNote {
+    /// The last cache decision made for the request.
+    pub(crate) cache: Option<LookupResult>,
+    pub(crate) upstream: Option<String>,
+}
+
+tokio::task_local! {
+    static NOTE: RefCell<RequestNote>;
+}
+
+/// Runs a request's handler with a fresh note; returns its output and what was noted.
+pub(crate) async fn noting<F: Future>(handler: F) -> (F::Output, RequestNote) {
+    NOTE.scope(RefCell::new(RequestNote::default()), async {
+        let out = handler.await;
+        let note = NOTE.with(|n| n.borrow().clone());
+        (out, note)
+    })
+    .await
+}
+
+/// Notes a cache decision for the request being handled (nothing outside a request).
+pub(super) fn note_lookup(result: LookupResult) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().cache = Some(result));
+}
+
+/// Notes the upstream chosen for the request being handled.
+pub(crate) fn note_upstream(name: &str) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().upstream = Some(name.to_owned()));
+}
