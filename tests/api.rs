@@ -354,6 +354,19 @@ fn metrics_pass_promtool() {
         "{text}"
     );
     assert!(text.contains("entrepot_upstream_requests_total"), "{text}");
+    for series in [
+        "entrepot_request_duration_seconds_bucket{route=\"manifest\",le=",
+        "entrepot_upstream_request_duration_seconds_count{kind=\"manifest",
+        "entrepot_fills_in_flight 0",
+        "entrepot_served_bytes_total{kind=\"manifest\",source=\"cache\"}",
+        "entrepot_cache_max_bytes 21474836480",
+        &format!(
+            "entrepot_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -9,7 +9,7 @@ use super::range::{self, ByteRange};
 use super::{ApiError, Body, full};
 use crate::app::App;
 use crate::cache::{BlobSource, FileReader};
-use crate::metrics::{Content, Metrics};
+use crate::metrics::{Content, Metrics, Source};
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
 
@@ -89,9 +89,13 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
 /// The bytes `[start, end)` of the blob as a response body, counted as they go out.
 fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
     use futures_util::StreamExt as _;
+    let from = match &source {
+        BlobSource::Stored { .. } => Source::Cache,
+        BlobSource::Filling { .. } => Source::Fill,
+    };
     let count = move |r: &std::io::Result<bytes::Bytes>| {
         if let Ok(b) = r {
-            metrics.served(Content::Blob, b.len() as u64);
+            metrics.served(Content::Blob, from, b.len() as u64);
         }
     };
     match source {

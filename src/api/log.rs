@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 
 use super::Body;
-use crate::metrics::RequestNote;
+use crate::metrics::{Metrics, RequestNote};
 
 /// What the line will say, but for the bytes and the end.
 pub(super) struct Line {
@@ -24,6 +25,7 @@ pub(super) struct Line {
     pub(super) peer: Option<SocketAddr>,
     /// The body length the response promised (`Content-Length`; 0 for a HEAD).
     pub(super) promised: Option<u64>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// A response body that writes its request's log line when it ends or is dropped.
@@ -46,6 +48,8 @@ pub(super) fn logged(body: Body, line: Line) -> Body {
 impl Logged {
     fn emit(&mut self, complete: bool) {
         let Some(l) = self.line.take() else { return };
+        let took = l.started.elapsed();
+        l.metrics.request_done(l.route, took);
         let cache = l.note.cache.map_or("-", |c| c.label());
         let upstream = l.note.upstream.as_deref().unwrap_or("-");
         let peer = l.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -55,7 +59,7 @@ impl Logged {
             route = %l.route,
             status = l.status,
             bytes = self.bytes,
-            duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = took.as_secs_f64() * 1000.0,
             cache = %cache,
             upstream = %upstream,
             peer = %peer,

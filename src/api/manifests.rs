@@ -9,7 +9,7 @@ use super::{ApiError, Body, full};
 use crate::app::App;
 use crate::cache::Manifest;
 use crate::media_type::media_type_of;
-use crate::metrics::Content;
+use crate::metrics::{Content, Source};
 use crate::reference::{DigestError, Reference, RepoName};
 use crate::upstream::Upstream;
 
@@ -54,7 +54,8 @@ pub(super) async fn get(
     let body = match (head, m.bytes) {
         (true, _) => full(Vec::new()),
         (false, Some(bytes)) => {
-            app.metrics.served(Content::Manifest, bytes.len() as u64);
+            app.metrics
+                .served(Content::Manifest, Source::Cache, bytes.len() as u64);
             full(bytes)
         }
         // The cache returns bytes for every GET; a HEAD-only answer here would be a bug.

@@ -78,6 +78,7 @@ pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> 
         started,
         note,
         peer: req.extensions().get::<SocketAddr>().copied(),
+        metrics: app.metrics.clone(),
         promised: if head {
             Some(0)
         } else {

@@ -172,7 +172,12 @@ impl Cache {
         let this = self.clone();
         let (up, repo) = (up.clone(), repo.clone());
         let tx = Arc::new(tx);
-        tokio::spawn(async move { this.run_fill(up, repo, fill, tx).await });
+        let metrics = self.metrics.clone();
+        metrics.fills_in_flight(1);
+        tokio::spawn(async move {
+            this.run_fill(up, repo, fill, tx).await;
+            metrics.fills_in_flight(-1);
+        });
         Ok(Some(BlobSource::Filling { reader, file }))
     }
 }

@@ -199,7 +199,7 @@ pub(super) fn remove_victims(
         } else {
             Content::Manifest
         };
-        metrics.evicted(kind);
+        metrics.evicted(kind, meta.size);
         tracing::debug!(digest = %d, size = meta.size, "evicted");
         store.remove(d)?;
     }

@@ -101,6 +101,7 @@ impl Cache {
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;
         cache.lock().deleting = 0;
         cache.publish_size();
+        cache.metrics.set_cache_max_bytes(max_size);
         Ok(cache)
     }
 

@@ -46,6 +46,24 @@ pub(crate) enum FillFailure {
     Other,
 }
 
+/// Where served bytes came from (`served_bytes_total{source}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A stored file, or a manifest the cache holds.
+    Cache,
+    /// A blob being fetched from its upstream.
+    Fill,
+}
+
+impl Source {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Fill => "fill",
+        }
+    }
+}
+
 /// What kind of content (`served_bytes_total{kind}`, `evictions_total{kind}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Content {

@@ -8,13 +8,17 @@
 mod labels;
 mod request;
 
+use std::time::Duration;
+
 use prometheus::{
-    Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry,
-    register_int_gauge_with_registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry,
 };
 
-pub(crate) use labels::{Content, FillFailure, Lookup, LookupResult, NO_ANSWER, UpstreamCall};
+pub(crate) use labels::{
+    Content, FillFailure, Lookup, LookupResult, NO_ANSWER, Source, UpstreamCall,
+};
 pub(crate) use request::{RequestNote, note_upstream, noting};
 
 pub(crate) struct Metrics {
@@ -29,8 +33,17 @@ pub(crate) struct Metrics {
     upstream_requests: IntCounterVec,
     /// Bytes fetched from upstreams into the cache, by upstream.
     upstream_bytes: IntCounterVec,
-    /// Bytes served to clients, by kind (`blob`, `manifest`).
+    /// Bytes served to clients, by kind (`blob`, `manifest`) and source (`cache`: a stored file
+    /// or a manifest held; `fill`: a blob being fetched).
     served_bytes: IntCounterVec,
+    /// Seconds from a request's arrival until its response was sent, by route kind.
+    request_duration: HistogramVec,
+    /// Seconds until an upstream's response headers arrived, by upstream and kind.
+    upstream_duration: HistogramVec,
+    /// Blob fills running now.
+    fills_in_flight: IntGauge,
+    /// Bytes evicted by the LRU, by kind.
+    evicted_bytes: IntCounterVec,
     /// Fills that ended badly, by reason (`digest_mismatch`, `bad_response`, `unreachable`,
     /// `credentials`, `upstream_status`, `storage`, `other`).
     fill_failures: IntCounterVec,
@@ -38,6 +51,8 @@ pub(crate) struct Metrics {
     token_requests: IntCounterVec,
     /// Bytes held in the cache directory (index aside).
     cache_bytes: IntGauge,
+    /// The configured `max_size`.
+    cache_max_bytes: IntGauge,
     /// Files evicted by the LRU, by kind (`blob`, `manifest`).
     evictions: IntCounterVec,
     /// The last `ratelimit-remaining` an upstream reported.
@@ -73,8 +88,35 @@ impl Metrics {
         );
         let served_bytes = counter(
             "served_bytes_total",
-            "Body bytes sent to clients, by kind.",
+            "Body bytes sent to clients, by kind and source (cache or fill).",
+            &["kind", "source"],
+        );
+        let evicted_bytes = counter(
+            "evicted_bytes_total",
+            "Bytes evicted from the cache by the LRU.",
             &["kind"],
+        );
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let buckets = vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                300.0,
+            ];
+            register_histogram_vec_with_registry!(
+                HistogramOpts::new(name, help).buckets(buckets),
+                labels,
+                registry
+            )
+            .expect("metric names are unique and valid")
+        };
+        let request_duration = histogram(
+            "request_duration_seconds",
+            "Seconds from a request's arrival until its response was sent, by route.",
+            &["route"],
+        );
+        let upstream_duration = histogram(
+            "upstream_request_duration_seconds",
+            "Seconds until an upstream's response headers arrived, by upstream and kind.",
+            &["upstream", "kind"],
         );
         let fill_failures = counter(
             "fill_failures_total",
@@ -91,7 +133,7 @@ impl Metrics {
             "Entries evicted from the cache by the LRU.",
             &["kind"],
         );
-        let (cache_bytes, ratelimit_remaining) = gauges(&registry);
+        let g = gauges(&registry);
         Metrics {
             registry,
             requests,
@@ -99,11 +141,16 @@ impl Metrics {
             upstream_requests,
             upstream_bytes,
             served_bytes,
+            request_duration,
+            upstream_duration,
+            fills_in_flight: g.fills_in_flight,
+            evicted_bytes,
             fill_failures,
             token_requests,
-            cache_bytes,
+            cache_bytes: g.cache_bytes,
+            cache_max_bytes: g.cache_max_bytes,
             evictions,
-            ratelimit_remaining,
+            ratelimit_remaining: g.ratelimit_remaining,
         }
     }
 
@@ -129,11 +176,33 @@ impl Metrics {
             .inc();
     }
 
-    /// An exchange with an upstream; `status` is the HTTP status or [`NO_ANSWER`].
-    pub(crate) fn upstream_request(&self, upstream: &str, call: UpstreamCall, status: &str) {
+    /// An exchange with an upstream; `status` is the HTTP status or [`NO_ANSWER`], `took` the
+    /// time until its headers (or the failure).
+    pub(crate) fn upstream_request(
+        &self,
+        upstream: &str,
+        call: UpstreamCall,
+        status: &str,
+        took: Duration,
+    ) {
         self.upstream_requests
             .with_label_values(&[upstream, call.label(), status])
             .inc();
+        self.upstream_duration
+            .with_label_values(&[upstream, call.label()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A response sent (or abandoned), `took` after its request arrived.
+    pub(crate) fn request_done(&self, route: &'static str, took: Duration) {
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A blob fill started (`+1`) or ended (`-1`).
+    pub(crate) fn fills_in_flight(&self, delta: i64) {
+        self.fills_in_flight.add(delta);
     }
 
     pub(crate) fn upstream_bytes(&self, upstream: &str, bytes: u64) {
@@ -142,9 +211,9 @@ impl Metrics {
             .inc_by(bytes);
     }
 
-    pub(crate) fn served(&self, kind: Content, bytes: u64) {
+    pub(crate) fn served(&self, kind: Content, source: Source, bytes: u64) {
         self.served_bytes
-            .with_label_values(&[kind.label()])
+            .with_label_values(&[kind.label(), source.label()])
             .inc_by(bytes);
     }
 
@@ -160,12 +229,20 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn evicted(&self, kind: Content) {
+    pub(crate) fn evicted(&self, kind: Content, bytes: u64) {
         self.evictions.with_label_values(&[kind.label()]).inc();
+        self.evicted_bytes
+            .with_label_values(&[kind.label()])
+            .inc_by(bytes);
     }
 
     pub(crate) fn set_cache_bytes(&self, bytes: u64) {
         self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn set_cache_max_bytes(&self, bytes: u64) {
+        self.cache_max_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
@@ -176,16 +253,29 @@ impl Metrics {
     }
 }
 
-/// The gauges: the cache's size and each upstream's last reported rate-limit budget.
-fn gauges(registry: &Registry) -> (IntGauge, IntGaugeVec) {
-    let cache_bytes = register_int_gauge_with_registry!(
-        Opts::new(
-            "cache_bytes",
-            "Bytes held in the cache directory, index aside."
-        ),
-        registry
-    )
-    .expect("unique");
+/// The gauges.
+struct Gauges {
+    cache_bytes: IntGauge,
+    cache_max_bytes: IntGauge,
+    fills_in_flight: IntGauge,
+    ratelimit_remaining: IntGaugeVec,
+}
+
+/// The gauges: the cache's size and bound, fills running, each upstream's last reported
+/// rate-limit budget, and `build_info` (always 1, the version as a label).
+fn gauges(registry: &Registry) -> Gauges {
+    let gauge = |name: &str, help: &str| {
+        register_int_gauge_with_registry!(Opts::new(name, help), registry).expect("unique")
+    };
+    let cache_bytes = gauge(
+        "cache_bytes",
+        "Bytes held in the cache directory, index aside.",
+    );
+    let cache_max_bytes = gauge(
+        "cache_max_bytes",
+        "The cache's configured max_size in bytes.",
+    );
+    let fills_in_flight = gauge("fills_in_flight", "Blob fills from upstreams running now.");
     let ratelimit_remaining = register_int_gauge_vec_with_registry!(
         Opts::new(
             "upstream_ratelimit_remaining",
@@ -195,7 +285,20 @@ fn gauges(registry: &Registry) -> (IntGauge, IntGaugeVec) {
         registry
     )
     .expect("unique");
-    (cache_bytes, ratelimit_remaining)
+    register_int_gauge_vec_with_registry!(
+        Opts::new("build_info", "Always 1; the running version as a label."),
+        &["version"],
+        registry
+    )
+    .expect("unique")
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
+    Gauges {
+        cache_bytes,
+        cache_max_bytes,
+        fills_in_flight,
+        ratelimit_remaining,
+    }
 }
 
 impl Default for Metrics {

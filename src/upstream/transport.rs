@@ -161,10 +161,15 @@ impl Upstream {
             if let Some(a) = auth {
                 req = req.header(header::AUTHORIZATION, a.clone());
             }
+            let sent = std::time::Instant::now();
             match req.send().await {
                 Ok(resp) => {
-                    self.metrics
-                        .upstream_request(&self.name, call, resp.status().as_str());
+                    self.metrics.upstream_request(
+                        &self.name,
+                        call,
+                        resp.status().as_str(),
+                        sent.elapsed(),
+                    );
                     if resp.status().is_server_error() && may_retry {
                         tracing::debug!(upstream = %self.name, status = %resp.status(), attempt, "retrying");
                         backoff(attempt).await;
@@ -173,7 +178,8 @@ impl Upstream {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    self.metrics.upstream_request(&self.name, call, NO_ANSWER);
+                    self.metrics
+                        .upstream_request(&self.name, call, NO_ANSWER, sent.elapsed());
                     if e.is_connect() && may_retry {
                         backoff(attempt).await;
                         continue;
