@@ -40,6 +40,8 @@ pub enum StartError {
     },
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+    #[error("server.tls_cert/tls_key: {0}")]
+    Tls(#[source] TlsSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -51,6 +53,11 @@ pub enum StartError {
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct UpstreamSetupError(BuildError);
+
+/// A TLS certificate or key that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct TlsSetupError(crate::server::TlsError);
 
 /// A cache directory that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +107,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Arc::new(crate::cache::off_the_workers(move || App::new(&config)).await?)
     };
     let shutdown = Shutdown::on_signals().map_err(StartError::Signals)?;
+    let tls =
+        server::tls_acceptor(&config.server).map_err(|e| StartError::Tls(TlsSetupError(e)))?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -125,7 +134,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let handler_app = app.clone();
     let handler = move |req| crate::api::handle(handler_app.clone(), req);
-    server::serve(listener, &config.server, shutdown, handler).await;
+    server::serve(listener, &config.server, tls, shutdown, handler).await;
     let _ = flusher.await;
     if let Err(e) = app.cache.flush_access_times().await {
         tracing::warn!(error = %e, "could not write access times to the index");

@@ -19,5 +19,5 @@ mod reference;
 mod server;
 mod upstream;
 
-pub use app::{CacheSetupError, StartError, UpstreamSetupError, run};
+pub use app::{CacheSetupError, StartError, TlsSetupError, UpstreamSetupError, run};
 pub use config::{Config, ConfigError, LogFormat};

@@ -20,6 +20,17 @@ impl Config {
             format_size(self.cache.max_size),
             format_duration(self.cache.tag_ttl),
         );
+        if let Some((cert, key)) = &self.server.tls {
+            let server_end = s.find("\n\n[cache]").unwrap_or(s.len());
+            s.insert_str(
+                server_end,
+                &format!(
+                    "\ntls_cert = {:?}\ntls_key = {:?}",
+                    cert.display().to_string(),
+                    key.display().to_string()
+                ),
+            );
+        }
         let format = match self.log {
             LogFormat::Text => "text",
             LogFormat::Json => "json",

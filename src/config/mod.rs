@@ -73,6 +73,8 @@ pub(crate) struct ServerConfig {
     pub(crate) send_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub(crate) max_header_bytes: usize,
+    /// TLS certificate chain and private key files (PEM), reloaded when they change.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// Whether `/metrics` answers on the same listener.
     pub(crate) metrics: bool,
 }
@@ -135,7 +137,26 @@ impl Checker<'_> {
             send_timeout,
             max_header_bytes: max_header_bytes as usize,
             metrics: raw.metrics.unwrap_or(true),
+            tls: self.tls(raw.tls_cert, raw.tls_key)?,
         })
+    }
+
+    /// `tls_cert` and `tls_key` go together, and must load (checked here so `check-config`
+    /// catches a wrong file).
+    fn tls(
+        &self,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (cert, key) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.bad("server.tls_key", "tls_cert is set: set tls_key too")),
+            (None, Some(_)) => Err(self.bad("server.tls_cert", "tls_key is set: set tls_cert too")),
+            (Some(cert), Some(key)) => match crate::server::load_tls(&cert, &key) {
+                Ok(_) => Ok(Some((cert, key))),
+                Err(e) => Err(self.bad("server.tls_cert/tls_key", e.to_string())),
+            },
+        }
     }
 
     fn cache(&self, raw: RawCache) -> Result<CacheConfig, ConfigError> {

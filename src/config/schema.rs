@@ -43,6 +43,8 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<String>,
     pub(super) max_header_size: Option<String>,
     pub(super) metrics: Option<bool>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

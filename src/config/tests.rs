@@ -55,6 +55,11 @@ fn mistakes_name_the_key() {
     let no_send_timeout = format!("[server]\nsend_timeout = \"0s\"\n{UP}");
     assert!(err(&no_send_timeout).contains("server.send_timeout"));
     assert!(err(&format!("{UP}[log]\nformat = \"xml\"\n")).contains("log.format"));
+    let half_tls = format!("[server]\ntls_cert = \"/etc/entrepot/tls.crt\"\n{UP}");
+    assert!(err(&half_tls).contains("server.tls_key"));
+    let missing_tls =
+        format!("[server]\ntls_cert = \"/nonexistent\"\ntls_key = \"/nonexistent\"\n{UP}");
+    assert!(err(&missing_tls).contains("server.tls_cert/tls_key"));
     assert!(err("").contains("upstream"));
     let bad_name = "[[upstream]]\nname = \"Quay.IO\"\nurl = \"https://quay.io\"\n";
     assert!(err(bad_name).contains("upstream[0].name"));

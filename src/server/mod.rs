@@ -10,6 +10,8 @@
 
 mod send_timeout;
 mod shutdown;
+mod stream;
+mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,14 +30,28 @@ use tokio::sync::Semaphore;
 use crate::config::ServerConfig;
 use send_timeout::Watch;
 pub(crate) use shutdown::Shutdown;
+use stream::Stream;
+pub(crate) use tls::{TlsError, load as load_tls};
+use tokio_rustls::TlsAcceptor;
+
+/// The TLS acceptor for `[server] tls_cert` and `tls_key`, if set: the pair is loaded now (a
+/// failure stops start-up) and reloaded whenever the files change.
+pub(crate) fn tls_acceptor(cfg: &ServerConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+    match &cfg.tls {
+        None => Ok(None),
+        Some((cert, key)) => tls::Reloading::start(cert, key).map(Some),
+    }
+}
 
 /// How long requests in flight may run on after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(20);
 
-/// Serves connections from `listener` with `handler` until `shutdown` fires, then drains.
+/// Serves connections from `listener` with `handler` until `shutdown` fires, then drains. With
+/// `tls`, each connection's handshake runs in its own task within `header_read_timeout`.
 pub(crate) async fn serve<H, F, B>(
     listener: TcpListener,
     cfg: &ServerConfig,
+    tls: Option<TlsAcceptor>,
     mut shutdown: Shutdown,
     handler: H,
 ) where
@@ -75,12 +91,28 @@ pub(crate) async fn serve<H, F, B>(
             let bodies = bodies.clone();
             async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(prepare(stream)), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let send_timeout = cfg.send_timeout;
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let (send_timeout, handshake_timeout) = (cfg.send_timeout, cfg.header_read_timeout);
         tokio::spawn(async move {
+            let stream = prepare(stream);
+            let io = match tls {
+                None => Stream::Plain(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let conn = watcher.watch(conn.into_owned());
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
