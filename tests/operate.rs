@@ -173,3 +173,155 @@ fn tls_certificates_rotate_under_load() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert/tls_key"));
 }
+
+/// The repository's `deploy/` folder.
+fn deploy(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+/// `deploy/systemd/entrepot.service` passes `systemd-analyze verify` (with `ExecStart` pointing
+/// at the binary under test, as an install would put it at /usr/local/bin).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(deploy("systemd/entrepot.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/entrepot serve"));
+    for hardening in [
+        "DynamicUser=yes",
+        "StateDirectory=entrepot",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(hardening), "no {hardening:?}");
+    }
+    let dir = scratch("systemd");
+    let path = dir.path().join("entrepot.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/entrepot", env!("CARGO_BIN_EXE_entrepot")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) must be installed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("entrepot.service:"), "{said}");
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(deploy("prometheus"))
+        .output()
+        .expect("promtool (Debian package prometheus) must be installed");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `deploy/prometheus/`: the scrape config and the alert rules check, and each alert fires on
+/// exactly the series its unit test gives (`promtool test rules`).
+#[test]
+fn the_prometheus_rules_check_and_fire_as_tested() {
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "entrepot.rules.yml"]);
+    promtool(&["test", "rules", "entrepot.rules.test.yml"]);
+    // Every metric the rules name is one the mirror exports.
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    let exported = String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap();
+    let rules = std::fs::read_to_string(deploy("prometheus/entrepot.rules.yml")).unwrap();
+    // The expressions, not the prose of the annotations.
+    let exprs: String = rules
+        .lines()
+        .filter(|l| !l.contains("description:") && !l.contains("summary:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for name in metric_names(&exprs) {
+        assert!(
+            exported.contains(&format!("\n{name}"))
+                || exported.contains(&format!("# TYPE {name} ")),
+            "the rules use {name}, which the mirror does not export"
+        );
+    }
+}
+
+/// Every `entrepot_*` metric name in a text (rules, dashboards).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("entrepot_"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(!names.is_empty());
+    names
+}
+
+/// A real Prometheus with `deploy/prometheus/prometheus.yml` (the target address replaced)
+/// scrapes the mirror, and its API shows the mirror's series.
+#[test]
+fn prometheus_scrapes_the_mirror() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let dir = scratch("prometheus");
+    let config = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        config.replace("localhost:5000", &format!("127.0.0.1:{}", m.port)),
+    )
+    .unwrap();
+    std::fs::copy(
+        deploy("prometheus/entrepot.rules.yml"),
+        dir.path().join("entrepot.rules.yml"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package prometheus) must be installed");
+    wait_for_port(port, "prometheus");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let r = raw_request(
+            port,
+            "GET",
+            "/api/v1/query?query=entrepot_build_info%7Bjob%3D%22entrepot%22%7D",
+            &[],
+        );
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        if body.contains("\"version\"") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(
+        found.contains("\"version\""),
+        "no entrepot series in Prometheus: {found}"
+    );
+}

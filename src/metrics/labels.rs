@@ -56,6 +56,9 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// Every value, so each series exists (at 0) from the start.
+    pub(crate) const ALL: [Source; 2] = [Source::Cache, Source::Fill];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Source::Cache => "cache",
@@ -87,6 +90,9 @@ pub(crate) enum UpstreamCall {
 pub(crate) const NO_ANSWER: &str = "error";
 
 impl Lookup {
+    /// Every value, so each series exists (at 0) from the start.
+    pub(crate) const ALL: [Lookup; 3] = [Lookup::Blob, Lookup::Manifest, Lookup::Tag];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Lookup::Blob => "blob",
@@ -97,6 +103,15 @@ impl Lookup {
 }
 
 impl LookupResult {
+    /// Every value, so each series exists (at 0) from the start.
+    pub(crate) const ALL: [LookupResult; 5] = [
+        LookupResult::Hit,
+        LookupResult::Miss,
+        LookupResult::Join,
+        LookupResult::Stale,
+        LookupResult::Revalidate,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             LookupResult::Hit => "hit",
@@ -109,6 +124,17 @@ impl LookupResult {
 }
 
 impl FillFailure {
+    /// Every value, so each series exists (at 0) from the start.
+    pub(crate) const ALL: [FillFailure; 7] = [
+        FillFailure::DigestMismatch,
+        FillFailure::BadResponse,
+        FillFailure::Unreachable,
+        FillFailure::Credentials,
+        FillFailure::UpstreamStatus,
+        FillFailure::Storage,
+        FillFailure::Other,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             FillFailure::DigestMismatch => "digest_mismatch",
@@ -123,6 +149,9 @@ impl FillFailure {
 }
 
 impl Content {
+    /// Every value, so each series exists (at 0) from the start.
+    pub(crate) const ALL: [Content; 2] = [Content::Blob, Content::Manifest];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Content::Blob => "blob",

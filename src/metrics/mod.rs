@@ -134,6 +134,23 @@ impl Metrics {
             &["kind"],
         );
         let g = gauges(&registry);
+        // Series with bounded labels exist at 0 from the start, so rules and dashboards see
+        // them before the first event (an absent series is not a zero to `rate`).
+        for kind in Lookup::ALL {
+            for result in LookupResult::ALL {
+                cache_lookups.with_label_values(&[kind.label(), result.label()]);
+            }
+        }
+        for reason in FillFailure::ALL {
+            fill_failures.with_label_values(&[reason.label()]);
+        }
+        for kind in Content::ALL {
+            evictions.with_label_values(&[kind.label()]);
+            evicted_bytes.with_label_values(&[kind.label()]);
+            for source in Source::ALL {
+                served_bytes.with_label_values(&[kind.label(), source.label()]);
+            }
+        }
         Metrics {
             registry,
             requests,
