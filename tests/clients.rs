@@ -54,7 +54,12 @@ fn dockerd_pulls_through_registry_mirrors() {
     let d = dir.path().display();
     let sock = format!("{d}/docker.sock");
     let pidfile = format!("{d}/docker.pid");
-    let config = serde_json::json!({
+    // The shipped daemon.json with the mirror's address, plus what keeps this dockerd in its
+    // sandbox.
+    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&with_mirror(&shipped, &mirror.url())).unwrap();
+    let sandbox = serde_json::json!({
         "iptables": false,
         "bridge": "none",
         "storage-driver": "vfs",
@@ -63,8 +68,10 @@ fn dockerd_pulls_through_registry_mirrors() {
         "pidfile": pidfile,
         "hosts": [format!("unix://{sock}")],
         "containerd": ctd.socket,
-        "registry-mirrors": [mirror.url()],
     });
+    for (k, v) in sandbox.as_object().unwrap() {
+        config[k] = v.clone();
+    }
     fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
     let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
     let mut dockerd = Command::new("dockerd")
@@ -129,4 +136,50 @@ fn dockerd_pulls_through_registry_mirrors() {
         assert!(cached.contains(b));
     }
     assert!(reg.count("\"GET /v2/library/busybox/blobs/") >= img.blobs.len());
+}
+
+/// skopeo (and podman, which reads the same file) with the shipped `registries.conf`, the
+/// mirror's address put in: `docker.io/...` resolves through the mirror's `docker.io` upstream
+/// (there is no network to reach the real one).
+#[test]
+fn skopeo_pulls_through_the_shipped_registries_conf() {
+    let seed = seed();
+    let img = seed.image("oci/app");
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let dir = scratch("registries-conf");
+    // skopeo 1.9 reads only /etc/containers: give it its own, in a private mount namespace, with
+    // the shipped registries.conf (and the machine's policy.json).
+    let etc = dir.path().join("etc-containers");
+    fs::create_dir_all(&etc).unwrap();
+    let shipped = fs::read_to_string(deploy_file("clients/podman/registries.conf")).unwrap();
+    fs::write(
+        etc.join("registries.conf"),
+        with_mirror(&shipped, &mirror.url()),
+    )
+    .unwrap();
+    fs::copy("/etc/containers/policy.json", etc.join("policy.json")).unwrap();
+    // A pull (mirrors serve pulls; `inspect` asks the registry itself).
+    let digest_file = dir.path().join("digest");
+    let script = format!(
+        "mount --bind {} /etc/containers && skopeo copy --digestfile {} docker://docker.io/oci/app:{} oci:{}",
+        etc.display(),
+        digest_file.display(),
+        img.tag,
+        dir.path().join("layout").display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mirror.log_text()
+    );
+    assert_eq!(fs::read_to_string(&digest_file).unwrap().trim(), img.digest);
+    assert!(
+        reg.count("\"GET /v2/oci/app/manifests/") + reg.count("\"HEAD /v2/oci/app/manifests/") > 0
+    );
 }

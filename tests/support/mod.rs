@@ -33,6 +33,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A file or directory under the repository's `deploy/`.
+pub fn deploy_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+/// A shipped client configuration with its example mirror address (`mirror.example:5000`)
+/// replaced by `mirror_url`'s: the only thing a test changes in those files.
+pub fn with_mirror(text: &str, mirror_url: &str) -> String {
+    let address = mirror_url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    text.replace("mirror.example:5000", address)
+}
+
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -799,18 +815,24 @@ impl Containerd {
         }
     }
 
-    /// Pulls `reference` from `registry` with a `hosts.toml` that sends it to the mirror at
-    /// `mirror_url` (so every request carries `?ns=<registry>`); returns `ctr images ls`.
+    /// Pulls `reference` (of `registry`) with the repository's own
+    /// `deploy/clients/containerd/certs.d` as the hosts directory, the mirror's address put in
+    /// (a registry without a directory there uses `_default`, so every request carries
+    /// `?ns=<registry>`); returns `ctr images ls`.
     pub fn pull_through(&self, mirror_url: &str, registry: &str, reference: &str) -> String {
         let hosts = scratch("hosts");
-        fs::create_dir_all(hosts.path().join(registry)).unwrap();
-        fs::write(
-            hosts.path().join(registry).join("hosts.toml"),
-            format!(
-                "server = \"https://{registry}\"\n\n[host.\"{mirror_url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )
-        .unwrap();
+        let shipped = deploy_file("clients/containerd/certs.d");
+        for entry in fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            let dir = hosts.path().join(entry.file_name());
+            fs::create_dir_all(&dir).unwrap();
+            let text = fs::read_to_string(entry.path().join("hosts.toml")).unwrap();
+            fs::write(dir.join("hosts.toml"), with_mirror(&text, mirror_url)).unwrap();
+        }
+        assert!(
+            reference.starts_with(registry),
+            "{reference} is not of {registry}"
+        );
         run(self
             .ctr()
             .args(["images", "pull", "--hosts-dir"])
