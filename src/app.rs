@@ -75,7 +75,10 @@ impl App {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, metrics.clone()).map(Arc::new))
+            .map(|u| {
+                metrics.known_upstream(&u.name);
+                Upstream::new(u, metrics.clone()).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
         let cache = Cache::open(

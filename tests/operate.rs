@@ -325,3 +325,41 @@ fn prometheus_scrapes_the_mirror() {
         "no entrepot series in Prometheus: {found}"
     );
 }
+
+/// `deploy/grafana/entrepot.json` is a dashboard whose every expression names only metrics the
+/// mirror exports (and each of those at least once in a panel).
+#[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let text = std::fs::read_to_string(deploy("grafana/entrepot.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        exprs.extend(
+            targets
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned()),
+        );
+    }
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    let exported = String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap();
+    for name in metric_names(&exprs.join("\n")) {
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_count")
+            .trim_end_matches("_sum");
+        assert!(
+            exported.contains(&format!("# TYPE {base} ")),
+            "the dashboard uses {name}, which the mirror does not export"
+        );
+    }
+}

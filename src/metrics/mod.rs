@@ -222,6 +222,11 @@ impl Metrics {
         self.fills_in_flight.add(delta);
     }
 
+    /// Makes an upstream's byte counter exist (at 0) before its first fill.
+    pub(crate) fn known_upstream(&self, upstream: &str) {
+        self.upstream_bytes.with_label_values(&[upstream]);
+    }
+
     pub(crate) fn upstream_bytes(&self, upstream: &str, bytes: u64) {
         self.upstream_bytes
             .with_label_values(&[upstream])
