@@ -363,3 +363,140 @@ fn the_grafana_dashboard_uses_only_exported_metrics() {
         );
     }
 }
+
+/// Every document under `deploy/kubernetes/`, parsed (by PyYAML) into JSON.
+fn kubernetes_documents() -> Vec<serde_json::Value> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import glob, json, sys, yaml\n\
+             docs = [d for f in sorted(glob.glob(sys.argv[1] + '/*.yaml')) for d in yaml.safe_load_all(open(f)) if d]\n\
+             print(json.dumps(docs))",
+        ])
+        .arg(deploy("kubernetes"))
+        .output()
+        .expect("python3 with PyYAML (Debian package python3-yaml) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `deploy/kubernetes/`: the kinds a site needs, names and labels that refer to each other
+/// correctly, probes on the health endpoints, and the embedded config accepted by `check-config`
+/// (with the Secret's credentials where the config expects them).
+#[test]
+fn the_kubernetes_manifests_hold_together() {
+    let docs = kubernetes_documents();
+    let of = |kind: &str| -> &serde_json::Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let (cm, secret, sts, svc, mon) = (
+        of("ConfigMap"),
+        of("Secret"),
+        of("StatefulSet"),
+        of("Service"),
+        of("ServiceMonitor"),
+    );
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    let spec = &sts["spec"];
+    let pod = &spec["template"]["spec"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    assert_eq!(&spec["selector"]["matchLabels"], labels);
+    assert_eq!(spec["serviceName"], svc["metadata"]["name"]);
+    assert_eq!(&svc["spec"]["selector"], labels);
+    assert_eq!(
+        &mon["spec"]["selector"]["matchLabels"],
+        &svc["metadata"]["labels"]
+    );
+    let container = &pod["containers"][0];
+    let port_name = container["ports"][0]["name"].as_str().unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], port_name);
+    assert_eq!(
+        mon["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+
+    // Volumes: each mount is a declared volume or claim, and they name the ConfigMap and Secret.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let claims = spec["volumeClaimTemplates"].as_array().unwrap();
+    let mount_of = |name: &str| -> String {
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name} is not mounted"))["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for m in container["volumeMounts"].as_array().unwrap() {
+        let n = &m["name"];
+        assert!(
+            volumes.iter().any(|v| &v["name"] == n)
+                || claims.iter().any(|c| &c["metadata"]["name"] == n),
+            "mount {n} has no volume"
+        );
+    }
+    let config_volume = volumes.iter().find(|v| v["configMap"].is_object()).unwrap();
+    assert_eq!(config_volume["configMap"]["name"], cm["metadata"]["name"]);
+    let secret_volume = volumes.iter().find(|v| v["secret"].is_object()).unwrap();
+    assert_eq!(
+        secret_volume["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
+
+    // The config: where the pod mounts things is where the config looks for them.
+    let config = cm["data"]["config.toml"].as_str().unwrap();
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_path = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    let config_dir = mount_of(config_volume["name"].as_str().unwrap());
+    assert_eq!(config_path, format!("{config_dir}/config.toml"));
+    let cache_dir = mount_of(claims[0]["metadata"]["name"].as_str().unwrap());
+    assert!(
+        config.contains(&format!("dir = \"{cache_dir}\"")),
+        "{config}"
+    );
+    let secret_dir = mount_of(secret_volume["name"].as_str().unwrap());
+    let docker_config = format!("{secret_dir}/.dockerconfigjson");
+    assert!(config.contains(&docker_config), "{config}");
+
+    // check-config accepts it, with the Secret's content where the pod would have it.
+    use base64::Engine as _;
+    let dir = scratch("kubernetes");
+    let creds = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
+        .unwrap();
+    let creds_path = dir.path().join("dockerconfigjson");
+    std::fs::write(&creds_path, creds).unwrap();
+    let local = config.replace(&docker_config, &creds_path.display().to_string());
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, local).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["check-config", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("username = \"robot\""), "{shown}");
+    assert!(!shown.contains("example-password"), "{shown}");
+}
