@@ -5,8 +5,7 @@
 mod support;
 
 use std::fs;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use support::*;
 
@@ -47,65 +46,15 @@ fn dockerd_pulls_through_registry_mirrors() {
     let reg = Registry::start(&seed.storage);
     let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     let ctd = Containerd::start();
-    let dir = tempfile::Builder::new()
-        .prefix("dkd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let d = dir.path().display();
-    let sock = format!("{d}/docker.sock");
-    let pidfile = format!("{d}/docker.pid");
-    // The shipped daemon.json with the mirror's address, plus what keeps this dockerd in its
-    // sandbox.
+    // The shipped daemon.json with the mirror's address.
     let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
-    let mut config: serde_json::Value =
+    let config: serde_json::Value =
         serde_json::from_str(&with_mirror(&shipped, &mirror.url())).unwrap();
-    let sandbox = serde_json::json!({
-        "iptables": false,
-        "bridge": "none",
-        "storage-driver": "vfs",
-        "data-root": format!("{d}/root"),
-        "exec-root": format!("{d}/exec"),
-        "pidfile": pidfile,
-        "hosts": [format!("unix://{sock}")],
-        "containerd": ctd.socket,
-    });
-    for (k, v) in sandbox.as_object().unwrap() {
-        config[k] = v.clone();
-    }
-    fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
-    let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
-    let mut dockerd = Command::new("dockerd")
-        .arg("--config-file")
-        .arg(dir.path().join("daemon.json"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd (Debian package docker.io) must be installed");
-    let host = format!("unix://{sock}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("docker")
-        .args(["-H", &host, "version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "dockerd did not start: {}",
-            fs::read_to_string(dir.path().join("dockerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pulled = Command::new("docker")
-        .args(["-H", &host, "pull", "busybox"])
-        .output()
-        .unwrap();
-    let inspect = Command::new("docker")
+    let dockerd = Dockerd::start(&ctd, config);
+    let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let inspect = dockerd
+        .docker()
         .args([
-            "-H",
-            &host,
             "image",
             "inspect",
             "busybox",
@@ -115,11 +64,7 @@ fn dockerd_pulls_through_registry_mirrors() {
         .output()
         .unwrap();
     // Stop dockerd with SIGTERM so it unmounts its root, whatever happened.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(dockerd.id().to_string())
-        .status();
-    let _ = dockerd.wait();
+    drop(dockerd);
     assert!(
         pulled.status.success(),
         "docker pull failed: {}{}",
@@ -181,5 +126,99 @@ fn skopeo_pulls_through_the_shipped_registries_conf() {
     assert_eq!(fs::read_to_string(&digest_file).unwrap().trim(), img.digest);
     assert!(
         reg.count("\"GET /v2/oci/app/manifests/") + reg.count("\"HEAD /v2/oci/app/manifests/") > 0
+    );
+}
+
+/// `deploy/docker/`: the image builds with dockerd's classic builder from the context
+/// `build-context.sh` makes (`FROM scratch`: no base image to pull), runs as a non-root user
+/// with `--network host`, and serves a pull through it.
+#[test]
+fn the_container_image_builds_runs_as_non_root_and_serves_pulls() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let seed = seed();
+    let img = seed.image("oci/app");
+    let reg = Registry::start(&seed.storage);
+    let ctd = Containerd::start();
+    let dockerd = Dockerd::start(&ctd, serde_json::json!({}));
+    let context = scratch("image-context");
+    run(Command::new("bash")
+        .arg(deploy_file("docker/build-context.sh"))
+        .arg(env!("CARGO_BIN_EXE_entrepot"))
+        .arg(context.path()));
+    let tag = "entrepot-test:latest";
+    let built = dockerd
+        .docker()
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", tag, "-f"])
+        .arg(context.path().join("Dockerfile"))
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    // Its config: the shipped one's shape, listening on a free port, upstream the test registry.
+    let port = free_port();
+    let config = scratch("image-config");
+    fs::write(
+        config.path().join("config.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[cache]\ndir = \"/var/cache/entrepot\"\n\n\
+             [[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
+            reg.url()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(config.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        config.path().join("config.toml"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let name = format!("entrepot-test-{port}");
+    let started = dockerd
+        .docker()
+        .args(["run", "-d", "--network", "host", "--name", &name, "-v"])
+        .arg(format!("{}:/etc/entrepot:ro", config.path().display()))
+        .arg(tag)
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    wait_for_port(port, "the entrepot container");
+    let pid = String::from_utf8(
+        dockerd
+            .docker()
+            .args(["inspect", "--format", "{{.State.Pid}}", &name])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let status = fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65532"),
+        "not running as the image's non-root user: {uid}"
+    );
+    let out = scratch("image-pull");
+    let digest = skopeo_pull(
+        &format!("127.0.0.1:{port}/oci/app:{}", img.tag),
+        &out.path().join("p"),
+        false,
+    );
+    let logs = dockerd.docker().args(["logs", &name]).output().unwrap();
+    let _ = dockerd.docker().args(["rm", "-f", &name]).output();
+    assert_eq!(
+        digest,
+        img.digest,
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
     );
 }

@@ -854,3 +854,86 @@ impl Drop for Containerd {
         let _ = self.child.wait();
     }
 }
+
+/// A dockerd with all its state in a temp dir (`"iptables": false`, `"bridge": "none"`, the vfs
+/// storage driver, its own roots, pidfile and socket), using `containerd`. Stopped with SIGTERM
+/// when dropped, so it unmounts what it mounted.
+pub struct Dockerd {
+    pub host: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    /// Starts dockerd with `config` (the client settings under test) plus the sandbox's keys.
+    pub fn start(containerd: &Containerd, mut config: serde_json::Value) -> Dockerd {
+        let dir = tempfile::Builder::new()
+            .prefix("dkd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display();
+        let sock = format!("{d}/docker.sock");
+        let sandbox = serde_json::json!({
+            "iptables": false,
+            "bridge": "none",
+            "storage-driver": "vfs",
+            "data-root": format!("{d}/root"),
+            "exec-root": format!("{d}/exec"),
+            "pidfile": format!("{d}/docker.pid"),
+            "hosts": [format!("unix://{sock}")],
+            "containerd": containerd.socket,
+        });
+        for (k, v) in sandbox.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
+        let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.path().join("daemon.json"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian package docker.io) must be installed");
+        let dockerd = Dockerd {
+            host: format!("unix://{sock}"),
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dockerd
+            .docker()
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                fs::read_to_string(dockerd._dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        dockerd
+    }
+
+    /// A `docker` command talking to this daemon.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H").arg(&self.host);
+        c
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
