@@ -81,6 +81,15 @@ fn dockerd_pulls_through_registry_mirrors() {
         assert!(cached.contains(b));
     }
     assert!(reg.count("\"GET /v2/library/busybox/blobs/") >= img.blobs.len());
+    // containerd with the shipped `certs.d/docker.io/hosts.toml` pulls Docker Hub names through
+    // the same mirror.
+    let reference = format!("docker.io/library/busybox:{}", img.tag);
+    let list = ctd.pull_through(&mirror.url(), "docker.io", &reference);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("{reference} not in {list}"));
+    assert!(line.contains(&img.digest), "{line}");
 }
 
 /// skopeo (and podman, which reads the same file) with the shipped `registries.conf`, the
