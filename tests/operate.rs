@@ -235,11 +235,7 @@ fn the_prometheus_rules_check_and_fire_as_tested() {
     promtool(&["check", "rules", "entrepot.rules.yml"]);
     promtool(&["test", "rules", "entrepot.rules.test.yml"]);
     // Every metric the rules name is one the mirror exports.
-    let seed = seed();
-    let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
-    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
-    let exported = String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap();
+    let exported = exported_metrics();
     let rules = std::fs::read_to_string(deploy("prometheus/entrepot.rules.yml")).unwrap();
     // The expressions, not the prose of the annotations.
     let exprs: String = rules
@@ -254,6 +250,15 @@ fn the_prometheus_rules_check_and_fire_as_tested() {
             "the rules use {name}, which the mirror does not export"
         );
     }
+}
+
+/// What a fresh mirror's `/metrics` says after serving one manifest.
+fn exported_metrics() -> String {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap()
 }
 
 /// Every `entrepot_*` metric name in a text (rules, dashboards).
@@ -347,11 +352,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics() {
             exprs.push(q.to_owned());
         }
     }
-    let seed = seed();
-    let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
-    raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
-    let exported = String::from_utf8(raw_request(m.port, "GET", "/metrics", &[]).body).unwrap();
+    let exported = exported_metrics();
     for name in metric_names(&exprs.join("\n")) {
         let base = name
             .trim_end_matches("_bucket")
