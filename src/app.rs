@@ -77,7 +77,7 @@ impl App {
             .iter()
             .map(|u| {
                 metrics.known_upstream(&u.name);
-                Upstream::new(u, metrics.clone()).map(Arc::new)
+                Upstream::new(u, metrics.clone(), config.cache.offline).map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;

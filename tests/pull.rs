@@ -397,3 +397,48 @@ fn cached_content_is_served_only_where_it_belongs() {
         check_refused(&m, path);
     }
 }
+
+/// `[cache] offline = true` (issue 10): the upstream is never contacted; what is cached is served,
+/// tags included however old; anything else is a clean 404 at once.
+#[test]
+fn offline_serves_the_cache_and_never_contacts_the_upstream() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let img = seed.image("oci/app");
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1s\"");
+    let out = scratch("offline-mode");
+    let reference = format!("{}/oci/app:{}", m.host(), img.tag);
+    assert_eq!(
+        skopeo_pull(&reference, &out.path().join("a"), false),
+        img.digest
+    );
+    m.wait_settled();
+    m.reconfigure(|cfg| cfg.replace("[cache]\n", "[cache]\noffline = true\n"));
+    let asked = std::fs::read_to_string(&reg.log).unwrap().lines().count();
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // past tag_ttl
+    assert_eq!(
+        skopeo_pull(&reference, &out.path().join("b"), false),
+        img.digest
+    );
+    let tags = raw_request(m.port, "GET", "/v2/oci/app/tags/list", &[]);
+    assert_eq!(tags.status, 200);
+    assert!(String::from_utf8_lossy(&tags.body).contains(&img.tag));
+    // Not cached: 404 with the registry's codes, and a message that says why.
+    let other = seed.image("lru/a");
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/lru/a/manifests/{}", other.tag),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("MANIFEST_UNKNOWN"));
+    assert!(String::from_utf8_lossy(&r.body).contains("offline"));
+    let (blob, _) = other.largest_blob();
+    let r = raw_request(m.port, "GET", &format!("/v2/lru/a/blobs/{blob}"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("BLOB_UNKNOWN"));
+    assert_eq!(m.temp_files(), 0);
+    let after = std::fs::read_to_string(&reg.log).unwrap().lines().count();
+    assert_eq!(after, asked, "the upstream was contacted while offline");
+}

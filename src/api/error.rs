@@ -132,7 +132,7 @@ impl From<&UpstreamError> for ApiError {
     fn from(e: &UpstreamError) -> ApiError {
         let msg = e.to_string();
         match e {
-            UpstreamError::NotFound { what, .. } => {
+            UpstreamError::NotFound { what, .. } | UpstreamError::Offline { what, .. } => {
                 let code = match what {
                     Resource::Manifest => "MANIFEST_UNKNOWN",
                     Resource::Blob => "BLOB_UNKNOWN",

@@ -11,7 +11,7 @@ use super::links::scope;
 use super::{Cache, CacheError, Fill, blocking};
 use crate::metrics::{Lookup, LookupResult};
 use crate::reference::{Digest, RepoName};
-use crate::upstream::Upstream;
+use crate::upstream::{Resource, Upstream, UpstreamError};
 
 /// A blob to serve: a stored file, or a fill in progress.
 pub(crate) enum BlobSource {
@@ -115,6 +115,13 @@ impl Cache {
                     self.metrics.lookup(Lookup::Blob, LookupResult::Join);
                     let file = reader.fill().file()?;
                     return Ok(BlobSource::Filling { reader, file });
+                }
+                Found::Nothing if up.offline => {
+                    // No fill, no temp file: there is nowhere to fetch from.
+                    return Err(CacheError::Upstream(UpstreamError::Offline {
+                        upstream: up.name.clone(),
+                        what: Resource::Blob,
+                    }));
                 }
                 Found::Nothing => {
                     if let Some(source) = self.start_fill(up, repo, digest, scope.clone()).await? {

@@ -228,12 +228,18 @@ impl Cache {
         tag: &Tag,
     ) -> Result<(Option<TagEntry>, Option<Manifest>), CacheError> {
         if let Some(entry) = self.hot.tag(&up.name, repo.as_str(), tag.as_str())
-            && self.fresh(&entry)
+            && (self.fresh(&entry) || up.offline)
             && let Some(m) = self.hot_manifest(up, &entry.digest)
         {
             return Ok((Some(entry), Some(m)));
         }
-        let (index, store, ttl) = (self.index.clone(), self.store.clone(), self.tag_ttl);
+        // Offline, tags never expire: there is no one to ask.
+        let ttl = if up.offline {
+            Duration::MAX
+        } else {
+            self.tag_ttl
+        };
+        let (index, store) = (self.index.clone(), self.store.clone());
         let (upstream, r, t) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
         let (entry, found) = blocking(move || {
             let entry = index.tag(&upstream, &r, &t)?;

@@ -84,6 +84,8 @@ pub(crate) struct CacheConfig {
     pub(crate) dir: PathBuf,
     pub(crate) max_size: u64,
     pub(crate) tag_ttl: Duration,
+    /// Never contact an upstream: serve what is cached, tags never expire.
+    pub(crate) offline: bool,
 }
 
 /// Turns the file's raw values into checked ones; every mistake names its key and the file.
@@ -173,6 +175,7 @@ impl Checker<'_> {
             dir,
             max_size,
             tag_ttl,
+            offline: raw.offline.unwrap_or(false),
         })
     }
 

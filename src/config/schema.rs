@@ -53,6 +53,7 @@ pub(super) struct RawCache {
     pub(super) dir: Option<PathBuf>,
     pub(super) max_size: Option<String>,
     pub(super) tag_ttl: Option<String>,
+    pub(super) offline: Option<bool>,
 }
 
 #[derive(Deserialize)]

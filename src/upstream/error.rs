@@ -80,13 +80,19 @@ pub(crate) enum UpstreamError {
     Status { upstream: String, status: u16 },
     #[error("upstream {upstream} sent a bad answer: {reason}")]
     BadResponse { upstream: String, reason: String },
+    #[error(
+        "{what} not in the cache, and upstream {upstream} is never contacted ([cache] offline = true)"
+    )]
+    Offline { upstream: String, what: Resource },
 }
 
 impl UpstreamError {
     pub(crate) fn origin(&self) -> Origin {
         match self {
             UpstreamError::Unreachable { .. } => Origin::Network,
-            UpstreamError::Busy { .. } | UpstreamError::Credentials { .. } => Origin::Mirror,
+            UpstreamError::Busy { .. }
+            | UpstreamError::Credentials { .. }
+            | UpstreamError::Offline { .. } => Origin::Mirror,
             UpstreamError::NotFound { .. }
             | UpstreamError::Denied { .. }
             | UpstreamError::TooManyRequests { .. }
@@ -106,7 +112,8 @@ impl UpstreamError {
             UpstreamError::Credentials { .. }
             | UpstreamError::NotFound { .. }
             | UpstreamError::Denied { .. }
-            | UpstreamError::BadResponse { .. } => false,
+            | UpstreamError::BadResponse { .. }
+            | UpstreamError::Offline { .. } => false,
         }
     }
 
@@ -117,7 +124,9 @@ impl UpstreamError {
         self.retry_may_help()
             || matches!(
                 self,
-                UpstreamError::BadResponse { .. } | UpstreamError::Credentials { .. }
+                UpstreamError::BadResponse { .. }
+                    | UpstreamError::Credentials { .. }
+                    | UpstreamError::Offline { .. }
             )
     }
 }

@@ -55,10 +55,17 @@ pub(crate) struct Upstream {
     /// After a 429 with `Retry-After`: no request goes out before this instant.
     cool_down_until: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
+    /// `[cache] offline`: every call fails at once with [`UpstreamError::Offline`].
+    pub(crate) offline: bool,
 }
 
 impl Upstream {
-    pub(crate) fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, BuildError> {
+    /// An upstream as configured; `offline` (`[cache] offline`) means it is never contacted.
+    pub(crate) fn new(
+        cfg: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+        offline: bool,
+    ) -> Result<Upstream, BuildError> {
         let client = transport::build_client(cfg)?;
         let mut base = cfg.url.clone();
         if !base.path().ends_with('/') {
@@ -80,6 +87,7 @@ impl Upstream {
             slots: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             cool_down_until: Mutex::new(None),
             metrics,
+            offline,
         })
     }
 

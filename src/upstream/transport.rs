@@ -79,6 +79,12 @@ impl Upstream {
         headers: HeaderMap,
         what: Resource,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        if self.offline {
+            return Err(UpstreamError::Offline {
+                upstream: self.name.clone(),
+                what,
+            });
+        }
         self.check_cool_down()?;
         let slot = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
             .await
