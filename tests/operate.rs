@@ -174,18 +174,11 @@ fn tls_certificates_rotate_under_load() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert/tls_key"));
 }
 
-/// The repository's `deploy/` folder.
-fn deploy(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(path)
-}
-
 /// `deploy/systemd/entrepot.service` passes `systemd-analyze verify` (with `ExecStart` pointing
 /// at the binary under test, as an install would put it at /usr/local/bin).
 #[test]
 fn the_systemd_unit_verifies() {
-    let unit = std::fs::read_to_string(deploy("systemd/entrepot.service")).unwrap();
+    let unit = std::fs::read_to_string(deploy_file("systemd/entrepot.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/entrepot serve"));
     for hardening in [
         "DynamicUser=yes",
@@ -216,7 +209,7 @@ fn the_systemd_unit_verifies() {
 fn promtool(args: &[&str]) {
     let out = Command::new("promtool")
         .args(args)
-        .current_dir(deploy("prometheus"))
+        .current_dir(deploy_file("prometheus"))
         .output()
         .expect("promtool (Debian package prometheus) must be installed");
     assert!(
@@ -236,7 +229,7 @@ fn the_prometheus_rules_check_and_fire_as_tested() {
     promtool(&["test", "rules", "entrepot.rules.test.yml"]);
     // Every metric the rules name is one the mirror exports.
     let exported = exported_metrics();
-    let rules = std::fs::read_to_string(deploy("prometheus/entrepot.rules.yml")).unwrap();
+    let rules = std::fs::read_to_string(deploy_file("prometheus/entrepot.rules.yml")).unwrap();
     // The expressions, not the prose of the annotations.
     let exprs: String = rules
         .lines()
@@ -282,14 +275,14 @@ fn prometheus_scrapes_the_mirror() {
     let reg = Registry::start(&seed.storage);
     let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     let dir = scratch("prometheus");
-    let config = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).unwrap();
+    let config = std::fs::read_to_string(deploy_file("prometheus/prometheus.yml")).unwrap();
     std::fs::write(
         dir.path().join("prometheus.yml"),
         config.replace("localhost:5000", &format!("127.0.0.1:{}", m.port)),
     )
     .unwrap();
     std::fs::copy(
-        deploy("prometheus/entrepot.rules.yml"),
+        deploy_file("prometheus/entrepot.rules.yml"),
         dir.path().join("entrepot.rules.yml"),
     )
     .unwrap();
@@ -335,7 +328,7 @@ fn prometheus_scrapes_the_mirror() {
 /// mirror exports (and each of those at least once in a panel).
 #[test]
 fn the_grafana_dashboard_uses_only_exported_metrics() {
-    let text = std::fs::read_to_string(deploy("grafana/entrepot.json")).unwrap();
+    let text = std::fs::read_to_string(deploy_file("grafana/entrepot.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut exprs = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
@@ -374,7 +367,7 @@ fn kubernetes_documents() -> Vec<serde_json::Value> {
              docs = [d for f in sorted(glob.glob(sys.argv[1] + '/*.yaml')) for d in yaml.safe_load_all(open(f)) if d]\n\
              print(json.dumps(docs))",
         ])
-        .arg(deploy("kubernetes"))
+        .arg(deploy_file("kubernetes"))
         .output()
         .expect("python3 with PyYAML (Debian package python3-yaml) must be installed");
     assert!(

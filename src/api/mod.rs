@@ -150,22 +150,23 @@ async fn ready(app: &App, head: bool) -> Response<Body> {
 }
 
 fn text_response(status: StatusCode, body: &str, head: bool) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(if head {
-            full(Vec::new())
-        } else {
-            full(body.to_owned())
-        })
-        .expect("valid")
+    small_response(status, "text/plain; charset=utf-8", body.to_owned(), head)
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {
+    small_response(status, "application/json", body, head)
+}
+
+/// A whole body in one buffer, with its length; a HEAD gets the headers alone.
+fn small_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    head: bool,
+) -> Response<Body> {
     Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, body.len())
         .body(if head { full(Vec::new()) } else { full(body) })
         .expect("valid")

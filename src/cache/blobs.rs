@@ -170,8 +170,7 @@ impl Cache {
             }
         };
         let Some(reader) = reader else {
-            let temp = fill.temp_path.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_file(temp));
+            fill.remove_temp().await;
             return Ok(None);
         };
         self.metrics.lookup(Lookup::Blob, LookupResult::Miss);

@@ -146,6 +146,13 @@ impl Fill {
         ))
     }
 
+    /// Deletes the temp file's name (on the blocking pool); descriptors already open keep
+    /// reading. A file already gone is fine.
+    pub(crate) async fn remove_temp(&self) {
+        let temp = self.temp_path.clone();
+        let _ = super::off_the_workers(move || std::fs::remove_file(temp)).await;
+    }
+
     /// A descriptor for writing (the fill task's) or reading (a client's).
     pub(crate) fn file(&self) -> io::Result<File> {
         self.file.try_clone()

@@ -85,8 +85,7 @@ impl Cache {
                 self.metrics.fill_failed(e.failure_reason());
                 tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
             }
-            let temp = fill.temp_path.clone();
-            let _ = blocking(move || std::fs::remove_file(temp)).await;
+            fill.remove_temp().await;
             // After the digest matched, clients keep what they have: only keeping it failed.
             // (A failed disk write has already ended the readers that needed the file.)
             if !verified {
@@ -126,8 +125,7 @@ impl Cache {
         if !keep {
             // Nothing will be written: the temp file goes now, and the next client of this
             // digest starts its own fill rather than joining one that keeps no bytes behind it.
-            let temp = fill.temp_path.clone();
-            let _ = blocking(move || std::fs::remove_file(temp)).await;
+            fill.remove_temp().await;
             self.forget_fill(fill);
         }
         tx.send_modify(|s| s.total = total);
@@ -246,16 +244,17 @@ impl Cache {
         self.forget_fill(fill);
         // The file is verified and in place; if the index write fails, the next start forgets
         // the file, which costs a refetch and nothing else.
-        let (index, d) = (self.index.clone(), digest.clone());
+        let d = digest.clone();
         let (upstream, repo) = (up.name.clone(), repo.to_string());
-        let recorded = blocking(move || {
-            index.put_entries(&[(d.clone(), meta)])?;
-            if new_link {
-                index.put_links(&[(d, scope, Some(size))])?;
-            }
-            index.note_repo(&upstream, &repo, now_millis())
-        })
-        .await;
+        let recorded = self
+            .with_index(move |ix| {
+                ix.put_entries(&[(d.clone(), meta)])?;
+                if new_link {
+                    ix.put_links(&[(d, scope, Some(size))])?;
+                }
+                ix.note_repo(&upstream, &repo, now_millis())
+            })
+            .await;
         if let Err(e) = recorded {
             tracing::error!(%digest, error = %e, "could not record a stored blob in the index");
         }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{Cache, CacheError, blocking};
+use super::{Cache, CacheError};
 use crate::reference::{Digest, RepoName};
 
 /// The links of every digest the cache knows of.
@@ -140,8 +140,7 @@ impl Cache {
         if new.is_empty() {
             return Ok(());
         }
-        let index = self.index.clone();
-        blocking(move || index.put_links(&new)).await
+        self.with_index(move |ix| ix.put_links(&new)).await
     }
 
     /// Links a manifest and everything it lists to (upstream, repo).

@@ -215,8 +215,14 @@ impl Cache {
         })
     }
 
-    fn fresh(&self, entry: &TagEntry) -> bool {
-        Duration::from_millis(now_millis().saturating_sub(entry.checked_at_ms)) < self.tag_ttl
+    /// How long this upstream's tags are trusted: `tag_ttl`, or for ever offline (there is no
+    /// one to ask).
+    fn tag_ttl_for(&self, up: &Upstream) -> Duration {
+        if up.offline {
+            Duration::MAX
+        } else {
+            self.tag_ttl
+        }
     }
 
     /// A repository's cached tag, and its manifest if the tag is within `tag_ttl`: one trip to
@@ -227,29 +233,19 @@ impl Cache {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<(Option<TagEntry>, Option<Manifest>), CacheError> {
+        let ttl = self.tag_ttl_for(up);
         if let Some(entry) = self.hot.tag(&up.name, repo.as_str(), tag.as_str())
-            && (self.fresh(&entry) || up.offline)
+            && fresh(&entry, ttl)
             && let Some(m) = self.hot_manifest(up, &entry.digest)
         {
             return Ok((Some(entry), Some(m)));
         }
-        // Offline, tags never expire: there is no one to ask.
-        let ttl = if up.offline {
-            Duration::MAX
-        } else {
-            self.tag_ttl
-        };
         let (index, store) = (self.index.clone(), self.store.clone());
         let (upstream, r, t) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
         let (entry, found) = blocking(move || {
             let entry = index.tag(&upstream, &r, &t)?;
             let found = match &entry {
-                Some(e)
-                    if Duration::from_millis(now_millis().saturating_sub(e.checked_at_ms))
-                        < ttl =>
-                {
-                    read_manifest(&index, &store, &upstream, &e.digest)?
-                }
+                Some(e) if fresh(e, ttl) => read_manifest(&index, &store, &upstream, &e.digest)?,
                 _ => None,
             };
             Ok::<_, CacheError>((entry, found))
@@ -364,6 +360,11 @@ impl Cache {
         self.publish_size();
         Ok(())
     }
+}
+
+/// Whether a tag confirmed at `entry.checked_at_ms` is still within `ttl`.
+fn fresh(entry: &TagEntry, ttl: Duration) -> bool {
+    Duration::from_millis(now_millis().saturating_sub(entry.checked_at_ms)) < ttl
 }
 
 /// A manifest's media type (for this upstream) and bytes, if the cache holds it. Blocking.
