@@ -321,10 +321,24 @@ impl Mirror {
         false
     }
 
-    /// Waits until every fill has committed or given up: nothing left in `tmp/`.
+    /// Waits until every fill has committed or given up: nothing left in `tmp/`, and (where
+    /// `/metrics` is served) no fill in flight. A fill renames its file out of `tmp/` a moment
+    /// before it records it; until then a new request joins the fill rather than hitting.
     pub fn wait_settled(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.temp_files() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return; // not running: nothing in flight
+            }
+            let r = raw_request(self.port, "GET", "/metrics", &[]);
+            if r.status != 200
+                || String::from_utf8_lossy(&r.body).contains("\nentrepot_fills_in_flight 0\n")
+            {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
