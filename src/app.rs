@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::reference::{ImageName, RepoName};
 use crate::server::{self, Shutdown};
 use crate::upstream::{BuildError, Upstream};
 
@@ -68,7 +69,9 @@ pub struct CacheSetupError(CacheError);
 const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
 impl App {
-    fn new(config: &Config) -> Result<App, StartError> {
+    /// Builds the upstreams and opens the cache (blocking: it reads the index and walks the
+    /// store). The offline commands use it as `serve` does.
+    pub(crate) fn new(config: &Config) -> Result<App, StartError> {
         // One process-wide TLS crypto provider (ring); a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
@@ -99,6 +102,36 @@ impl App {
             serve_metrics: config.server.metrics,
             draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+}
+
+impl App {
+    /// The upstream configured under this registry name (`index.docker.io` and
+    /// `registry-1.docker.io` are what clients call Docker Hub too).
+    pub(crate) fn upstream_named(&self, name: &str) -> Option<Arc<Upstream>> {
+        let name = match name {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            n => n,
+        };
+        self.upstreams.iter().find(|u| u.name == name).cloned()
+    }
+
+    /// The upstream an image name points at (its registry, else the default upstream), and the
+    /// repository as that upstream spells it.
+    pub(crate) fn upstream_for(
+        &self,
+        image: &ImageName,
+    ) -> Result<(Arc<Upstream>, RepoName), String> {
+        let up = match &image.registry {
+            Some(r) => self.upstream_named(r).ok_or_else(|| {
+                format!("{image}: no [[upstream]] is named {r:?} in the configuration")
+            })?,
+            None => self.default_upstream.clone().ok_or_else(|| {
+                format!("{image}: names no registry, and no upstream is the default")
+            })?,
+        };
+        let repo = up.spell(image.repo.clone());
+        Ok((up, repo))
     }
 }
 

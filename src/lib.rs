@@ -9,15 +9,20 @@
 // Nothing is `pub` that only the crate uses: what `main.rs` needs is re-exported below.
 #![warn(unreachable_pub)]
 
+mod airgap;
 mod api;
 mod app;
 mod cache;
 mod config;
+mod manifest;
 mod media_type;
 mod metrics;
 mod reference;
 mod server;
 mod upstream;
 
+pub use airgap::{
+    CommandError, ExportOptions, ImportOptions, WarmOptions, export, gc, import, ls, rm, warm,
+};
 pub use app::{CacheSetupError, StartError, TlsSetupError, UpstreamSetupError, run};
 pub use config::{Config, ConfigError, LogFormat};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use entrepot::{Config, LogFormat};
+use entrepot::{CommandError, Config, ExportOptions, ImportOptions, LogFormat, WarmOptions};
 
 /// A pull-through caching mirror for container registries.
 #[derive(Parser)]
@@ -25,6 +25,59 @@ enum Command {
     Serve,
     /// Check a configuration and print the effective settings (secrets redacted).
     CheckConfig,
+    /// Pull images through the configured upstreams into the cache, without a client.
+    ///
+    /// Names as dockerd reads them: `busybox`, `docker.io/library/busybox:1.36`,
+    /// `quay.io/org/app@sha256:...`. Every platform of an index unless --platform narrows it.
+    /// Needs the cache to itself: stop `serve` on the same cache first.
+    Warm {
+        /// Images to warm.
+        images: Vec<String>,
+        /// A file of image names, one per line (blank lines and `#` comments skipped).
+        #[arg(short = 'f', long = "file", value_name = "LIST")]
+        list: Option<PathBuf>,
+        /// Keep only this platform of a multi-platform image (`linux/amd64`); repeatable.
+        #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+        platforms: Vec<String>,
+    },
+    /// Write cached images as an OCI image layout in a tar (for `import` on the far side, or
+    /// `skopeo copy oci-archive:FILE.tar:docker.io/library/busybox:latest`).
+    Export {
+        /// The archive to write.
+        #[arg(short, long, value_name = "FILE.tar")]
+        output: PathBuf,
+        /// Images to export, as `ls` shows them.
+        images: Vec<String>,
+        /// Export every cached image.
+        #[arg(long)]
+        all: bool,
+        /// Leave out blobs an earlier archive carried (import it first on the far side).
+        #[arg(long, value_name = "OLD.tar")]
+        exclude_from: Option<PathBuf>,
+    },
+    /// Verify an OCI layout (tar or directory; ours, skopeo's, or `docker save` from Docker 25+)
+    /// and load its images into the cache, pinned. Nothing is loaded unless all of it verifies.
+    Import {
+        /// The archive or directory.
+        #[arg(value_name = "FILE.tar|DIR")]
+        source: PathBuf,
+        /// Let the LRU evict the imported content like pulled content.
+        #[arg(long)]
+        unpinned: bool,
+    },
+    /// List cached images: tags, platforms, sizes, last use, and whether pinned.
+    Ls,
+    /// Remove images from the cache, with the content no other cached image uses.
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove blobs that no cached manifest lists.
+    Gc {
+        /// Keep blobs used within this long (a client may still fetch their manifest).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +95,39 @@ fn main() -> ExitCode {
             print!("{}", config.describe());
             ExitCode::SUCCESS
         }
+        Command::Warm {
+            images,
+            list,
+            platforms,
+        } => finish(entrepot::warm(
+            &config,
+            WarmOptions {
+                images,
+                list,
+                platforms,
+            },
+        )),
+        Command::Export {
+            output,
+            images,
+            all,
+            exclude_from,
+        } => finish(entrepot::export(
+            &config,
+            ExportOptions {
+                output,
+                images,
+                all,
+                exclude_from,
+            },
+        )),
+        Command::Import { source, unpinned } => finish(entrepot::import(
+            &config,
+            ImportOptions { source, unpinned },
+        )),
+        Command::Ls => finish(entrepot::ls(&config)),
+        Command::Rm { images } => finish(entrepot::rm(&config, &images)),
+        Command::Gc { grace } => finish(entrepot::gc(&config, grace)),
         Command::Serve => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -60,6 +146,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A command's exit: 0, or 1 with what failed on stderr.
+fn finish(result: Result<(), CommandError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("entrepot: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -41,14 +41,14 @@ fn pick_upstream(
     query: &str,
 ) -> Result<(Arc<Upstream>, RepoName), ApiError> {
     if let Some((first, rest)) = name.split_once('/')
-        && let Some(up) = upstream_named(app, first)
+        && let Some(up) = app.upstream_named(first)
     {
         let repo = RepoName::parse(rest).ok_or_else(|| ApiError::name_invalid(name))?;
         return Ok((up, repo));
     }
     let repo = RepoName::parse(name).ok_or_else(|| ApiError::name_invalid(name))?;
     if let Some(ns) = query_param(query, "ns") {
-        return match upstream_named(app, &ns) {
+        return match app.upstream_named(&ns) {
             Some(up) => Ok((up, repo)),
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -68,13 +68,4 @@ fn pick_upstream(
             "no registry named in the request and no default upstream is configured",
         )),
     }
-}
-
-fn upstream_named(app: &App, name: &str) -> Option<Arc<Upstream>> {
-    // `index.docker.io` and `registry-1.docker.io` are what clients call Docker Hub too.
-    let name = match name {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io",
-        n => n,
-    };
-    app.upstreams.iter().find(|u| u.name == name).cloned()
 }

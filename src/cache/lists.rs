@@ -1,6 +1,7 @@
 //! Lists the mirror passes on from the upstream: a repository's tags (with the cached tags as a
 //! fallback when the upstream fails) and a manifest's referrers (passed through, so an upstream
-//! 404 stays a 404 and clients fall back to the tag schema as they should).
+//! 404 stays a 404 and clients fall back to the tag schema as they should; offline, from the
+//! cache).
 
 use crate::reference::{Digest, RepoName};
 use crate::upstream::{ReferrersAnswer, Upstream};
@@ -37,7 +38,8 @@ impl Cache {
         Ok((tags, more))
     }
 
-    /// The referrers of a manifest, as the upstream lists them.
+    /// The referrers of a manifest, as the upstream lists them; offline, as the cache holds them
+    /// (`referrers.rs`).
     pub(crate) async fn referrers(
         &self,
         up: &Upstream,
@@ -45,6 +47,11 @@ impl Cache {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<ReferrersAnswer, CacheError> {
+        if up.offline {
+            return self
+                .cached_referrers(&up.name, repo, digest, artifact_type)
+                .await;
+        }
         Ok(up.referrers(repo, digest, artifact_type).await?)
     }
 }

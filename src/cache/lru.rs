@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::index::{EntryMeta, Index, KIND_BLOB};
+use super::index::{EntryMeta, Index, KIND_BLOB, KIND_PINNED};
 use super::links::Links;
 use super::store::BlobStore;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
@@ -90,7 +90,7 @@ impl State {
     }
 
     /// Removes entries in the order given until the stored bytes are at most `target`, skipping
-    /// any used since the order was taken (it is no longer old).
+    /// any used since the order was taken (it is no longer old) and pinned ones (imported).
     fn evict_in_order(
         &mut self,
         by_age: Vec<(u64, Digest)>,
@@ -101,7 +101,11 @@ impl State {
             if self.committed <= target {
                 break;
             }
-            if self.entries.get(&d).is_none_or(|m| m.last_access_ms != at) {
+            if self
+                .entries
+                .get(&d)
+                .is_none_or(|m| m.last_access_ms != at || m.kinds & KIND_PINNED != 0)
+            {
                 continue;
             }
             if let Some(m) = self.entries.remove(&d) {

@@ -349,13 +349,15 @@ impl Cache {
             }
         }
         let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
-        let (upstream, repo, d, t) = (
+        let (upstream, r, d, t) = (
             up.name.clone(),
             repo.to_string(),
             digest.clone(),
             media_type.to_owned(),
         );
-        self.with_index(move |ix| ix.put_manifest(&upstream, &repo, &d, meta, &t))
+        self.with_index(move |ix| ix.put_manifest(&upstream, &r, &d, meta, &t))
+            .await?;
+        self.note_referrer(&up.name, repo, digest, media_type, bytes)
             .await?;
         self.publish_size();
         Ok(())
@@ -368,7 +370,7 @@ fn fresh(entry: &TagEntry, ttl: Duration) -> bool {
 }
 
 /// A manifest's media type (for this upstream) and bytes, if the cache holds it. Blocking.
-fn read_manifest(
+pub(super) fn read_manifest(
     index: &Index,
     store: &BlobStore,
     upstream: &str,

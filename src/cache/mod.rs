@@ -18,10 +18,13 @@ mod fill_task;
 mod fill_writer;
 mod hot;
 mod index;
+mod inventory;
 mod links;
 mod lists;
+mod load;
 mod lru;
 mod manifests;
+mod referrers;
 mod store;
 
 use std::collections::HashMap;
@@ -36,7 +39,9 @@ pub(crate) use error::CacheError;
 pub(crate) use file_reader::FileReader;
 pub(crate) use fill::Fill;
 use index::{EntryMeta, Index};
+pub(crate) use inventory::{Held, TaggedImage};
 pub(crate) use lists::{MAX_PAGE, paginate};
+pub(crate) use load::Load;
 use lru::{State, remove_victims};
 pub(crate) use manifests::Manifest;
 use manifests::ManifestKey;
@@ -79,8 +84,9 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Cache>, CacheError> {
         std::fs::create_dir_all(dir)?;
-        let store = BlobStore::open(dir)?;
+        // The index first: its lock keeps a second process from clearing the first's temp files.
         let index = Index::open(&dir.join("index.redb"))?;
+        let store = BlobStore::open(dir)?;
         let state = reconcile(&store, &index)?;
         let cache = Arc::new(Cache {
             store: Arc::new(store),

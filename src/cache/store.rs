@@ -37,6 +37,14 @@ impl BlobStore {
         })
     }
 
+    /// Deletes everything under `tmp/` (content in flight that will never be committed): for a
+    /// command interrupted with fills unfinished, while it alone holds the cache. Blocking.
+    pub(super) fn clear_temp(&self) -> io::Result<()> {
+        super::assert_off_the_workers();
+        fs::remove_dir_all(&self.tmp)?;
+        fs::create_dir_all(&self.tmp)
+    }
+
     /// Writes, syncs and removes a small file under `tmp/`: the disk takes writes. Blocking.
     pub(super) fn check_writable(&self) -> io::Result<()> {
         super::assert_off_the_workers();

@@ -222,6 +222,11 @@ impl Metrics {
         self.fills_in_flight.add(delta);
     }
 
+    /// Fills running now, each until it has recorded its blob (or failed).
+    pub(crate) fn fills_running(&self) -> i64 {
+        self.fills_in_flight.get()
+    }
+
     /// Makes an upstream's byte counter exist (at 0) before its first fill.
     pub(crate) fn known_upstream(&self, upstream: &str) {
         self.upstream_bytes.with_label_values(&[upstream]);

@@ -6,10 +6,12 @@
 //! belongs. Digests live in `digest.rs`. Every layer uses these types; this module depends on nothing else here.
 
 mod digest;
+mod image;
 
 use std::fmt;
 
 pub(crate) use digest::{Algorithm, Digest, DigestError, Hasher};
+pub(crate) use image::ImageName;
 
 /// Longest repository name we accept (the spec caps registry host + `/` + name at 255).
 pub(crate) const MAX_NAME_LEN: usize = 255;

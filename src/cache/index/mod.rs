@@ -6,7 +6,9 @@
 //! - `tags`: upstream + repo + tag -> digest and when the upstream last confirmed it;
 //! - `repos`: upstream + repo, for `_catalog`;
 //! - `links`: digest + upstream + repo -> the size a manifest gave (or `u64::MAX`): which
-//!   repositories may be served which cached content (`links.rs`).
+//!   repositories may be served which cached content (`links.rs`);
+//! - `referrers`: subject digest + upstream + repo + referrer digest -> the referrer's descriptor
+//!   (JSON), so the referrers API can be answered from the cache offline (`batch.rs`).
 //!
 //! Keys join their parts with NUL, which no name, tag or digest can contain. Writes are small
 //! transactions; access times reach the index in batches (see `Cache::flush_access_times`).
@@ -22,6 +24,10 @@ const MANIFESTS: TableDefinition<&str, &str> = TableDefinition::new("manifests")
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 const LINKS: TableDefinition<&str, u64> = TableDefinition::new("links");
+const REFERRERS: TableDefinition<&str, &str> = TableDefinition::new("referrers");
+
+mod batch;
+pub(super) use batch::Batch;
 
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
@@ -29,6 +35,8 @@ const NO_SIZE: u64 = u64::MAX;
 /// Kinds an entry can be, as bit flags (one digest can be both).
 pub(super) const KIND_BLOB: u8 = 1;
 pub(super) const KIND_MANIFEST: u8 = 2;
+/// Imported content: never evicted by the LRU (`entrepot import`, unless `--unpinned`).
+pub(super) const KIND_PINNED: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 #[error("index: {0}")]
@@ -73,6 +81,23 @@ pub(super) struct TagEntry {
     pub checked_at_ms: u64,
 }
 
+impl TagEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.checked_at_ms.to_le_bytes().to_vec();
+        v.extend_from_slice(self.digest.to_string().as_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<TagEntry> {
+        let checked_at_ms = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+        let digest = Digest::parse(std::str::from_utf8(&v[8..]).ok()?).ok()?;
+        Some(TagEntry {
+            digest,
+            checked_at_ms,
+        })
+    }
+}
+
 pub(super) struct Index {
     db: Database,
 }
@@ -93,13 +118,21 @@ impl Index {
     }
 
     pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::create(path).map_err(ie)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => IndexError(format!(
+                "{} is in use by another entrepot process (a running `entrepot serve`?): \
+                 only one process may use a cache directory at a time",
+                path.display()
+            )),
+            e => ie(e),
+        })?;
         let tx = db.begin_write().map_err(ie)?;
         tx.open_table(ENTRIES).map_err(ie)?;
         tx.open_table(MANIFESTS).map_err(ie)?;
         tx.open_table(TAGS).map_err(ie)?;
         tx.open_table(REPOS).map_err(ie)?;
         tx.open_table(LINKS).map_err(ie)?;
+        tx.open_table(REFERRERS).map_err(ie)?;
         tx.commit().map_err(ie)?;
         Ok(Index { db })
     }
@@ -152,6 +185,7 @@ impl Index {
             let mut t = tx.open_table(ENTRIES).map_err(ie)?;
             let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
             let mut l = tx.open_table(LINKS).map_err(ie)?;
+            let mut r = tx.open_table(REFERRERS).map_err(ie)?;
             for d in digests {
                 let ds = d.to_string();
                 t.remove(ds.as_str()).map_err(ie)?;
@@ -160,6 +194,8 @@ impl Index {
                 m.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                     .map_err(ie)?;
                 l.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                    .map_err(ie)?;
+                r.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                     .map_err(ie)?;
             }
         }
@@ -257,18 +293,7 @@ impl Index {
         let Some(v) = t.get(key(&[upstream, repo, tag]).as_str()).map_err(ie)? else {
             return Ok(None);
         };
-        let v = v.value();
-        if v.len() < 8 {
-            return Ok(None);
-        }
-        let checked_at_ms = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
-        let digest = std::str::from_utf8(&v[8..])
-            .ok()
-            .and_then(|s| Digest::parse(s).ok());
-        Ok(digest.map(|digest| TagEntry {
-            digest,
-            checked_at_ms,
-        }))
+        Ok(TagEntry::decode(v.value()))
     }
 
     pub(super) fn put_tag(
@@ -278,8 +303,7 @@ impl Index {
         tag: &str,
         entry: &TagEntry,
     ) -> Result<(), IndexError> {
-        let mut v = entry.checked_at_ms.to_le_bytes().to_vec();
-        v.extend_from_slice(entry.digest.to_string().as_bytes());
+        let v = entry.encode();
         let tx = self.begin_write().map_err(ie)?;
         {
             tx.open_table(TAGS)

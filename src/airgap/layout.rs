@@ -1,0 +1,141 @@
+//! The OCI image layout (image-spec `image-layout.md`) as `export` writes it and `import` reads
+//! it: `oci-layout`, `index.json`, and `blobs/<alg>/<hex>`.
+//!
+//! `index.json` lists each image with `org.opencontainers.image.ref.name` set to its full
+//! reference (`docker.io/library/busybox:latest`), so `skopeo copy oci-archive:FILE:REF` finds
+//! it. Referrers (signatures, attestations) are listed too, unnamed, with the repository they
+//! belong to in `dev.entrepot.repository`. `docker save` (Docker 25 and later) names images in
+//! `io.containerd.image.name` instead, and puts only the tag in `ref.name`.
+
+use serde_json::{Value, json};
+
+use crate::manifest::Descriptor;
+use crate::reference::Digest;
+
+pub(super) const OCI_LAYOUT: &str = "oci-layout";
+pub(super) const INDEX_JSON: &str = "index.json";
+pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+pub(super) const REPOSITORY: &str = "dev.entrepot.repository";
+
+/// Largest `index.json` read.
+pub(super) const MAX_INDEX_JSON: u64 = 64 << 20;
+
+pub(super) fn oci_layout() -> Vec<u8> {
+    br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()
+}
+
+/// Where a blob lives inside the layout.
+pub(super) fn blob_path(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+}
+
+/// The digest a path inside a layout names, if it is a blob's path (`./` prefixes allowed).
+pub(super) fn blob_at(path: &str) -> Option<Digest> {
+    let path = path.trim_start_matches("./");
+    let rest = path.strip_prefix("blobs/")?;
+    let (alg, hex) = rest.split_once('/')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+/// One `index.json` entry as `export` writes it.
+pub(super) fn entry(
+    digest: &Digest,
+    media_type: &str,
+    size: u64,
+    annotation: (&str, &str),
+) -> Value {
+    json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": size,
+        "annotations": { annotation.0: annotation.1 },
+    })
+}
+
+pub(super) fn index_json(entries: Vec<Value>) -> Vec<u8> {
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    serde_json::to_vec_pretty(&index).expect("JSON values serialize")
+}
+
+/// What an `index.json` entry is, as `import` reads it.
+#[derive(Debug)]
+pub(super) enum Entry {
+    /// An image with its full reference.
+    Named(Descriptor, String),
+    /// A referrer, for this `upstream/repository`.
+    Referrer(Descriptor, String),
+    /// Neither: nothing says which repository it belongs to.
+    Unnamed(Descriptor),
+}
+
+/// The entries of an `index.json`.
+pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, String> {
+    let v: Value =
+        serde_json::from_slice(index_json).map_err(|e| format!("index.json is not JSON: {e}"))?;
+    let root = Digest::sha256_of(index_json);
+    let listing = crate::manifest::Listing::parse(&root, index_json)
+        .map_err(|e| format!("index.json: {}", e.reason))?;
+    let raw = v["manifests"].as_array().cloned().unwrap_or_default();
+    Ok(listing
+        .manifests
+        .into_iter()
+        .zip(raw)
+        .map(|(d, raw)| {
+            let a = &raw["annotations"];
+            let text = |k: &str| a[k].as_str().map(str::to_owned);
+            if let Some(name) = text(CONTAINERD_NAME) {
+                return Entry::Named(d, name);
+            }
+            match (text(REF_NAME), text(REPOSITORY)) {
+                // A full reference, not a bare tag (`docker save` and `skopeo ...:latest`).
+                (Some(name), _) if name.contains('/') => Entry::Named(d, name),
+                (_, Some(repo)) => Entry::Referrer(d, repo),
+                _ => Entry::Unnamed(d),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_paths_round_trip_and_nothing_else_is_a_blob() {
+        let d = Digest::sha256_of(b"x");
+        assert_eq!(blob_at(&blob_path(&d)), Some(d.clone()));
+        assert_eq!(blob_at(&format!("./{}", blob_path(&d))), Some(d));
+        for other in [
+            "index.json",
+            "blobs/sha256/zz",
+            "blobs/sha256/",
+            "../blobs/x/y",
+            "manifest.json",
+        ] {
+            assert_eq!(blob_at(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn entries_are_named_by_reference_or_repository() {
+        let d = Digest::sha256_of(b"m");
+        let t = "application/vnd.oci.image.manifest.v1+json";
+        let index = index_json(vec![
+            entry(&d, t, 1, (REF_NAME, "docker.io/library/a:v1")),
+            entry(&d, t, 1, (REPOSITORY, "docker.io/library/a")),
+            entry(&d, t, 1, (REF_NAME, "latest")),
+            entry(&d, t, 1, (CONTAINERD_NAME, "docker.io/library/b:latest")),
+        ]);
+        let e = entries(&index).unwrap();
+        assert!(matches!(&e[0], Entry::Named(_, n) if n == "docker.io/library/a:v1"));
+        assert!(matches!(&e[1], Entry::Referrer(_, r) if r == "docker.io/library/a"));
+        assert!(matches!(&e[2], Entry::Unnamed(_)));
+        assert!(matches!(&e[3], Entry::Named(_, n) if n == "docker.io/library/b:latest"));
+        assert!(entries(b"{").is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! `entrepot warm`: pulls images through the configured upstreams into the cache, with no client.
+//!
+//! The pull is the mirror's own: `Cache::manifest` and `Cache::blob`, so content is verified,
+//! linked and bounded exactly as when a client pulls. An index is kept whole; its platforms are
+//! all fetched unless `--platform` narrows them. Signatures and attestations come along: the
+//! referrers the upstream lists, and cosign's `sha256-<hex>.sig|.att|.sbom` tags. Interrupted
+//! (Ctrl-C, SIGTERM), it deletes the temp files of its unfinished fills before it exits, so no
+//! partial file is left.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use indicatif::ProgressBar;
+
+use super::progress::{Progress, size, table};
+use super::{CommandError, full_name, open, short};
+use crate::app::App;
+use crate::cache::{BlobSource, CacheError, Manifest, off_the_workers};
+use crate::config::Config;
+use crate::manifest::{Descriptor, Listing, platform_matches};
+use crate::reference::{Digest, ImageName, Reference, RepoName, Tag};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What to warm.
+pub struct WarmOptions {
+    pub images: Vec<String>,
+    /// A file of image names, one per line (`#` comments and blank lines skipped).
+    pub list: Option<PathBuf>,
+    /// `os/arch[/variant]` to keep of an index; every platform when empty.
+    pub platforms: Vec<String>,
+}
+
+/// Blobs fetched at once per image.
+const PARALLEL_BLOBS: usize = 4;
+
+/// What warming one image came to.
+struct Warmed {
+    digest: Digest,
+    platforms: Vec<String>,
+    bytes: u64,
+    fetched: u64,
+    artifacts: usize,
+}
+
+pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
+    let names = names(&opts)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::new(format!("cannot start the runtime: {e}")))?;
+    let app = open(config)?;
+    let outcome = runtime.block_on(async {
+        let work = warm_all(&app, &names, &opts.platforms);
+        tokio::select! {
+            r = work => Some(r),
+            _ = interrupted() => None,
+        }
+    });
+    let results = match outcome {
+        Some(results) => {
+            runtime.block_on(async {
+                app.cache.settle().await;
+                let _ = app.cache.flush_access_times().await;
+            });
+            results
+        }
+        None => {
+            // Unfinished fills stop with the runtime; their temp files go with them.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            app.cache.clear_temp()?;
+            return Err(CommandError::new(
+                "interrupted: images warmed so far are kept; no partial file is left",
+            ));
+        }
+    };
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(name, r)| match r {
+            Ok(w) => vec![
+                name.clone(),
+                short(&w.digest),
+                w.platforms.join(","),
+                size(w.bytes),
+                size(w.fetched),
+                format!("{}", w.artifacts),
+                "ok".into(),
+            ],
+            Err(e) => vec![
+                name.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                e.clone(),
+            ],
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "IMAGE",
+                "DIGEST",
+                "PLATFORMS",
+                "SIZE",
+                "FETCHED",
+                "SIGNATURES",
+                "RESULT"
+            ],
+            &rows
+        )
+    );
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::new(format!(
+            "{} of {} images could not be warmed: {}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
+/// The image names given, from the command line and the list file, checked before any work.
+fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
+    let mut raw = opts.images.clone();
+    if let Some(list) = &opts.list {
+        let text = std::fs::read_to_string(list)
+            .map_err(|e| CommandError::new(format!("{}: {e}", list.display())))?;
+        raw.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if raw.is_empty() {
+        return Err(CommandError::new(
+            "no images named: give IMAGE... or -f LIST",
+        ));
+    }
+    raw.iter()
+        .map(|n| ImageName::parse(n).map_err(CommandError::new))
+        .collect()
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn warm_all(
+    app: &Arc<App>,
+    names: &[ImageName],
+    platforms: &[String],
+) -> Vec<(String, Result<Warmed, String>)> {
+    let progress = Progress::new(names.len() as u64, "images");
+    let mut out = Vec::new();
+    for name in names {
+        let started = Instant::now();
+        let result = match app.upstream_for(name) {
+            Ok((up, repo)) => {
+                let shown = full_name(&up.name, repo.as_str(), &name.reference);
+                let bar = progress.item(&shown);
+                let r = warm_one(app, &up, &repo, &name.reference, platforms, &bar).await;
+                bar.finish_and_clear();
+                (shown, r)
+            }
+            Err(e) => (name.to_string(), Err(e)),
+        };
+        match &result.1 {
+            Ok(w) => progress.line(format!(
+                "warmed {}: {} ({} fetched) in {:.1}s",
+                result.0,
+                size(w.bytes),
+                size(w.fetched),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) => progress.line(format!("failed {}: {e}", result.0)),
+        }
+        progress.overall().inc(1);
+        out.push(result);
+    }
+    progress.finish();
+    out
+}
+
+async fn warm_one(
+    app: &Arc<App>,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    reference: &Reference,
+    platforms: &[String],
+    bar: &ProgressBar,
+) -> Result<Warmed, String> {
+    let root = manifest(app, up, repo, reference).await?;
+    let mut manifests = vec![root.clone()];
+    let mut blobs = Vec::new();
+    let mut kept_platforms = Vec::new();
+    let listing = listing_of(&root)?;
+    for child in &listing.manifests {
+        if !platform_matches(child.platform.as_deref(), platforms) {
+            continue;
+        }
+        let m = manifest(app, up, repo, &Reference::Digest(child.digest.clone())).await?;
+        blobs.extend(listing_of(&m)?.blobs);
+        kept_platforms.extend(child.platform.clone());
+        manifests.push(m);
+    }
+    blobs.extend(listing.blobs);
+    if listing.manifests.is_empty() {
+        kept_platforms.push("-".into());
+    } else if kept_platforms.is_empty() {
+        return Err(format!(
+            "the index lists no platform among {}",
+            platforms.join(", ")
+        ));
+    }
+    // Signatures and attestations of every manifest kept, with their own blobs.
+    let mut artifacts = 0;
+    for m in manifests.clone() {
+        for a in artifacts_of(app, up, repo, &m.digest).await? {
+            blobs.extend(listing_of(&a)?.blobs);
+            manifests.push(a);
+            artifacts += 1;
+        }
+    }
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    bar.set_length(total);
+    let fetched = futures_util::stream::iter(blobs.iter())
+        .map(|b| fetch_blob(app, up, repo, b, bar))
+        .buffer_unordered(PARALLEL_BLOBS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<u64>, String>>()?
+        .into_iter()
+        .sum();
+    app.cache.settle().await;
+    // A blob larger than max_size is streamed through, never kept: say so.
+    let cache = app.cache.clone();
+    let (name, d) = (up.name.clone(), root.digest.clone());
+    let held = off_the_workers(move || cache.held(&name, &d))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the manifest was not kept in the cache".to_owned())?;
+    if let Some(lost) = held.missing.first() {
+        return Err(format!(
+            "blob {lost} was not kept: it is larger than the cache's max_size, or was evicted to make room"
+        ));
+    }
+    let bytes = manifests.iter().map(|m| m.size).sum::<u64>() + total;
+    Ok(Warmed {
+        digest: root.digest,
+        platforms: kept_platforms,
+        bytes,
+        fetched,
+        artifacts,
+    })
+}
+
+async fn manifest(
+    app: &App,
+    up: &Upstream,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Manifest, String> {
+    app.cache
+        .manifest(up, repo, reference, false)
+        .await
+        .map_err(|e| format!("manifest {reference}: {e}"))
+}
+
+fn listing_of(m: &Manifest) -> Result<Listing, String> {
+    let bytes = m.bytes.as_deref().unwrap_or_default();
+    Listing::parse(&m.digest, bytes).map_err(|e| e.to_string())
+}
+
+/// The referrers the upstream lists for `digest`, and its cosign-style tags, as manifests. An
+/// upstream without the referrers API, or without such tags, has none.
+async fn artifacts_of(
+    app: &App,
+    up: &Upstream,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Vec<Manifest>, String> {
+    let mut out = Vec::new();
+    if let Ok(answer) = app.cache.referrers(up, repo, digest, None).await
+        && let Ok(listing) = Listing::parse(digest, &answer.body)
+    {
+        for r in listing.manifests {
+            out.push(manifest(app, up, repo, &Reference::Digest(r.digest)).await?);
+        }
+    }
+    for suffix in ["sig", "att", "sbom"] {
+        let tag = format!("{}-{}.{suffix}", digest.algorithm().name(), digest.hex());
+        let Some(tag) = Tag::parse(&tag) else {
+            continue;
+        };
+        match app
+            .cache
+            .manifest(up, repo, &Reference::Tag(tag), false)
+            .await
+        {
+            Ok(m) => {
+                if !out.iter().any(|o| o.digest == m.digest) {
+                    out.push(m);
+                }
+            }
+            Err(e) if matches!(&*e, CacheError::Upstream(UpstreamError::NotFound { .. })) => {}
+            Err(e) => return Err(format!("cosign tag of {digest}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Fetches one blob into the cache (or finds it there). Returns the bytes fetched upstream.
+async fn fetch_blob(
+    app: &Arc<App>,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    blob: &Descriptor,
+    bar: &ProgressBar,
+) -> Result<u64, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("blob {}: {e}", blob.digest);
+    match app.cache.blob(up, repo, &blob.digest).await {
+        Ok(BlobSource::Stored { size, .. }) => {
+            bar.inc(size);
+            Ok(0)
+        }
+        Ok(BlobSource::Filling { reader, file }) => {
+            let total = reader.fill().total().await.map_err(|e| fail(&e))?;
+            let mut body = std::pin::pin!(reader.stream(file, 0, total));
+            while let Some(chunk) = body.next().await {
+                bar.inc(chunk.map_err(|e| fail(&e))?.len() as u64);
+            }
+            Ok(total)
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}

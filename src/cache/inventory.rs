@@ -1,0 +1,294 @@
+//! What the cache holds, image by image, for the offline commands (`ls`, `rm`, `gc`, `export`).
+//!
+//! An image is a tag and everything its manifest reaches: child manifests (the platforms the cache
+//! holds), config and layers. These run in the command's own process, which holds the cache
+//! directory alone (the index's lock), so they call the index and the store directly: blocking
+//! calls, made outside any async worker.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::index::{KIND_BLOB, KIND_MANIFEST, KIND_PINNED};
+use super::lru::remove_victims;
+use super::manifests::read_manifest;
+use super::{Cache, CacheError, now_millis};
+use crate::manifest::Listing;
+use crate::reference::Digest;
+
+/// A cached tag.
+#[derive(Clone, Debug)]
+pub(crate) struct TaggedImage {
+    pub(crate) upstream: String,
+    pub(crate) repo: String,
+    pub(crate) tag: String,
+    pub(crate) digest: Digest,
+}
+
+/// A manifest the cache holds, with its bytes.
+pub(crate) struct HeldManifest {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// An image's content as the cache holds it.
+#[derive(Default)]
+pub(crate) struct Held {
+    /// Root first, then the child manifests held.
+    pub(crate) manifests: Vec<HeldManifest>,
+    /// Config and layer blobs held, with sizes (each once).
+    pub(crate) blobs: Vec<(Digest, u64)>,
+    /// The platforms held (`os/arch[/variant]`), for an index.
+    pub(crate) platforms: Vec<String>,
+    /// Child manifests of an index the cache does not hold (platforms left out).
+    pub(crate) absent: Vec<Digest>,
+    /// Blobs an image manifest lists that the cache does not hold (evicted): the image is
+    /// incomplete.
+    pub(crate) missing: Vec<Digest>,
+    pub(crate) bytes: u64,
+    pub(crate) last_used_ms: u64,
+    /// Whether the root manifest was imported pinned.
+    pub(crate) pinned: bool,
+}
+
+impl Cache {
+    /// Every cached tag, ordered by upstream, repository and tag.
+    pub(crate) fn tagged_images(&self) -> Result<Vec<TaggedImage>, CacheError> {
+        let mut out: Vec<TaggedImage> = self
+            .index
+            .all_tags()?
+            .into_iter()
+            .map(|(upstream, repo, tag, e)| TaggedImage {
+                upstream,
+                repo,
+                tag,
+                digest: e.digest,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.upstream, &a.repo, &a.tag).cmp(&(&b.upstream, &b.repo, &b.tag)));
+        Ok(out)
+    }
+
+    /// A cached manifest's media type (as served for `upstream`) and bytes.
+    pub(crate) fn manifest_bytes(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<Option<(String, Vec<u8>)>, CacheError> {
+        read_manifest(&self.index, &self.store, upstream, digest)
+    }
+
+    /// Everything the manifest `root` reaches that the cache holds, and what it lacks. None if
+    /// the root itself is not held.
+    pub(crate) fn held(&self, upstream: &str, root: &Digest) -> Result<Option<Held>, CacheError> {
+        let mut held = Held::default();
+        let mut seen = HashSet::new();
+        let mut todo = vec![(root.clone(), None::<String>)];
+        while let Some((digest, platform)) = todo.pop() {
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let Some((media_type, bytes)) = self.manifest_bytes(upstream, &digest)? else {
+                if digest == *root {
+                    return Ok(None);
+                }
+                held.absent.push(digest);
+                continue;
+            };
+            let listing = Listing::parse(&digest, &bytes)
+                .map_err(|e| CacheError::Io(std::io::Error::other(e)))?;
+            for m in listing.manifests.iter().rev() {
+                todo.push((m.digest.clone(), m.platform.clone()));
+            }
+            held.platforms.extend(platform);
+            let s = self.lock();
+            if let Some(meta) = s.entries.get(&digest) {
+                held.bytes += meta.size;
+                held.last_used_ms = held.last_used_ms.max(meta.last_access_ms);
+                if digest == *root {
+                    held.pinned = meta.kinds & KIND_PINNED != 0;
+                }
+            }
+            for b in listing.blobs {
+                if !seen.insert(b.digest.clone()) {
+                    continue;
+                }
+                match s.entries.get(&b.digest) {
+                    Some(meta) => {
+                        held.bytes += meta.size;
+                        held.last_used_ms = held.last_used_ms.max(meta.last_access_ms);
+                        held.blobs.push((b.digest, meta.size));
+                    }
+                    None => held.missing.push(b.digest),
+                }
+            }
+            drop(s);
+            held.manifests.push(HeldManifest {
+                digest,
+                media_type,
+                bytes,
+            });
+        }
+        held.platforms.sort();
+        held.platforms.dedup();
+        Ok(Some(held))
+    }
+
+    /// The referrers of `subject` held for (upstream, repo).
+    pub(crate) fn referrers_held(
+        &self,
+        upstream: &str,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Vec<Digest>, CacheError> {
+        let found = self
+            .index
+            .referrers(subject, &format!("{upstream}\0{repo}"))?;
+        let s = self.lock();
+        Ok(found
+            .into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| s.entries.contains_key(d))
+            .collect())
+    }
+
+    /// Where a held blob's bytes are, and its size.
+    pub(crate) fn stored_file(&self, digest: &Digest) -> Option<(std::path::PathBuf, u64)> {
+        let size = self.lock().entries.get(digest)?.size;
+        Some((self.store.path(digest), size))
+    }
+
+    /// Removes tags (every tag of the repository pointing at `digest` if `tag` is None), then the
+    /// content they reached that no remaining tag reaches. Returns the files and bytes removed.
+    pub(crate) fn remove_image(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: Option<&str>,
+        digest: &Digest,
+    ) -> Result<(usize, u64), CacheError> {
+        let all = self.tagged_images()?;
+        let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| {
+            t.upstream == upstream
+                && t.repo == repo
+                && tag.map_or(t.digest == *digest, |tag| t.tag == tag)
+        });
+        let names: Vec<_> = gone
+            .iter()
+            .map(|t| (t.upstream.clone(), t.repo.clone(), t.tag.clone()))
+            .collect();
+        self.index.remove_tags(&names)?;
+        let mut keep = HashSet::new();
+        for t in &kept {
+            keep.extend(self.reached(&t.upstream, &t.repo, &t.digest)?);
+        }
+        let reached = self.reached(upstream, repo, digest)?;
+        self.delete(reached.into_iter().filter(|d| !keep.contains(d)).collect())
+    }
+
+    /// A manifest's digests held: itself, its children, their blobs, and their referrers.
+    fn reached(
+        &self,
+        upstream: &str,
+        repo: &str,
+        root: &Digest,
+    ) -> Result<Vec<Digest>, CacheError> {
+        let Some(held) = self.held(upstream, root)? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Digest> = held.blobs.into_iter().map(|(d, _)| d).collect();
+        for m in held.manifests {
+            for r in self.referrers_held(upstream, repo, &m.digest)? {
+                out.extend(self.reached(upstream, repo, &r)?);
+            }
+            out.push(m.digest);
+        }
+        Ok(out)
+    }
+
+    /// Removes blobs that no held manifest lists and that nobody has used for `grace` (a blob a
+    /// client fetched just now may be waiting for its manifest). Returns files and bytes removed.
+    pub(crate) fn gc(&self, grace: Duration) -> Result<(usize, u64), CacheError> {
+        let entries: Vec<(Digest, u8, u64)> = {
+            let s = self.lock();
+            s.entries
+                .iter()
+                .map(|(d, m)| (d.clone(), m.kinds, m.last_access_ms))
+                .collect()
+        };
+        let mut listed = HashSet::new();
+        for (d, kinds, _) in &entries {
+            if kinds & KIND_MANIFEST == 0 {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(self.store.path(d))
+                && let Ok(l) = Listing::parse(d, &bytes)
+            {
+                listed.extend(l.blobs.into_iter().map(|b| b.digest));
+                listed.extend(l.manifests.into_iter().map(|m| m.digest));
+            }
+        }
+        let before = now_millis().saturating_sub(grace.as_millis() as u64);
+        let unlisted = entries
+            .into_iter()
+            .filter(|(d, kinds, used)| {
+                kinds & KIND_BLOB != 0
+                    && kinds & KIND_MANIFEST == 0
+                    && *used < before
+                    && !listed.contains(d)
+            })
+            .map(|(d, _, _)| d)
+            .collect();
+        self.delete(unlisted)
+    }
+
+    /// Deletes held content: files, index entries and links.
+    fn delete(&self, digests: Vec<Digest>) -> Result<(usize, u64), CacheError> {
+        let victims: Vec<_> = {
+            let mut s = self.lock();
+            digests
+                .into_iter()
+                .filter_map(|d| {
+                    let m = s.entries.remove(&d)?;
+                    s.committed -= m.size;
+                    s.links.forget(&d);
+                    Some((d, m))
+                })
+                .collect()
+        };
+        let (count, bytes) = (victims.len(), victims.iter().map(|(_, m)| m.size).sum());
+        remove_victims(&self.store, &self.index, &self.metrics, victims)?;
+        Ok((count, bytes))
+    }
+
+    /// Bytes held pinned (imported), which the LRU never evicts.
+    pub(crate) fn pinned_bytes(&self) -> u64 {
+        let s = self.lock();
+        s.entries
+            .values()
+            .filter(|m| m.kinds & KIND_PINNED != 0)
+            .map(|m| m.size)
+            .sum()
+    }
+
+    /// Deletes the temp files of fills that will never finish (their command was interrupted).
+    pub(crate) fn clear_temp(&self) -> Result<(), CacheError> {
+        Ok(self.store.clear_temp()?)
+    }
+
+    /// Waits until no fill is running (each has stored and recorded its blob, or failed).
+    pub(crate) async fn settle(&self) {
+        while self.metrics.fills_running() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub(crate) fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// The size of a held entry.
+    pub(crate) fn holds(&self, digest: &Digest) -> Option<u64> {
+        self.lock().entries.get(digest).map(|m| m.size)
+    }
+}
