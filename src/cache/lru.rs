@@ -241,4 +241,24 @@ mod tests {
         assert_eq!(s.committed, 100);
         assert!(s.evict_to(150, 200).is_empty());
     }
+
+    #[test]
+    fn pinned_entries_are_never_evicted() {
+        let mut s = State::default();
+        for (i, kinds) in [(1u8, KIND_BLOB | KIND_PINNED), (2, KIND_BLOB)] {
+            s.entries.insert(
+                Digest::sha256_of(&[i]),
+                EntryMeta {
+                    size: 100,
+                    last_access_ms: i as u64,
+                    kinds,
+                },
+            );
+            s.committed += 100;
+        }
+        // The pinned entry is the oldest, yet only the other one goes.
+        let gone: Vec<Digest> = s.evict_to(0, 0).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(gone, vec![Digest::sha256_of(&[2])]);
+        assert_eq!(s.committed, 100);
+    }
 }

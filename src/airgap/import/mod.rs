@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use super::layout::{self, Entry};
 use super::progress::{Progress, size};
 use super::{CommandError, locate, open};
+use crate::app::App;
 use crate::cache::{Cache, Load};
 use crate::config::Config;
 use crate::manifest::{Descriptor, Listing};
@@ -35,6 +36,8 @@ pub struct ImportOptions {
 /// Largest manifest read from an archive (as from an upstream).
 const MAX_MANIFEST: u64 = 4 << 20;
 
+mod docker_save;
+
 pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> {
     let app = open(config)?;
     let cache = &app.cache;
@@ -42,50 +45,34 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     let fail =
         |e: String| CommandError::new(format!("{}: {e}; nothing was loaded", source.display()));
     let survey = survey(source).map_err(fail)?;
-    let mut roots = Vec::new();
-    for entry in layout::entries(&survey.index_json).map_err(fail)? {
-        match entry {
-            Entry::Named(d, name) => {
-                let (up, repo, reference) =
-                    locate(&app, &name).map_err(|e| fail(format!("image {name:?}: {e}")))?;
-                let tag = match reference {
-                    Reference::Tag(t) => Some(t.as_str().to_owned()),
-                    Reference::Digest(_) => None,
-                };
-                roots.push((d, up, repo, tag));
-            }
-            Entry::Referrer(d, repository) => {
-                let (up, repo, _) = locate(&app, &repository)
-                    .map_err(|e| fail(format!("referrer {}: {e}", d.digest)))?;
-                roots.push((d, up, repo, None));
-            }
-            Entry::Unnamed(d) => eprintln!(
-                "skipping {}: index.json gives it no name (org.opencontainers.image.ref.name with a full reference)",
-                d.digest
-            ),
-        }
-    }
-    if roots.is_empty() {
-        return Err(fail("index.json names no image to load".into()));
-    }
-    // Fits? From the sizes alone, before anything is written.
-    let new: u64 = survey
-        .blobs
-        .iter()
-        .filter(|(d, _)| cache.holds(d).is_none())
-        .map(|(_, s)| s)
-        .sum();
-    let pinned = cache.pinned_bytes();
-    if pinned + new > cache.max_size() {
-        return Err(fail(format!(
-            "does not fit: {} new + {} already pinned is more than cache.max_size ({})",
-            size(new),
-            size(pinned),
-            size(cache.max_size())
-        )));
-    }
     let mut staged = Staging::new(cache);
-    staged.stage(source, &survey).map_err(fail)?;
+    let roots = match (&survey.index_json, &survey.docker_manifest) {
+        (Some(index_json), _) => {
+            let roots = layout_roots(&app, index_json).map_err(fail)?;
+            fits(cache, survey.blobs.iter().map(|(d, s)| (Some(d), *s))).map_err(fail)?;
+            staged.stage(source, &survey).map_err(fail)?;
+            roots
+        }
+        (None, Some(manifest_json)) if !source.is_dir() => {
+            let saved = docker_save::parse(manifest_json).map_err(fail)?;
+            let wanted = docker_save::files(&saved);
+            let sizes = wanted
+                .iter()
+                .filter_map(|p| survey.sizes.get(p))
+                .map(|s| (None, *s));
+            fits(cache, sizes).map_err(fail)?;
+            let mut roots = Vec::new();
+            for (descriptor, name) in staged.stage_saved(source, &saved).map_err(fail)? {
+                let (up, repo, tag) = named(&app, &name).map_err(fail)?;
+                roots.push((descriptor, up, repo, tag));
+            }
+            roots
+        }
+        _ => return Err(fail("not an OCI image layout: no index.json".into())),
+    };
+    if roots.is_empty() {
+        return Err(fail("it names no image to load".into()));
+    }
     let mut load = Load {
         pin: !opts.unpinned,
         ..Load::default()
@@ -113,14 +100,13 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
                 .push((up.clone(), repo.clone(), tag.clone(), root.digest.clone()));
         }
     }
-    let (images, loaded) = (
-        load.tags.len(),
-        load.files
-            .iter()
-            .filter(|f| f.1.is_some())
-            .map(|f| f.2)
-            .sum::<u64>(),
-    );
+    let images = load.tags.len();
+    let loaded: u64 = load
+        .files
+        .iter()
+        .filter(|f| f.1.is_some())
+        .map(|f| f.2)
+        .sum();
     cache.load(load).map_err(|e| fail(e.to_string()))?;
     eprintln!(
         "imported {images} images from {}: {} new, {} already held{}",
@@ -132,23 +118,86 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     Ok(())
 }
 
-/// What a source holds, from its headers: `index.json`, and each blob's size.
+/// An image to load: its root manifest, upstream, repository, and tag (if named by one).
+type Root = (Descriptor, String, String, Option<String>);
+
+/// The images an OCI layout's `index.json` names.
+fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, String> {
+    let mut roots = Vec::new();
+    for entry in layout::entries(index_json)? {
+        match entry {
+            Entry::Named(d, name) => {
+                let (up, repo, tag) = named(app, &name)?;
+                roots.push((d, up, repo, tag));
+            }
+            Entry::Referrer(d, repository) => {
+                let (up, repo, _) =
+                    locate(app, &repository).map_err(|e| format!("referrer {}: {e}", d.digest))?;
+                roots.push((d, up, repo, None));
+            }
+            Entry::Unnamed(d) => eprintln!(
+                "skipping {}: index.json gives it no name (org.opencontainers.image.ref.name with a full reference)",
+                d.digest
+            ),
+        }
+    }
+    Ok(roots)
+}
+
+/// Upstream, repository and tag (None for a digest) of an image's full name.
+fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), String> {
+    let (up, repo, reference) = locate(app, name).map_err(|e| format!("image {name:?}: {e}"))?;
+    let tag = match reference {
+        Reference::Tag(t) => Some(t.as_str().to_owned()),
+        Reference::Digest(_) => None,
+    };
+    Ok((up, repo, tag))
+}
+
+/// Whether content of these sizes (not counting digests the cache holds) fits beside what is
+/// pinned: checked from the sizes alone, before anything is written.
+fn fits<'d>(
+    cache: &Cache,
+    files: impl Iterator<Item = (Option<&'d Digest>, u64)>,
+) -> Result<(), String> {
+    let new: u64 = files
+        .filter(|(d, _)| d.is_none_or(|d| cache.holds(d).is_none()))
+        .map(|(_, s)| s)
+        .sum();
+    let pinned = cache.pinned_bytes();
+    if pinned + new > cache.max_size() {
+        return Err(format!(
+            "does not fit: {} new + {} already pinned is more than cache.max_size ({})",
+            size(new),
+            size(pinned),
+            size(cache.max_size())
+        ));
+    }
+    Ok(())
+}
+
+/// What a source holds, from its headers: `index.json` (or a `docker save` archive's
+/// `manifest.json`), each blob's size, and each regular file's size by path.
 struct Survey {
-    index_json: Vec<u8>,
+    index_json: Option<Vec<u8>>,
+    docker_manifest: Option<Vec<u8>>,
     blobs: HashMap<Digest, u64>,
+    sizes: HashMap<String, u64>,
 }
 
 fn survey(source: &Path) -> Result<Survey, String> {
-    let mut index_json = None;
-    let mut blobs = HashMap::new();
-    let mut docker_legacy = false;
+    let mut s = Survey {
+        index_json: None,
+        docker_manifest: None,
+        blobs: HashMap::new(),
+        sizes: HashMap::new(),
+    };
     if source.is_dir() {
-        index_json = match std::fs::read(source.join(layout::INDEX_JSON)) {
+        s.index_json = match std::fs::read(source.join(layout::INDEX_JSON)) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("index.json: {e}")),
         };
-        docker_legacy = source.join("manifest.json").exists();
         for alg in ["sha256", "sha512"] {
             let Ok(dir) = std::fs::read_dir(source.join("blobs").join(alg)) else {
                 continue;
@@ -159,43 +208,43 @@ fn survey(source: &Path) -> Result<Survey, String> {
                 if let (Some(d), Ok(m)) = (layout::blob_at(&name), f.metadata())
                     && m.is_file()
                 {
-                    blobs.insert(d, m.len());
+                    s.blobs.insert(d, m.len());
                 }
             }
         }
-    } else {
-        let file = File::open(source).map_err(|e| e.to_string())?;
-        let mut archive = tar::Archive::new(file);
-        for entry in archive.entries_with_seek().map_err(not_a_tar)? {
-            let mut entry = entry.map_err(not_a_tar)?;
-            let path = entry
-                .path()
-                .map_err(not_a_tar)?
-                .to_string_lossy()
-                .into_owned();
-            let path = path.trim_start_matches("./");
-            let regular = entry.header().entry_type().is_file();
-            if path == layout::INDEX_JSON && regular {
-                if entry.size() > layout::MAX_INDEX_JSON {
-                    return Err("index.json is too large".into());
-                }
-                let mut b = Vec::new();
-                entry.read_to_end(&mut b).map_err(not_a_tar)?;
-                index_json = Some(b);
-            } else if path == "manifest.json" {
-                docker_legacy = true;
-            } else if let Some(d) = layout::blob_at(path).filter(|_| regular) {
-                blobs.insert(d, entry.size());
+        return Ok(s);
+    }
+    let file = File::open(source).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries_with_seek().map_err(not_a_tar)? {
+        let mut entry = entry.map_err(not_a_tar)?;
+        let path = entry
+            .path()
+            .map_err(not_a_tar)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        s.sizes.insert(path.clone(), entry.size());
+        let small = |entry: &mut tar::Entry<'_, File>| -> Result<Vec<u8>, String> {
+            if entry.size() > layout::MAX_INDEX_JSON {
+                return Err(format!("{path} is too large"));
             }
+            let mut b = Vec::new();
+            entry.read_to_end(&mut b).map_err(not_a_tar)?;
+            Ok(b)
+        };
+        if path == layout::INDEX_JSON {
+            s.index_json = Some(small(&mut entry)?);
+        } else if path == "manifest.json" {
+            s.docker_manifest = Some(small(&mut entry)?);
+        } else if let Some(d) = layout::blob_at(&path) {
+            s.blobs.insert(d, entry.size());
         }
     }
-    match index_json {
-        Some(index_json) => Ok(Survey { index_json, blobs }),
-        None if docker_legacy => Err(
-            "a `docker save` archive without an OCI layout (Docker before 25): save it with Docker 25 or later, or `skopeo copy docker-archive:... oci-archive:...`".into(),
-        ),
-        None => Err("not an OCI image layout: no index.json".into()),
-    }
+    Ok(s)
 }
 
 fn not_a_tar(e: std::io::Error) -> String {
@@ -280,53 +329,62 @@ impl<'a> Staging<'a> {
     fn take(
         &mut self,
         digest: &Digest,
-        mut from: impl Read,
+        from: impl Read,
         bar: &indicatif::ProgressBar,
     ) -> Result<(), String> {
         let held = self.cache.holds(digest).is_some();
         let temp = (!held).then(|| self.cache.temp_path(digest));
         // Recorded before the first write, so a failure removes the partial copy.
-        self.files.insert(
-            digest.clone(),
-            Staged {
-                temp: temp.clone(),
-                size: 0,
-            },
-        );
-        let mut out = match &temp {
-            Some(t) => Some(File::create(t).map_err(|e| format!("cache tmp/: {e}"))?),
-            None => None,
+        let staged = Staged {
+            temp: temp.clone(),
+            size: 0,
         };
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = from
-                .read(&mut buf)
-                .map_err(|e| format!("blob {digest}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            if let Some(out) = &mut out {
-                out.write_all(&buf[..n])
-                    .map_err(|e| format!("cache tmp/: {e}"))?;
-            }
-            size += n as u64;
-            bar.inc(n as u64);
-        }
-        if hasher.finish() != *digest {
+        self.files.insert(digest.clone(), staged);
+        let (actual, size) = copy_hashed(from, temp.as_deref(), digest.algorithm(), bar)
+            .map_err(|e| format!("blob {digest}: {e}"))?;
+        if actual != *digest {
             return Err(format!(
                 "blob {digest} does not match its digest: the archive is corrupt"
             ));
         }
-        if let Some(out) = out {
-            out.sync_all().map_err(|e| format!("cache tmp/: {e}"))?;
-        } else {
+        if held {
             self.held_bytes += size;
         }
         self.files.insert(digest.clone(), Staged { temp, size });
         Ok(())
+    }
+
+    /// Copies content whose digest is not known yet under `tmp/`, hashing it; keeps the copy
+    /// only if the cache does not hold that digest already. Returns its digest and size.
+    fn take_unnamed(
+        &mut self,
+        from: impl Read,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<(Digest, u64), String> {
+        let temp = self.cache.temp_path(&Digest::sha256_of(b"unnamed"));
+        let copied = copy_hashed(from, Some(&temp), crate::reference::Algorithm::Sha256, bar);
+        let (digest, size) = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        if self.files.contains_key(&digest) || self.cache.holds(&digest).is_some() {
+            let _ = std::fs::remove_file(&temp);
+            if !self.files.contains_key(&digest) {
+                self.held_bytes += size;
+                self.files
+                    .insert(digest.clone(), Staged { temp: None, size });
+            }
+        } else {
+            let staged = Staged {
+                temp: Some(temp),
+                size,
+            };
+            self.files.insert(digest.clone(), staged);
+        }
+        Ok((digest, size))
     }
 
     /// A verified file's size, from the source or the cache.
@@ -403,6 +461,39 @@ impl<'a> Staging<'a> {
         }
         Ok(out)
     }
+}
+
+/// Copies `from` into `to` (fsynced), or nowhere, hashing it. Returns its digest and size.
+fn copy_hashed(
+    mut from: impl Read,
+    to: Option<&Path>,
+    algorithm: crate::reference::Algorithm,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Digest, u64), String> {
+    let mut out = match to {
+        Some(t) => Some(File::create(t).map_err(|e| format!("cache tmp/: {e}"))?),
+        None => None,
+    };
+    let mut hasher = Hasher::new(algorithm);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(out) = &mut out {
+            out.write_all(&buf[..n])
+                .map_err(|e| format!("cache tmp/: {e}"))?;
+        }
+        size += n as u64;
+        bar.inc(n as u64);
+    }
+    if let Some(out) = out {
+        out.sync_all().map_err(|e| format!("cache tmp/: {e}"))?;
+    }
+    Ok((hasher.finish(), size))
 }
 
 fn check_size(d: &Descriptor, actual: u64) -> Result<(), String> {

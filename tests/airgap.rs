@@ -1,0 +1,757 @@
+//! Air-gapped sites, end to end: a "connected" side (a real `docker-registry` upstream) warms
+//! images with `entrepot warm` and writes them out with `entrepot export`; an "air-gapped" side
+//! (a fresh cache, `offline = true`, no upstream reachable) loads the archive with
+//! `entrepot import` and is pulled from by skopeo, containerd and dockerd, digests checked.
+//!
+//! The images are built here (a Docker schema2 image for dockerd, an OCI image in two versions
+//! sharing a layer, a two-platform OCI index) and pushed with skopeo; a cosign-style signature of
+//! the OCI image (tagged `sha256-<hex>.sig`, with a `subject`) is pushed over the registry API, as
+//! cosign pushes it.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use support::images::{Image, Rng, oci_image, oci_index, push, small_layer};
+use support::*;
+
+/// A config and a cache directory, for running `entrepot` commands.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Site {
+    /// A site whose `docker.io` upstream is `upstream`; `cache_extra` goes under `[cache]`.
+    fn new(name: &str, upstream: &str, cache_extra: &str) -> Site {
+        let dir = scratch(name);
+        let config = dir.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[cache]\ndir = \"{}\"\n{cache_extra}\n\n[[upstream]]\nname = \"docker.io\"\nurl = \"{upstream}\"\ndefault = true\n",
+                free_port(),
+                dir.path().join("cache").display()
+            ),
+        )
+        .unwrap();
+        Site { dir, config }
+    }
+
+    /// An air-gapped site: offline, its upstream a port nobody listens on.
+    fn air_gapped(name: &str) -> Site {
+        Site::new(name, "http://127.0.0.1:9", "offline = true")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout and stderr.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "entrepot {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "entrepot {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Names of the files in the cache's blob store.
+    fn blobs(&self) -> Vec<String> {
+        files_under(&self.cache().join("blobs"))
+    }
+
+    fn temp_files(&self) -> usize {
+        files_under(&self.cache().join("tmp")).len()
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// The connected side's upstream and what it holds.
+struct Upstream {
+    reg: Registry,
+    _storage: tempfile::TempDir,
+    busybox: Image,
+    multi: Image,
+    app: Image,
+    app2: Image,
+    /// The signature manifest of `app`, and its cosign tag.
+    sig: String,
+    sig_tag: String,
+}
+
+fn upstream() -> Upstream {
+    let storage = scratch("airgap-storage");
+    let reg = Registry::start(storage.path());
+    let host = format!("127.0.0.1:{}", reg.port);
+    let layouts = scratch("airgap-layouts");
+    let mut rng = Rng(0xa11_9a9);
+    let l = layouts.path().join("busybox");
+    let m = oci_image(
+        &l,
+        &[
+            small_layer(&mut rng, "bin/hello", 2000),
+            small_layer(&mut rng, "etc/motd", 300),
+        ],
+        "amd64",
+    );
+    let busybox = push(
+        &l,
+        &m,
+        &host,
+        "library/busybox",
+        "latest",
+        &["--format", "v2s2"],
+    );
+    let l = layouts.path().join("multi");
+    let amd = oci_image(&l, &[small_layer(&mut rng, "amd", 3000)], "amd64");
+    let arm = oci_image(&l, &[small_layer(&mut rng, "arm", 3100)], "arm64");
+    let index = oci_index(&l, &[amd, arm]);
+    let multi = push(&l, &index, &host, "multi/arch", "v1", &["--all"]);
+    // Two versions of one image sharing their first layer.
+    let shared = small_layer(&mut rng, "app", 50_000);
+    let shared2 = support::images::Layer {
+        bytes: shared.bytes.clone(),
+        media_type: shared.media_type,
+        diff_id: shared.diff_id.clone(),
+    };
+    let l = layouts.path().join("app");
+    let m = oci_image(&l, &[shared], "amd64");
+    let app = push(&l, &m, &host, "oci/app", "v1", &[]);
+    let l = layouts.path().join("app2");
+    let m = oci_image(&l, &[shared2, small_layer(&mut rng, "more", 7000)], "amd64");
+    let app2 = push(&l, &m, &host, "oci/app", "v2", &[]);
+    let (sig, sig_tag) = push_signature(reg.port, "oci/app", &app.digest);
+    Upstream {
+        reg,
+        _storage: storage,
+        busybox,
+        multi,
+        app,
+        app2,
+        sig,
+        sig_tag,
+    }
+}
+
+/// One HTTP/1.1 exchange with the registry; returns the status and the response head.
+fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+/// Uploads a blob (POST, then PUT with the digest), as `cosign` does.
+fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let (status, head) = http(
+        port,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        "application/octet-stream",
+        b"",
+    );
+    assert_eq!(status, 202, "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap()
+        .trim()
+        .replace(&format!("http://127.0.0.1:{port}"), "");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let (status, head) = http(
+        port,
+        "PUT",
+        &format!("{location}{sep}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    );
+    assert_eq!(status, 201, "{head}");
+    digest
+}
+
+/// A cosign-style signature of `subject`: a simple-signing payload layer, tagged
+/// `sha256-<hex>.sig`, and carrying `subject` so it is a referrer too (cosign with OCI 1.1).
+fn push_signature(port: u16, repo: &str, subject: &str) -> (String, String) {
+    let payload = json!({"critical": {"image": {"docker-manifest-digest": subject}, "type": "cosign container image signature"}}).to_string();
+    let layer = push_blob(port, repo, payload.as_bytes());
+    let config = b"{}";
+    let config_digest = push_blob(port, repo, config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": layer,
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQDtest"},
+        }],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1},
+    })
+    .to_string();
+    let tag = format!("sha256-{}.sig", &subject[7..]);
+    let (status, head) = http(
+        port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+    (sha256(manifest.as_bytes()), tag)
+}
+
+/// The digest of `reference` as skopeo pulls it from `mirror`.
+fn pulled(mirror: &Mirror, reference: &str, out: &Path, all: bool) -> String {
+    let _ = fs::remove_dir_all(out);
+    skopeo_pull(&format!("{}/{reference}", mirror.host()), out, all)
+}
+
+#[test]
+fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd() {
+    let up = upstream();
+    // Connected: warm three images (one of them a two-platform index) and export them.
+    let connected = Site::new("airgap-connected", &up.reg.url(), "");
+    let warmed = connected.ok(&["warm", "busybox", "docker.io/multi/arch:v1", "oci/app:v1"]);
+    for (name, img) in [
+        ("docker.io/library/busybox:latest", &up.busybox),
+        ("docker.io/multi/arch:v1", &up.multi),
+        ("docker.io/oci/app:v1", &up.app),
+    ] {
+        let row = warmed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{warmed}"));
+        assert!(row.ends_with("ok"), "{row}");
+        assert!(
+            img.digest
+                .starts_with(row.split_whitespace().nth(1).unwrap()),
+            "{row}"
+        );
+    }
+    assert!(warmed.contains("linux/amd64,linux/arm64"), "{warmed}");
+    let archive = connected.path("one.tar");
+    connected.ok(&["export", "--output", archive.to_str().unwrap(), "--all"]);
+    assert!(!connected.path("one.tar.partial").exists());
+    // Other OCI tools read it by the full reference.
+    let sk = scratch("airgap-skopeo-read");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "oci-archive:{}:docker.io/oci/app:v1",
+            archive.display()
+        ))
+        .arg(format!("oci:{}:x", sk.path().join("l").display())));
+
+    // Air-gapped: import into a fresh offline cache (twice: harmless), then serve.
+    let mut m = Mirror::start(
+        &[Up::default("docker.io", "http://127.0.0.1:9".into())],
+        "offline = true",
+    );
+    m.kill9();
+    let gapped = Site {
+        dir: scratch("airgap-unused"),
+        config: m.config.clone(),
+    };
+    let imported = gapped.ok(&["import", archive.to_str().unwrap()]);
+    assert!(imported.contains("imported 4 images"), "{imported}");
+    let again = gapped.ok(&["import", archive.to_str().unwrap()]);
+    assert!(again.contains("0 B new"), "{again}");
+    let ls = gapped.ok(&["ls"]);
+    for name in [
+        "docker.io/library/busybox:latest",
+        "docker.io/multi/arch:v1",
+        "docker.io/oci/app:v1",
+        &format!("docker.io/oci/app:{}", up.sig_tag),
+    ] {
+        let row = ls
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"));
+        assert!(row.trim_end().ends_with("yes"), "not pinned: {row}");
+    }
+    m.restart();
+    let out = scratch("airgap-pulls");
+    assert_eq!(
+        pulled(&m, "oci/app:v1", &out.path().join("a"), false),
+        up.app.digest
+    );
+    assert_eq!(
+        pulled(&m, "multi/arch:v1", &out.path().join("b"), true),
+        up.multi.digest
+    );
+    assert_eq!(
+        pulled(&m, "library/busybox:latest", &out.path().join("c"), false),
+        up.busybox.digest
+    );
+    // The signature travelled: by its cosign tag, and through the referrers API.
+    assert_eq!(
+        pulled(
+            &m,
+            &format!("oci/app:{}", up.sig_tag),
+            &out.path().join("d"),
+            false
+        ),
+        up.sig
+    );
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/oci/app/referrers/{}", up.app.digest),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let referrers: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(referrers["manifests"][0]["digest"], up.sig.as_str());
+    assert_eq!(
+        referrers["manifests"][0]["artifactType"],
+        "application/vnd.dev.cosign.artifact.sig.v1+json"
+    );
+
+    // containerd, with the shipped hosts.toml.
+    let ctd = Containerd::start();
+    let reference = "docker.io/multi/arch:v1";
+    let list = ctd.pull_through(&m.url(), "docker.io", reference);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(reference))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(&up.multi.digest), "{line}");
+    // dockerd, with the shipped daemon.json; then `docker save` of what it pulled imports too.
+    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
+    let config: Value = serde_json::from_str(&with_mirror(&shipped, &m.url())).unwrap();
+    let dockerd = Dockerd::start(&ctd, config);
+    let pull = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let digests = dockerd
+        .docker()
+        .args([
+            "image",
+            "inspect",
+            "busybox",
+            "--format",
+            "{{json .RepoDigests}}",
+        ])
+        .output()
+        .unwrap();
+    let saved = out.path().join("saved.tar");
+    let save = dockerd
+        .docker()
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg("busybox:latest")
+        .output()
+        .unwrap();
+    drop(dockerd);
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    assert!(String::from_utf8_lossy(&digests.stdout).contains(&up.busybox.digest));
+    assert!(
+        save.status.success(),
+        "{}",
+        String::from_utf8_lossy(&save.stderr)
+    );
+    let other = Site::air_gapped("airgap-docker-save");
+    let text = other.ok(&["import", saved.to_str().unwrap()]);
+    assert!(text.contains("imported 1 images"), "{text}");
+    assert!(
+        other
+            .ok(&["ls"])
+            .contains("docker.io/library/busybox:latest")
+    );
+
+    // What `docker save` writes from Docker 25 on (an OCI layout, names in
+    // `io.containerd.image.name`, only the tag in `ref.name`, and the old manifest.json beside
+    // it): the dockerd here is older, so the archive is written as Docker 25 writes it.
+    let d25 = out.path().join("docker25.tar");
+    docker25_save(&archive, &d25, &up.busybox);
+    let other = Site::air_gapped("airgap-docker25");
+    let text = other.ok(&["import", d25.to_str().unwrap()]);
+    assert!(text.contains("imported 1 images"), "{text}");
+    let ls = other.ok(&["ls"]);
+    assert!(ls.contains("docker.io/library/busybox:latest"), "{ls}");
+    assert!(
+        ls.contains(&up.busybox.digest[..19]),
+        "digests are kept: {ls}"
+    );
+
+    // Next week: oci/app:v2 shares a layer with v1; an archive of what changed is smaller, and
+    // imports on top of the first (alone, it is incomplete and loads nothing).
+    connected.ok(&["warm", "oci/app:v2"]);
+    let full = connected.path("full.tar");
+    let delta = connected.path("delta.tar");
+    connected.ok(&["export", "-o", full.to_str().unwrap(), "--all"]);
+    let said = connected.ok(&[
+        "export",
+        "-o",
+        delta.to_str().unwrap(),
+        "--all",
+        "--exclude-from",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(said.contains("left out"), "{said}");
+    let (full_len, delta_len) = (
+        fs::metadata(&full).unwrap().len(),
+        fs::metadata(&delta).unwrap().len(),
+    );
+    assert!(delta_len + 50_000 < full_len, "{delta_len} vs {full_len}");
+    let fresh = Site::air_gapped("airgap-delta-alone");
+    let refused = fresh.fails(&["import", delta.to_str().unwrap()]);
+    assert!(
+        refused.contains("neither in the archive nor in the cache"),
+        "{refused}"
+    );
+    assert!(fresh.blobs().is_empty() && fresh.temp_files() == 0);
+    m.kill9();
+    gapped.ok(&["import", delta.to_str().unwrap()]);
+    m.restart();
+    assert_eq!(
+        pulled(&m, "oci/app:v2", &out.path().join("e"), false),
+        up.app2.digest
+    );
+    // The air-gapped mirror never reached for an upstream (there is none).
+    assert!(!m.log_text().contains("unreachable"), "{}", m.log_text());
+}
+
+/// Rewrites an archive of ours holding `image` as `docker save` writes it from Docker 25 on.
+fn docker25_save(ours: &Path, to: &Path, image: &Image) {
+    let mut out = tar::Builder::new(fs::File::create(to).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, bytes).unwrap();
+    };
+    let mut archive = tar::Archive::new(fs::File::open(ours).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name == "index.json" {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        add(&name, &bytes);
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": image.media_type,
+            "digest": image.digest,
+            "size": manifest_size(ours, &image.digest),
+            "annotations": {
+                "io.containerd.image.name": "docker.io/library/busybox:latest",
+                "org.opencontainers.image.ref.name": "latest",
+            },
+        }],
+    });
+    add("index.json", index.to_string().as_bytes());
+    let blobs: Vec<String> = image
+        .blobs
+        .iter()
+        .map(|(d, _)| format!("blobs/sha256/{}", &d[7..]))
+        .collect();
+    let manifest =
+        json!([{"Config": blobs[0], "RepoTags": ["busybox:latest"], "Layers": blobs[1..]}]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    add("repositories", br#"{"busybox":{"latest":"x"}}"#);
+    out.into_inner().unwrap();
+}
+
+/// The size of the blob `digest` in an archive.
+fn manifest_size(archive: &Path, digest: &str) -> u64 {
+    tar::Archive::new(fs::File::open(archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy().ends_with(&digest[7..]))
+        .map(|e| e.size())
+        .unwrap()
+}
+
+#[test]
+fn a_corrupt_archive_loads_nothing_and_a_skopeo_archive_imports() {
+    let up = upstream();
+    let connected = Site::new("airgap-corrupt-src", &up.reg.url(), "");
+    connected.ok(&["warm", "oci/app:v1", "multi/arch:v1"]);
+    let archive = connected.path("one.tar");
+    connected.ok(&["export", "-o", archive.to_str().unwrap(), "--all"]);
+    // Flip one byte in the middle of the biggest blob's data.
+    let (layer, _) = up.app.largest_blob();
+    let mut tar = tar::Archive::new(fs::File::open(&archive).unwrap());
+    let offset = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy().ends_with(&layer[7..]))
+        .map(|e| e.raw_file_position() + e.size() / 2)
+        .unwrap();
+    let mut bytes = fs::read(&archive).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    let corrupt = connected.path("corrupt.tar");
+    fs::write(&corrupt, bytes).unwrap();
+    let site = Site::air_gapped("airgap-corrupt");
+    let refused = site.fails(&["import", corrupt.to_str().unwrap()]);
+    assert!(
+        refused.contains(&format!("blob {layer} does not match its digest")),
+        "{refused}"
+    );
+    assert!(refused.contains("nothing was loaded"), "{refused}");
+    assert!(site.blobs().is_empty(), "{:?}", site.blobs());
+    assert_eq!(site.temp_files(), 0);
+    assert!(!site.ok(&["ls"]).contains("docker.io/"));
+    // A directory that is not an OCI layout, and a file that is not a tar: clear errors.
+    assert!(
+        site.fails(&["import", site.cache().to_str().unwrap()])
+            .contains("no index.json")
+    );
+    let junk = site.path("junk.tar");
+    fs::write(&junk, b"not a tar at all").unwrap();
+    site.fails(&["import", junk.to_str().unwrap()]);
+
+    // skopeo's own oci-archive (named by full reference) imports, and is served.
+    let sk = site.path("skopeo.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{}/oci/app:v1", up.reg.port))
+        .arg(format!("oci-archive:{}:docker.io/oci/app:v1", sk.display())));
+    let text = site.ok(&["import", sk.to_str().unwrap()]);
+    assert!(text.contains("imported 1 images"), "{text}");
+    let ls = site.ok(&["ls"]);
+    assert!(ls.contains("docker.io/oci/app:v1"), "{ls}");
+    // ... and a plain OCI layout directory, by skopeo too.
+    let dir = site.path("layout");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--all"])
+        .arg(format!("docker://127.0.0.1:{}/multi/arch:v1", up.reg.port))
+        .arg(format!("oci:{}:docker.io/multi/arch:v1", dir.display())));
+    site.ok(&["import", dir.to_str().unwrap()]);
+    assert!(site.ok(&["ls"]).contains("linux/amd64,linux/arm64"));
+
+    // An import that cannot fit says so before it writes anything.
+    let tiny = Site::new(
+        "airgap-tiny",
+        "http://127.0.0.1:9",
+        "max_size = \"10KiB\"\noffline = true",
+    );
+    let refused = tiny.fails(&["import", archive.to_str().unwrap()]);
+    assert!(refused.contains("does not fit"), "{refused}");
+    assert!(tiny.blobs().is_empty() && tiny.temp_files() == 0);
+}
+
+#[test]
+fn platform_leaves_the_other_platform_out_and_the_index_in() {
+    let up = upstream();
+    let site = Site::new("airgap-platform", &up.reg.url(), "");
+    let text = site.ok(&["warm", "--platform", "linux/arm64", "multi/arch:v1"]);
+    assert!(
+        text.contains("linux/arm64") && !text.contains("linux/amd64"),
+        "{text}"
+    );
+    let held = site.blobs();
+    // The index and the arm64 manifest, config and layer; nothing of amd64.
+    assert!(held.contains(&up.multi.digest[7..].to_owned()));
+    assert!(held.contains(&up.multi.children[1][7..].to_owned()));
+    assert!(!held.contains(&up.multi.children[0][7..].to_owned()));
+    let amd_only: Vec<_> = up
+        .multi
+        .blobs
+        .iter()
+        .filter(|(d, _)| !held.contains(&d[7..].to_owned()))
+        .collect();
+    assert_eq!(
+        amd_only.len(),
+        2,
+        "amd64's config and layer stay out: {held:?}"
+    );
+    let archive = site.path("arm.tar");
+    site.ok(&[
+        "export",
+        "-o",
+        archive.to_str().unwrap(),
+        "docker.io/multi/arch:v1",
+    ]);
+    let names: Vec<String> = tar::Archive::new(fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for (d, _) in amd_only {
+        assert!(!names.iter().any(|n| n.ends_with(&d[7..])), "{d} exported");
+    }
+    let gapped = Site::air_gapped("airgap-platform-far");
+    gapped.ok(&["import", archive.to_str().unwrap()]);
+    assert!(gapped.ok(&["ls"]).contains("linux/arm64"));
+}
+
+#[test]
+fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrupted() {
+    let up = upstream();
+    let mut m = Mirror::start(&[Up::default("docker.io", up.reg.url())], "");
+    let site = Site {
+        dir: scratch("airgap-busy"),
+        config: m.config.clone(),
+    };
+    let refused = site.fails(&["warm", "oci/app:v1"]);
+    assert!(
+        refused.contains("in use by another entrepot process"),
+        "{refused}"
+    );
+    // Nothing of the running mirror's was touched.
+    assert_eq!(m.temp_files(), 0);
+    m.kill9();
+    // Interrupted while a layer trickles in through a slow proxy: no temp file stays behind, and
+    // nothing half-written is in the store.
+    let slow = Proxy::slow(up.reg.port, 20_000);
+    let site = Site::new("airgap-interrupted", &slow.url(), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .arg("--config")
+        .arg(&site.config)
+        .args(["warm", "oci/app:v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while site.temp_files() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no fill started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(site.temp_files(), 0);
+    let (layer, _) = up.app.largest_blob();
+    assert!(!site.blobs().contains(&layer[7..].to_owned()));
+}
+
+#[test]
+fn ls_rm_and_gc_look_after_the_cache() {
+    let up = upstream();
+    let site = Site::new("airgap-ls", &up.reg.url(), "");
+    site.ok(&["warm", "oci/app:v1", "oci/app:v2", "busybox"]);
+    let ls = site.ok(&["ls"]);
+    for name in [
+        "docker.io/oci/app:v1",
+        "docker.io/oci/app:v2",
+        "docker.io/library/busybox:latest",
+    ] {
+        let row = ls
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{ls}"));
+        assert!(
+            row.contains("ago") && row.trim_end().ends_with("no"),
+            "{row}"
+        );
+    }
+    // v2 shares its first layer with v1: removing v1 keeps it.
+    let (shared, _) = up.app.largest_blob();
+    site.ok(&["rm", "oci/app:v1"]);
+    let held = site.blobs();
+    assert!(held.contains(&shared[7..].to_owned()));
+    assert!(!held.contains(&up.app.digest[7..].to_owned()));
+    assert!(!site.ok(&["ls"]).contains("docker.io/oci/app:v1 "));
+    let refused = site.fails(&["rm", "oci/app:v1"]);
+    assert!(refused.contains("not in the cache"), "{refused}");
+    // Removing v2 removes the shared layer too; busybox stays whole.
+    site.ok(&["rm", "docker.io/oci/app:v2"]);
+    assert!(!site.blobs().contains(&shared[7..].to_owned()));
+    for (b, _) in &up.busybox.blobs {
+        assert!(site.blobs().contains(&b[7..].to_owned()));
+    }
+    // gc: a blob no manifest lists (fetched by digest alone) goes once its grace period is
+    // over, not before; what manifests list stays.
+    let mut m = Mirror::start(&[Up::default("docker.io", up.reg.url())], "");
+    m.kill9();
+    let site2 = Site {
+        dir: scratch("airgap-gc"),
+        config: m.config.clone(),
+    };
+    site2.ok(&["warm", "busybox"]);
+    m.restart();
+    let (lone, _) = up.app2.largest_blob();
+    let r = raw_request(m.port, "GET", &format!("/v2/oci/app/blobs/{lone}"), &[]);
+    assert_eq!(r.status, 200);
+    m.wait_settled();
+    m.kill9();
+    site2.ok(&["gc", "--grace", "1h"]);
+    assert!(files_under(&m.cache_dir.join("blobs")).contains(&lone[7..].to_owned()));
+    let said = site2.ok(&["gc", "--grace", "0s"]);
+    assert!(said.contains("removed 1 blobs"), "{said}");
+    assert!(!files_under(&m.cache_dir.join("blobs")).contains(&lone[7..].to_owned()));
+    for (b, _) in &up.busybox.blobs {
+        assert!(files_under(&m.cache_dir.join("blobs")).contains(&b[7..].to_owned()));
+    }
+}
