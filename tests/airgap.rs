@@ -119,6 +119,8 @@ struct Upstream {
     multi: Image,
     app: Image,
     app2: Image,
+    /// Two images of about 100 KB each, to fill small caches.
+    fillers: Vec<Image>,
     /// The signature manifest of `app`, and its cosign tag.
     sig: String,
     sig_tag: String,
@@ -166,7 +168,15 @@ fn upstream() -> Upstream {
     let m = oci_image(&l, &[shared2, small_layer(&mut rng, "more", 7000)], "amd64");
     let app2 = push(&l, &m, &host, "oci/app", "v2", &[]);
     let (sig, sig_tag) = push_signature(reg.port, "oci/app", &app.digest);
+    let fillers = (0..2)
+        .map(|i| {
+            let l = layouts.path().join(format!("filler{i}"));
+            let m = oci_image(&l, &[small_layer(&mut rng, "fill", 100_000)], "amd64");
+            push(&l, &m, &host, &format!("filler/f{i}"), "v1", &[])
+        })
+        .collect();
     Upstream {
+        fillers,
         reg,
         _storage: storage,
         busybox,
@@ -597,6 +607,50 @@ fn a_corrupt_archive_loads_nothing_and_a_skopeo_archive_imports() {
     let refused = tiny.fails(&["import", archive.to_str().unwrap()]);
     assert!(refused.contains("does not fit"), "{refused}");
     assert!(tiny.blobs().is_empty() && tiny.temp_files() == 0);
+}
+
+#[test]
+fn imported_content_is_pinned_against_the_lru_unless_unpinned() {
+    let up = upstream();
+    let connected = Site::new("airgap-pin-src", &up.reg.url(), "");
+    connected.ok(&["warm", "oci/app:v1"]);
+    let archive = connected.path("app.tar");
+    connected.ok(&["export", "-o", archive.to_str().unwrap(), "oci/app:v1"]);
+    let (layer, _) = up.app.largest_blob();
+    for (flags, kept) in [(&[][..], true), (&["--unpinned"][..], false)] {
+        // A 200 KiB cache: the import (about 50 KB), then two 100 KB images pulled through it.
+        let mut m = Mirror::start(
+            &[Up::default("docker.io", up.reg.url())],
+            "max_size = \"200KiB\"",
+        );
+        m.kill9();
+        let site = Site {
+            dir: scratch("airgap-pin"),
+            config: m.config.clone(),
+        };
+        let mut args = vec!["import", archive.to_str().unwrap()];
+        args.extend(flags);
+        site.ok(&args);
+        m.restart();
+        let out = scratch("airgap-pin-pulls");
+        for (i, f) in up.fillers.iter().enumerate() {
+            let reference = format!("filler/f{i}:v1");
+            assert_eq!(
+                pulled(&m, &reference, &out.path().join(format!("f{i}")), false),
+                f.digest
+            );
+            m.wait_settled();
+        }
+        let held = m.cached_files();
+        assert_eq!(
+            held.contains(&layer),
+            kept,
+            "pinned: {kept}; held: {held:?}"
+        );
+        // The first filler made room for the second: the LRU did run.
+        let (first, _) = up.fillers[0].largest_blob();
+        assert!(!held.contains(&first), "{held:?}");
+    }
 }
 
 #[test]
