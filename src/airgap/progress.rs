@@ -12,7 +12,7 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    /// Progress over `total` items of work (images, or bytes for one stream).
+    /// Progress over `total` units of work: `bytes`, or items of another kind.
     pub(super) fn new(total: u64, unit: &str) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let target = if terminal {

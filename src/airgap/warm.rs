@@ -173,15 +173,19 @@ async fn warm_all(
     names: &[ImageName],
     platforms: &[String],
 ) -> Vec<(String, Result<Warmed, String>)> {
-    let progress = Progress::new(names.len() as u64, "images");
+    // Overall: bytes of every image as each one's size becomes known.
+    let progress = Progress::new(0, "bytes");
+    let overall = progress.overall().clone();
     let mut out = Vec::new();
     for name in names {
         let started = Instant::now();
         let result = match app.upstream_for(name) {
             Ok((up, repo)) => {
                 let shown = full_name(&up.name, repo.as_str(), &name.reference);
+                overall.set_message(format!("image {} of {}", out.len() + 1, names.len()));
                 let bar = progress.item(&shown);
-                let r = warm_one(app, &up, &repo, &name.reference, platforms, &bar).await;
+                let bars = [bar.clone(), overall.clone()];
+                let r = warm_one(app, &up, &repo, &name.reference, platforms, &bars).await;
                 bar.finish_and_clear();
                 (shown, r)
             }
@@ -197,7 +201,6 @@ async fn warm_all(
             )),
             Err(e) => progress.line(format!("failed {}: {e}", result.0)),
         }
-        progress.overall().inc(1);
         out.push(result);
     }
     progress.finish();
@@ -210,7 +213,7 @@ async fn warm_one(
     repo: &RepoName,
     reference: &Reference,
     platforms: &[String],
-    bar: &ProgressBar,
+    bars: &[ProgressBar; 2],
 ) -> Result<Warmed, String> {
     let root = manifest(app, up, repo, reference).await?;
     let mut manifests = vec![root.clone()];
@@ -245,9 +248,10 @@ async fn warm_one(
         }
     }
     let total: u64 = blobs.iter().map(|b| b.size).sum();
-    bar.set_length(total);
+    bars[0].set_length(total);
+    bars[1].inc_length(total);
     let fetched = futures_util::stream::iter(blobs.iter())
-        .map(|b| fetch_blob(app, up, repo, b, bar))
+        .map(|b| fetch_blob(app, up, repo, b, bars))
         .buffer_unordered(PARALLEL_BLOBS)
         .collect::<Vec<_>>()
         .await
@@ -339,19 +343,20 @@ async fn fetch_blob(
     up: &Arc<Upstream>,
     repo: &RepoName,
     blob: &Descriptor,
-    bar: &ProgressBar,
+    bars: &[ProgressBar; 2],
 ) -> Result<u64, String> {
+    let inc = |n: u64| bars.iter().for_each(|b| b.inc(n));
     let fail = |e: &dyn std::fmt::Display| format!("blob {}: {e}", blob.digest);
     match app.cache.blob(up, repo, &blob.digest).await {
         Ok(BlobSource::Stored { size, .. }) => {
-            bar.inc(size);
+            inc(size);
             Ok(0)
         }
         Ok(BlobSource::Filling { reader, file }) => {
             let total = reader.fill().total().await.map_err(|e| fail(&e))?;
             let mut body = std::pin::pin!(reader.stream(file, 0, total));
             while let Some(chunk) = body.next().await {
-                bar.inc(chunk.map_err(|e| fail(&e))?.len() as u64);
+                inc(chunk.map_err(|e| fail(&e))?.len() as u64);
             }
             Ok(total)
         }

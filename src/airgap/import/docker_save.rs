@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Staged, Staging, not_a_tar};
+use super::{Staged, Staging, each_entry};
 use crate::airgap::progress::Progress;
 use crate::manifest::Descriptor;
 use crate::reference::Digest;
@@ -74,34 +74,27 @@ impl Staging<'_> {
         let bar = progress.overall().clone();
         let mut by_path: HashMap<String, (Digest, u64)> = HashMap::new();
         let mut links: Vec<(String, String)> = Vec::new();
-        let mut archive = tar::Archive::new(File::open(source).map_err(|e| e.to_string())?);
-        for entry in archive.entries().map_err(not_a_tar)? {
-            let entry = entry.map_err(not_a_tar)?;
-            let path = entry
-                .path()
-                .map_err(not_a_tar)?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_owned();
-            if wanted.binary_search(&path).is_err() {
-                continue;
+        each_entry(source, |path, entry| {
+            if wanted.binary_search(&path.to_owned()).is_err() {
+                return Ok(());
             }
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
                 if let Ok(Some(target)) = entry.link_name() {
                     let target = target.to_string_lossy().into_owned();
                     let target = if kind.is_symlink() {
-                        resolve(&path, &target)
+                        resolve(path, &target)
                     } else {
                         target
                     };
-                    links.push((path, target));
+                    links.push((path.to_owned(), target));
                 }
             } else if kind.is_file() {
                 let found = self.take_unnamed(entry, &bar)?;
-                by_path.insert(path, found);
+                by_path.insert(path.to_owned(), found);
             }
-        }
+            Ok(())
+        })?;
         for (path, target) in links {
             if let Some(found) = by_path.get(&target).cloned() {
                 by_path.insert(path, found);

@@ -214,21 +214,12 @@ fn survey(source: &Path) -> Result<Survey, String> {
         }
         return Ok(s);
     }
-    let file = File::open(source).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(file);
-    for entry in archive.entries_with_seek().map_err(not_a_tar)? {
-        let mut entry = entry.map_err(not_a_tar)?;
-        let path = entry
-            .path()
-            .map_err(not_a_tar)?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_owned();
+    each_entry(source, |path, mut entry| {
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(());
         }
-        s.sizes.insert(path.clone(), entry.size());
-        let small = |entry: &mut tar::Entry<'_, File>| -> Result<Vec<u8>, String> {
+        s.sizes.insert(path.to_owned(), entry.size());
+        let mut small = || -> Result<Vec<u8>, String> {
             if entry.size() > layout::MAX_INDEX_JSON {
                 return Err(format!("{path} is too large"));
             }
@@ -237,14 +228,34 @@ fn survey(source: &Path) -> Result<Survey, String> {
             Ok(b)
         };
         if path == layout::INDEX_JSON {
-            s.index_json = Some(small(&mut entry)?);
+            s.index_json = Some(small()?);
         } else if path == "manifest.json" {
-            s.docker_manifest = Some(small(&mut entry)?);
-        } else if let Some(d) = layout::blob_at(&path) {
+            s.docker_manifest = Some(small()?);
+        } else if let Some(d) = layout::blob_at(path) {
             s.blobs.insert(d, entry.size());
         }
-    }
+        Ok(())
+    })?;
     Ok(s)
+}
+
+/// Calls `f` with each entry of a tar archive and its path (without a leading `./`); entries
+/// whose data `f` does not read are skipped with a seek.
+fn each_entry(
+    source: &Path,
+    mut f: impl FnMut(&str, tar::Entry<'_, File>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut archive = tar::Archive::new(File::open(source).map_err(|e| e.to_string())?);
+    for entry in archive.entries_with_seek().map_err(not_a_tar)? {
+        let entry = entry.map_err(not_a_tar)?;
+        let path = entry
+            .path()
+            .map_err(not_a_tar)?
+            .to_string_lossy()
+            .into_owned();
+        f(path.trim_start_matches("./"), entry)?;
+    }
+    Ok(())
 }
 
 fn not_a_tar(e: std::io::Error) -> String {
@@ -303,23 +314,14 @@ impl<'a> Staging<'a> {
                 self.take(d, f, &bar)?;
             }
         } else {
-            let mut archive = tar::Archive::new(File::open(source).map_err(|e| e.to_string())?);
-            for entry in archive.entries().map_err(not_a_tar)? {
-                let entry = entry.map_err(not_a_tar)?;
-                let path = entry
-                    .path()
-                    .map_err(not_a_tar)?
-                    .to_string_lossy()
-                    .into_owned();
-                if !entry.header().entry_type().is_file() {
-                    continue;
-                }
-                if let Some(d) = layout::blob_at(&path)
-                    && !self.files.contains_key(&d)
+            each_entry(source, |path, entry| match layout::blob_at(path) {
+                Some(d)
+                    if entry.header().entry_type().is_file() && !self.files.contains_key(&d) =>
                 {
-                    self.take(&d, entry, &bar)?;
+                    self.take(&d, entry, &bar)
                 }
-            }
+                _ => Ok(()),
+            })?;
         }
         progress.finish();
         Ok(())
