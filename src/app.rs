@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub(crate) struct App {
     pub(crate) default_upstream: Option<Arc<Upstream>>,
     pub(crate) cache: Arc<Cache>,
     pub(crate) metrics: Arc<Metrics>,
+    /// `[auth]`: who may pull what; None lets everyone pull everything.
+    pub(crate) auth: Option<Arc<Auth>>,
     pub(crate) serve_metrics: bool,
     /// Set when shutdown begins: `/readyz` answers 503 while requests drain.
     pub(crate) draining: std::sync::atomic::AtomicBool,
@@ -39,6 +42,8 @@ pub enum StartError {
         #[source]
         source: CacheSetupError,
     },
+    #[error("auth.htpasswd: {0}")]
+    Auth(String),
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
     #[error("server.tls_cert/tls_key: {0}")]
@@ -94,7 +99,14 @@ impl App {
             dir: config.cache.dir.display().to_string(),
             source: CacheSetupError(e),
         })?;
+        let auth = match &config.auth {
+            Some(a) => Some(Arc::new(
+                Auth::new(a, metrics.clone()).map_err(StartError::Auth)?,
+            )),
+            None => None,
+        };
         Ok(App {
+            auth,
             default_upstream: upstreams.iter().find(|u| u.is_default).cloned(),
             upstreams,
             cache,
@@ -160,6 +172,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         upstreams = ?app.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "entrepot listening"
     );
+    match &app.auth {
+        Some(auth) => {
+            tokio::spawn(auth.clone().watch(shutdown.clone()));
+        }
+        None => tracing::info!("no [auth] section: every client may pull everything"),
+    }
     let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
     let (ready_app, mut stopping) = (app.clone(), shutdown.clone());
     tokio::spawn(async move {

@@ -12,6 +12,7 @@
 mod airgap;
 mod api;
 mod app;
+mod auth;
 mod cache;
 mod config;
 mod manifest;

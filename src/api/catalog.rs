@@ -1,5 +1,5 @@
 //! `GET /v2/_catalog`: the repositories this mirror holds, under the names clients use for them
-//! (bare for the default upstream, `<registry>/<repo>` for the others).
+//! (bare for the default upstream, `<registry>/<repo>` for the others), those the caller may pull.
 
 use std::sync::Arc;
 
@@ -7,10 +7,12 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::{ApiError, Body, json_response, query_param};
 use crate::app::App;
+use crate::auth::Identity;
 use crate::cache::paginate;
 
 pub(super) async fn get(
     app: &Arc<App>,
+    who: &Identity,
     query: &str,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
@@ -21,6 +23,7 @@ pub(super) async fn get(
         .cached_repos()
         .await?
         .into_iter()
+        .filter(|(up, repo)| super::access::may_pull(app, who, up, repo))
         .map(|(up, repo)| match &app.default_upstream {
             Some(d) if d.name == up => repo,
             _ => format!("{up}/{repo}"),

@@ -16,6 +16,8 @@ pub(super) struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` for a 401.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -70,6 +73,9 @@ impl ApiError {
         }
         if let Some(s) = self.retry_after {
             b = b.header(header::RETRY_AFTER, s);
+        }
+        if let Some(c) = &self.challenge {
+            b = b.header(header::WWW_AUTHENTICATE, c);
         }
         b.body(if head { full(Vec::new()) } else { full(body) })
             .expect("static headers are valid")

@@ -52,6 +52,7 @@ impl Logged {
         l.metrics.request_done(l.route, took);
         let cache = l.note.cache.map_or("-", |c| c.label());
         let upstream = l.note.upstream.as_deref().unwrap_or("-");
+        let user = l.note.user.as_deref().unwrap_or("-");
         let peer = l.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
         tracing::info!(
             target: "entrepot::request",
@@ -62,6 +63,7 @@ impl Logged {
             duration_ms = took.as_secs_f64() * 1000.0,
             cache = %cache,
             upstream = %upstream,
+            user = %user,
             peer = %peer,
             complete,
             "request"

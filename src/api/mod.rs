@@ -6,6 +6,7 @@
 //! clients rely on. One file per endpoint below; errors become OCI bodies in `error.rs` and
 //! nowhere else. This layer calls the cache, never an upstream.
 
+mod access;
 mod blobs;
 mod catalog;
 mod error;
@@ -98,7 +99,6 @@ async fn dispatch<B>(
 ) -> Result<Response<Body>, ApiError> {
     let query = req.uri().query().unwrap_or("");
     match route {
-        Route::Base => Ok(json_response(StatusCode::OK, "{}".into(), head)),
         Route::Metrics if app.serve_metrics => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(full(app.metrics.render()))
@@ -110,28 +110,46 @@ async fn dispatch<B>(
             "NOT_FOUND",
             "no such endpoint",
         )),
-        Route::Catalog => catalog::get(app, query, head).await,
+        Route::Base => {
+            let who = access::identify(app, req).await?;
+            access::base(app, &who)?;
+            Ok(json_response(StatusCode::OK, "{}".into(), head))
+        }
+        Route::Catalog => {
+            let who = access::identify(app, req).await?;
+            catalog::get(app, &who, query, head).await
+        }
         Route::Manifest { name, reference } => {
-            let (up, repo) = resolve(app, name, query)?;
-            crate::metrics::note_upstream(&up.name);
+            let (up, repo) = allowed(app, req, name, query).await?;
             manifests::get(app, &up, &repo, reference, req.headers(), head).await
         }
         Route::Blob { name, digest } => {
-            let (up, repo) = resolve(app, name, query)?;
-            crate::metrics::note_upstream(&up.name);
+            let (up, repo) = allowed(app, req, name, query).await?;
             blobs::get(app, &up, &repo, digest, req.headers(), head).await
         }
         Route::Tags { name } => {
-            let (up, repo) = resolve(app, name, query)?;
-            crate::metrics::note_upstream(&up.name);
+            let (up, repo) = allowed(app, req, name, query).await?;
             tags::get(app, &up, &repo, name, query, head).await
         }
         Route::Referrers { name, digest } => {
-            let (up, repo) = resolve(app, name, query)?;
-            crate::metrics::note_upstream(&up.name);
+            let (up, repo) = allowed(app, req, name, query).await?;
             referrers::get(app, &up, &repo, digest, query, head).await
         }
     }
+}
+
+/// The upstream and repository a request names, once `[auth]` allows its sender to pull there.
+async fn allowed<B>(
+    app: &Arc<App>,
+    req: &Request<B>,
+    name: &str,
+    query: &str,
+) -> Result<(Arc<crate::upstream::Upstream>, crate::reference::RepoName), ApiError> {
+    let who = access::identify(app, req).await?;
+    let (up, repo) = resolve(app, name, query)?;
+    crate::metrics::note_upstream(&up.name);
+    access::check(app, &who, &up.name, repo.as_str())?;
+    Ok((up, repo))
 }
 
 /// `/readyz`: 200 while the index answers, the cache directory takes writes and shutdown has not

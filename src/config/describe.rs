@@ -60,6 +60,9 @@ impl Config {
                 s.push_str(&format!("ca_cert = {:?}\n", ca.display().to_string()));
             }
         }
+        if let Some(a) = &self.auth {
+            s.push_str(&a.describe());
+        }
         s
     }
 }

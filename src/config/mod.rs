@@ -7,6 +7,7 @@
 //! `[[upstream]]`), `credentials.rs` (credential sources, docker `config.json`), `patterns.rs`
 //! (repository patterns), `describe.rs` (the `check-config` printer).
 
+mod auth;
 mod credentials;
 mod describe;
 mod patterns;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use auth::{AllowRule, AuthConfig};
 pub(crate) use credentials::{CredentialSource, Secret};
 pub(crate) use patterns::RepoPattern;
 use schema::{RawCache, RawConfig, RawServer};
@@ -51,6 +53,8 @@ pub struct Config {
     pub(crate) cache: CacheConfig,
     pub(crate) upstreams: Vec<UpstreamConfig>,
     pub(crate) log: LogFormat,
+    /// `[auth]`: None means every client may pull everything.
+    pub(crate) auth: Option<AuthConfig>,
 }
 
 /// How log lines are written (`[log] format`).
@@ -252,11 +256,16 @@ impl Config {
                 ));
             }
         };
+        let auth = match raw.auth.take() {
+            Some(a) => Some(check.auth(a, &upstreams)?),
+            None => None,
+        };
         Ok(Config {
             server,
             cache,
             upstreams,
             log,
+            auth,
         })
     }
 }

@@ -6,7 +6,7 @@
 pub(crate) struct RepoPattern(String);
 
 impl RepoPattern {
-    pub(super) fn parse(s: &str) -> Option<RepoPattern> {
+    pub(crate) fn parse(s: &str) -> Option<RepoPattern> {
         let ok = !s.is_empty()
             && s.split('/').all(|seg| {
                 !seg.is_empty()

@@ -20,6 +20,23 @@ pub(super) struct RawConfig {
     pub(super) credentials: RawCredentials,
     #[serde(default)]
     pub(super) log: RawLog,
+    pub(super) auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) htpasswd: Option<PathBuf>,
+    pub(super) realm: Option<String>,
+    #[serde(default)]
+    pub(super) allow: Vec<RawAllow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAllow {
+    pub(super) users: Vec<String>,
+    pub(super) repositories: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -123,6 +123,37 @@ impl LookupResult {
     }
 }
 
+/// Why a client's request was refused by `[auth]`, or slowed down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// Credentials that did not verify (401).
+    BadCredentials,
+    /// No credentials where a rule asks for them (401 with the challenge).
+    Challenged,
+    /// Authenticated, but no rule allows the repository (403).
+    Denied,
+    /// A failure answered late, after many from the same address.
+    Throttled,
+}
+
+impl AuthFailure {
+    pub(crate) const ALL: [AuthFailure; 4] = [
+        AuthFailure::BadCredentials,
+        AuthFailure::Challenged,
+        AuthFailure::Denied,
+        AuthFailure::Throttled,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            AuthFailure::BadCredentials => "bad_credentials",
+            AuthFailure::Challenged => "challenged",
+            AuthFailure::Denied => "denied",
+            AuthFailure::Throttled => "throttled",
+        }
+    }
+}
+
 impl FillFailure {
     /// Every value, so each series exists (at 0) from the start.
     pub(crate) const ALL: [FillFailure; 7] = [

@@ -17,9 +17,9 @@ use prometheus::{
 };
 
 pub(crate) use labels::{
-    Content, FillFailure, Lookup, LookupResult, NO_ANSWER, Source, UpstreamCall,
+    AuthFailure, Content, FillFailure, Lookup, LookupResult, NO_ANSWER, Source, UpstreamCall,
 };
-pub(crate) use request::{RequestNote, note_upstream, noting};
+pub(crate) use request::{RequestNote, note_upstream, note_user, noting};
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     fill_failures: IntCounterVec,
     /// Token requests made to upstream token services, by upstream and status.
     token_requests: IntCounterVec,
+    /// Client requests refused by `[auth]` (or slowed down), by reason.
+    auth_failures: IntCounterVec,
     /// Bytes held in the cache directory (index aside).
     cache_bytes: IntGauge,
     /// The configured `max_size`.
@@ -133,6 +135,14 @@ impl Metrics {
             "Entries evicted from the cache by the LRU.",
             &["kind"],
         );
+        let auth_failures = counter(
+            "auth_failures_total",
+            "Client requests refused by [auth] (or answered late after repeated failures), by reason.",
+            &["reason"],
+        );
+        for reason in AuthFailure::ALL {
+            auth_failures.with_label_values(&[reason.label()]);
+        }
         let g = gauges(&registry);
         // Series with bounded labels exist at 0 from the start, so rules and dashboards see
         // them before the first event (an absent series is not a zero to `rate`).
@@ -164,6 +174,7 @@ impl Metrics {
             evicted_bytes,
             fill_failures,
             token_requests,
+            auth_failures,
             cache_bytes: g.cache_bytes,
             cache_max_bytes: g.cache_max_bytes,
             evictions,
@@ -246,6 +257,12 @@ impl Metrics {
 
     pub(crate) fn fill_failed(&self, reason: FillFailure) {
         self.fill_failures
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    pub(crate) fn auth_failed(&self, reason: AuthFailure) {
+        self.auth_failures
             .with_label_values(&[reason.label()])
             .inc();
     }

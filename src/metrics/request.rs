@@ -13,6 +13,8 @@ pub(crate) struct RequestNote {
     /// The last cache decision made for the request.
     pub(crate) cache: Option<LookupResult>,
     pub(crate) upstream: Option<String>,
+    /// The authenticated user (`[auth]`), if any.
+    pub(crate) user: Option<String>,
 }
 
 tokio::task_local! {
@@ -37,4 +39,9 @@ pub(super) fn note_lookup(result: LookupResult) {
 /// Notes the upstream chosen for the request being handled.
 pub(crate) fn note_upstream(name: &str) {
     let _ = NOTE.try_with(|n| n.borrow_mut().upstream = Some(name.to_owned()));
+}
+
+/// Notes who the request was authenticated as.
+pub(crate) fn note_user(name: &str) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().user = Some(name.to_owned()));
 }

@@ -1,0 +1,89 @@
+//! `[auth]` at the API's door: who is asking, and whether they may pull a repository.
+//!
+//! Without `[auth]` everyone may pull everything. With it, a request that no rule allows gets
+//! 401 with the Basic challenge when it came without credentials (so clients send theirs), 401
+//! when its credentials are wrong, and 403 DENIED when it came from a user no rule allows.
+
+use std::net::SocketAddr;
+
+use http::{Request, StatusCode, header};
+
+use super::ApiError;
+use crate::app::App;
+use crate::auth::{Auth, Identity};
+use crate::metrics::AuthFailure;
+
+/// Who sent the request (anonymous when there is no `[auth]`).
+pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity, ApiError> {
+    let Some(auth) = &app.auth else {
+        return Ok(Identity::Anonymous);
+    };
+    let peer = req.extensions().get::<SocketAddr>().map(|p| p.ip());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match auth.identify(authorization, peer).await {
+        Ok(who) => {
+            if let Identity::User(name) = &who {
+                crate::metrics::note_user(name);
+            }
+            Ok(who)
+        }
+        Err(_) => Err(unauthorized(auth, "the credentials given are not valid")),
+    }
+}
+
+/// `GET /v2/`: with `[auth]`, credentials are required (as Docker Hub does), so `docker login`
+/// learns at once whether they work and clients learn to send them.
+pub(super) fn base(app: &App, who: &Identity) -> Result<(), ApiError> {
+    match (&app.auth, who) {
+        (Some(auth), Identity::Anonymous) => {
+            auth.refused(AuthFailure::Challenged);
+            Err(unauthorized(auth, "sign in to use this mirror"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `who` may pull `repo` from `upstream`.
+pub(super) fn may_pull(app: &App, who: &Identity, upstream: &str, repo: &str) -> bool {
+    app.auth
+        .as_ref()
+        .is_none_or(|a| a.allows(who, upstream, repo))
+}
+
+/// Refuses a pull that no rule allows: 401 with the challenge for anonymous clients, 403 for
+/// users.
+pub(super) fn check(app: &App, who: &Identity, upstream: &str, repo: &str) -> Result<(), ApiError> {
+    let Some(auth) = &app.auth else {
+        return Ok(());
+    };
+    if auth.allows(who, upstream, repo) {
+        return Ok(());
+    }
+    match who {
+        Identity::Anonymous => {
+            auth.refused(AuthFailure::Challenged);
+            Err(unauthorized(
+                auth,
+                format!("sign in to pull {upstream}/{repo}"),
+            ))
+        }
+        Identity::User(name) => {
+            auth.refused(AuthFailure::Denied);
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!("{name} may not pull {upstream}/{repo} from this mirror"),
+            ))
+        }
+    }
+}
+
+fn unauthorized(auth: &Auth, message: impl Into<String>) -> ApiError {
+    ApiError {
+        challenge: Some(auth.challenge()),
+        ..ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+}
