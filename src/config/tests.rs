@@ -105,3 +105,44 @@ fn secrets_are_redacted() {
     assert!(!c.describe().contains("hunter2"));
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn auth_mistakes_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let md5 = dir.path().join("md5");
+    std::fs::write(&md5, "old:$apr1$salt$hash\n").unwrap();
+    let bcrypt = dir.path().join("bcrypt");
+    std::fs::write(
+        &bcrypt,
+        "ci:$2y$05$abcdefghijklmnopqrstuu5sPQ7G9xkQ4cJ2hA1FzF8qO9W1eX6\n",
+    )
+    .unwrap();
+    let with = |auth: &str| format!("{UP}\n[auth]\n{auth}");
+    let e = err(&with(&format!("htpasswd = {md5:?}\n")));
+    assert!(e.contains("auth.htpasswd") && e.contains("bcrypt"), "{e}");
+    let e = err(&with(
+        "[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"docker.io/**\"]\n",
+    ));
+    assert!(e.contains("auth.allow[0].users") && e.contains("htpasswd"), "{e}");
+    let e = err(&with(&format!(
+        "htpasswd = {bcrypt:?}\n[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"quay.io/**\"]\n"
+    )));
+    assert!(e.contains("auth.allow[0].repositories[0]") && e.contains("quay.io"), "{e}");
+    let e = err(&with(
+        "[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/UPPER\"]\n",
+    ));
+    assert!(e.contains("auth.allow[0].repositories[0]"), "{e}");
+    let e = err(&with("realm = \"a\\\"b\"\n"));
+    assert!(e.contains("auth.realm"), "{e}");
+    // A good section reads back from check-config's output.
+    let good = Config::parse(
+        &with(&format!(
+            "htpasswd = {bcrypt:?}\n[[auth.allow]]\nusers = [\"anonymous\", \"ci\"]\nrepositories = [\"docker.io/library/**\"]\n"
+        )),
+        "t",
+    )
+    .unwrap();
+    let shown = good.describe();
+    assert!(shown.contains("[[auth.allow]]"), "{shown}");
+    assert_eq!(Config::parse(&shown, "shown").unwrap().describe(), shown);
+}

@@ -1,0 +1,321 @@
+//! Who may pull (`[auth]`), with the real clients: skopeo with `--src-creds`, containerd's
+//! `ctr images pull --user`, and dockerd after `docker login`, all to the mirror as a registry
+//! over TLS with a private CA. The htpasswd files are written by Debian's `htpasswd -B`.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::auth::pki;
+use support::*;
+
+/// A TLS mirror with `[auth]`: anonymous clients may pull `library/**`, `ci` and `deploy`
+/// everything; `bob` signs in but has no rule of his own.
+struct Secured {
+    m: Mirror,
+    htpasswd: PathBuf,
+    certs: tempfile::TempDir,
+}
+
+fn htpasswd(file: &Path, user: &str, password: &str) {
+    let mut cmd = Command::new("htpasswd");
+    if !file.exists() {
+        cmd.arg("-c");
+    }
+    run(cmd.arg("-bB").arg(file).args([user, password]));
+}
+
+fn secured(reg: &Registry) -> Secured {
+    let certs = scratch("access-certs");
+    let htpw = certs.path().join("htpasswd");
+    htpasswd(&htpw, "ci", "ci-pass");
+    htpasswd(&htpw, "bob", "bob-pass");
+    // skopeo's --cert-dir wants the CA as `*.crt` in a directory.
+    fs::copy(&pki().ca_cert, certs.path().join("ca.crt")).unwrap();
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let (cert, key) = (&pki().server_cert, &pki().server_key);
+    m.reconfigure(|cfg| {
+        let cfg = cfg.replace(
+            "[server]\n",
+            &format!("[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"),
+        );
+        format!(
+            "{cfg}\n[auth]\nhtpasswd = {htpw:?}\nrealm = \"test mirror\"\n\n[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/library/**\"]\n\n[[auth.allow]]\nusers = [\"ci\", \"deploy\"]\nrepositories = [\"docker.io/**\"]\n"
+        )
+    });
+    Secured {
+        m,
+        htpasswd: htpw,
+        certs,
+    }
+}
+
+/// `curl` over TLS with the private CA: status and response headers.
+fn curl(port: u16, path: &str, user: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(&pki().ca_cert)
+        .arg(format!("https://127.0.0.1:{port}{path}"));
+    if let Some(u) = user {
+        cmd.args(["-u", u]);
+    }
+    let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, out.to_ascii_lowercase())
+}
+
+fn skopeo(s: &Secured, reference: &str, creds: Option<&str>, dest: &Path) -> std::process::Output {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--retry-times", "0", "--src-cert-dir"])
+        .arg(s.certs.path());
+    match creds {
+        Some(c) => cmd.args(["--src-creds", c]),
+        None => cmd.arg("--src-no-creds"),
+    };
+    cmd.arg(format!("docker://127.0.0.1:{}/{reference}", s.m.port))
+        .arg(format!("dir:{}", dest.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rules_decide_who_pulls_what_and_htpasswd_changes_apply_at_once() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let s = secured(&reg);
+    let port = s.m.port;
+    let out = scratch("access-pulls");
+    let public = seed.image("library/busybox");
+    let private = seed.image("oci/app");
+
+    // `GET /v2/` asks anonymous clients to sign in, and tells a user whether the credentials work.
+    let (status, headers) = curl(port, "/v2/", None);
+    assert_eq!(status, 401);
+    assert!(
+        headers.contains("www-authenticate: basic realm=\"test mirror\""),
+        "{headers}"
+    );
+    assert_eq!(curl(port, "/v2/", Some("ci:ci-pass")).0, 200);
+    assert_eq!(curl(port, "/v2/", Some("ci:wrong")).0, 401);
+
+    // Anonymous pulls of allowed repositories work (empty credentials count as anonymous).
+    let pulled = skopeo(
+        &s,
+        &format!("library/busybox:{}", public.tag),
+        None,
+        &out.path().join("a"),
+    );
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert_eq!(
+        sha256(&fs::read(out.path().join("a/manifest.json")).unwrap()),
+        public.digest
+    );
+    // A private repository: 401 with the challenge without credentials, 403 for bob, and a
+    // pull for ci.
+    let path = format!("/v2/oci/app/manifests/{}", private.tag);
+    let (status, headers) = curl(port, &path, None);
+    assert_eq!(status, 401);
+    assert!(headers.contains("www-authenticate: basic"), "{headers}");
+    assert_eq!(curl(port, &path, Some("bob:bob-pass")).0, 403);
+    let refused = skopeo(
+        &s,
+        &format!("oci/app:{}", private.tag),
+        None,
+        &out.path().join("b"),
+    );
+    assert!(!refused.status.success());
+    let pulled = skopeo(
+        &s,
+        &format!("oci/app:{}", private.tag),
+        Some("ci:ci-pass"),
+        &out.path().join("c"),
+    );
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert_eq!(
+        sha256(&fs::read(out.path().join("c/manifest.json")).unwrap()),
+        private.digest
+    );
+    // The private layer is cached now, but not readable through a repository anonymous
+    // clients may pull: the upstream is asked there, and has no such blob.
+    let (layer, _) = private.largest_blob();
+    assert!(s.m.wait_cached(&layer));
+    assert_eq!(
+        curl(port, &format!("/v2/library/busybox/blobs/{layer}"), None).0,
+        404
+    );
+    assert_eq!(
+        curl(port, &format!("/v2/oci/app/blobs/{layer}"), None).0,
+        401
+    );
+    // Lists show only what the caller may pull.
+    assert_eq!(curl(port, "/v2/oci/app/tags/list", None).0, 401);
+    let catalog = |user: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&pki().ca_cert)
+            .args(["-u", user])
+            .arg(format!("https://127.0.0.1:{port}/v2/_catalog"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(catalog("ci:ci-pass").contains("oci/app"));
+    let bobs = catalog("bob:bob-pass");
+    assert!(
+        bobs.contains("library/busybox") && !bobs.contains("oci/app"),
+        "{bobs}"
+    );
+
+    // `deploy` has a rule but no password yet; adding one to the file works without a restart.
+    assert_eq!(curl(port, &path, Some("deploy:d-pass")).0, 401);
+    htpasswd(&s.htpasswd, "deploy", "d-pass");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while curl(port, &path, Some("deploy:d-pass")).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new htpasswd was not picked up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // A burst of wrong passwords is answered, and slowed down past the first few.
+    for _ in 0..7 {
+        assert_eq!(curl(port, "/v2/", Some("ci:guess")).0, 401);
+    }
+    let metrics = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&pki().ca_cert)
+        .arg(format!("https://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let throttled = metrics
+        .lines()
+        .find(|l| l.starts_with("entrepot_auth_failures_total{reason=\"throttled\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap();
+    assert!(throttled >= 4.0, "{metrics}");
+    // The log names the user, and never a password.
+    let log = s.m.log_text();
+    assert!(log.contains("user=ci"), "{log}");
+    assert!(!log.contains("ci-pass") && !log.contains("Basic "));
+}
+
+#[test]
+fn containerd_and_dockerd_sign_in_to_the_mirror() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let s = secured(&reg);
+    let host = format!("127.0.0.1:{}", s.m.port);
+    let private = seed.image("oci/app");
+    let reference = format!("{host}/oci/app:{}", private.tag);
+
+    // containerd: `ctr images pull --user`, trusting the CA through its hosts directory.
+    let ctd = Containerd::start();
+    let hosts = scratch("access-hosts");
+    let dir = hosts.path().join(&host);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {:?}\n",
+            pki().ca_cert
+        ),
+    )
+    .unwrap();
+    let pull = |user: Option<&str>| {
+        let mut cmd = ctd.ctr();
+        cmd.args(["images", "pull", "--hosts-dir"])
+            .arg(hosts.path());
+        if let Some(u) = user {
+            cmd.args(["--user", u]);
+        }
+        cmd.arg(&reference).output().unwrap()
+    };
+    assert!(
+        !pull(None).status.success(),
+        "an anonymous pull of a private repository"
+    );
+    let pulled = pull(Some("ci:ci-pass"));
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let list = run(ctd.ctr().args(["images", "ls"]));
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(&private.digest), "{line}");
+
+    // dockerd: `docker login` to the mirror as a registry, the CA in /etc/docker/certs.d.
+    let certs_d = PathBuf::from("/etc/docker/certs.d").join(&host);
+    fs::create_dir_all(&certs_d).unwrap();
+    fs::copy(&pki().ca_cert, certs_d.join("ca.crt")).unwrap();
+    let dockerd = Dockerd::start(&ctd, serde_json::json!({}));
+    let client_config = scratch("access-docker-config");
+    let docker = || {
+        let mut c = dockerd.docker();
+        c.env("DOCKER_CONFIG", client_config.path());
+        c
+    };
+    let login = |password: &str| {
+        let mut child = docker()
+            .args(["login", &host, "-u", "ci", "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("nope");
+    let right = login("ci-pass");
+    let pulled = docker().args(["pull", &reference]).output().unwrap();
+    let digests = docker()
+        .args([
+            "image",
+            "inspect",
+            &reference,
+            "--format",
+            "{{json .RepoDigests}}",
+        ])
+        .output()
+        .unwrap();
+    drop(dockerd);
+    let _ = fs::remove_dir_all(&certs_d);
+    assert!(!wrong.status.success(), "a wrong password signed in");
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&digests.stdout).contains(&private.digest));
+}
