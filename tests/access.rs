@@ -28,6 +28,11 @@ fn htpasswd(file: &Path, user: &str, password: &str) {
 }
 
 fn secured(reg: &Registry) -> Secured {
+    secured_with(reg, "")
+}
+
+/// As [`secured`], with more `[server]` lines.
+fn secured_with(reg: &Registry, server_extra: &str) -> Secured {
     let certs = scratch("access-certs");
     let htpw = certs.path().join("htpasswd");
     htpasswd(&htpw, "ci", "ci-pass");
@@ -39,7 +44,7 @@ fn secured(reg: &Registry) -> Secured {
     m.reconfigure(|cfg| {
         let cfg = cfg.replace(
             "[server]\n",
-            &format!("[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"),
+            &format!("[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server_extra}"),
         );
         format!(
             "{cfg}\n[auth]\nhtpasswd = {htpw:?}\nrealm = \"test mirror\"\n\n[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/library/**\"]\n\n[[auth.allow]]\nusers = [\"ci\", \"deploy\"]\nrepositories = [\"docker.io/**\"]\n"
@@ -318,4 +323,88 @@ fn containerd_and_dockerd_sign_in_to_the_mirror() {
         String::from_utf8_lossy(&pulled.stderr)
     );
     assert!(String::from_utf8_lossy(&digests.stdout).contains(&private.digest));
+}
+
+/// A client certificate for `cn`, signed by `ca` (the test CA unless another is given).
+fn client_cert(dir: &Path, cn: &str, ca: Option<(&Path, &Path)>) -> (PathBuf, PathBuf) {
+    let (key, csr, cert) = (
+        dir.join(format!("{cn}.key")),
+        dir.join(format!("{cn}.csr")),
+        dir.join(format!("{cn}.crt")),
+    );
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    let test_ca_key = pki().dir.join("ca.key");
+    let (ca_cert, ca_key) = ca.unwrap_or((&pki().ca_cert, &test_ca_key));
+    // A v3 certificate for client authentication (webpki refuses v1 ones).
+    let ext = dir.join("client.ext");
+    fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(ca_cert)
+        .arg("-CAkey")
+        .arg(ca_key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}
+
+#[test]
+fn a_client_certificate_from_client_ca_names_the_user() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let ca = format!("client_ca = {:?}\n", pki().ca_cert);
+    let s = secured_with(&reg, &ca);
+    let dir = scratch("access-mtls");
+    let private = seed.image("oci/app");
+    let path = format!("/v2/oci/app/manifests/{}", private.tag);
+    let with_cert = |cert: &(PathBuf, PathBuf)| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&pki().ca_cert)
+            .arg("--cert")
+            .arg(&cert.0)
+            .arg("--key")
+            .arg(&cert.1)
+            .arg(format!("https://127.0.0.1:{}{path}", s.m.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(with_cert(&client_cert(dir.path(), "ci", None)), "200");
+    assert_eq!(with_cert(&client_cert(dir.path(), "bob", None)), "403");
+    // No certificate: HTTP authentication as before.
+    assert_eq!(curl(s.m.port, &path, None).0, 401);
+    assert_eq!(curl(s.m.port, &path, Some("ci:ci-pass")).0, 200);
+    // A certificate from another CA fails the handshake.
+    let other_key = dir.path().join("other-ca.key");
+    let other_ca = dir.path().join("other-ca.crt");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=other-ca",
+            "-keyout",
+        ])
+        .arg(&other_key)
+        .arg("-out")
+        .arg(&other_ca));
+    let foreign = client_cert(dir.path(), "mallory", Some((&other_ca, &other_key)));
+    assert_eq!(with_cert(&foreign), "000");
+    assert!(s.m.log_text().contains("user=ci"));
 }

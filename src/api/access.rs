@@ -2,7 +2,8 @@
 //!
 //! Without `[auth]` everyone may pull everything. With it, a request that no rule allows gets
 //! 401 with the Basic challenge when it came without credentials (so clients send theirs), 401
-//! when its credentials are wrong, and 403 DENIED when it came from a user no rule allows.
+//! when its credentials are wrong, and 403 DENIED when it came from a user no rule allows. A
+//! client certificate verified against `[server] client_ca` names its user (mutual TLS).
 
 use std::net::SocketAddr;
 
@@ -12,6 +13,7 @@ use super::ApiError;
 use crate::app::App;
 use crate::auth::{Auth, Identity};
 use crate::metrics::AuthFailure;
+use crate::server::ClientName;
 
 /// Who sent the request (anonymous when there is no `[auth]`).
 pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity, ApiError> {
@@ -23,6 +25,13 @@ pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity,
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
+    // A verified client certificate names the user, unless credentials are given too.
+    if authorization.is_none()
+        && let Some(ClientName(name)) = req.extensions().get::<ClientName>()
+    {
+        crate::metrics::note_user(name);
+        return Ok(Identity::User(name.clone()));
+    }
     match auth.identify(authorization, peer).await {
         Ok(who) => {
             if let Identity::User(name) = &who {

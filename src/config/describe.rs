@@ -26,9 +26,14 @@ impl Config {
             s.insert_str(
                 server_end,
                 &format!(
-                    "\ntls_cert = {:?}\ntls_key = {:?}",
+                    "\ntls_cert = {:?}\ntls_key = {:?}{}",
                     cert.display().to_string(),
-                    key.display().to_string()
+                    key.display().to_string(),
+                    self.server
+                        .client_ca
+                        .as_ref()
+                        .map(|ca| format!("\nclient_ca = {:?}", ca.display().to_string()))
+                        .unwrap_or_default()
                 ),
             );
         }

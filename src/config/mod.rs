@@ -79,6 +79,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_header_bytes: usize,
     /// TLS certificate chain and private key files (PEM), reloaded when they change.
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// CA certificates (PEM) whose client certificates authenticate as their common name.
+    pub(crate) client_ca: Option<PathBuf>,
     /// Whether `/metrics` answers on the same listener.
     pub(crate) metrics: bool,
 }
@@ -143,6 +145,7 @@ impl Checker<'_> {
             send_timeout,
             max_header_bytes: max_header_bytes as usize,
             metrics: raw.metrics.unwrap_or(true),
+            client_ca: self.client_ca(raw.client_ca, raw.tls_cert.is_some())?,
             tls: self.tls(raw.tls_cert, raw.tls_key)?,
         })
     }
@@ -163,6 +166,20 @@ impl Checker<'_> {
                 Err(e) => Err(self.bad("server.tls_cert/tls_key", e.to_string())),
             },
         }
+    }
+
+    /// `client_ca` needs TLS on the listener, and must hold at least one certificate.
+    fn client_ca(&self, ca: Option<PathBuf>, tls: bool) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(ca) = ca else { return Ok(None) };
+        if !tls {
+            return Err(self.bad(
+                "server.client_ca",
+                "needs tls_cert and tls_key: client certificates come with TLS",
+            ));
+        }
+        crate::server::client_roots(&ca)
+            .map_err(|e| self.bad("server.client_ca", e.to_string()))?;
+        Ok(Some(ca))
     }
 
     fn cache(&self, raw: RawCache) -> Result<CacheConfig, ConfigError> {

@@ -62,6 +62,7 @@ pub(super) struct RawServer {
     pub(super) metrics: Option<bool>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
+    pub(super) client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

@@ -123,11 +123,17 @@ fn auth_mistakes_name_their_key() {
     let e = err(&with(
         "[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"docker.io/**\"]\n",
     ));
-    assert!(e.contains("auth.allow[0].users") && e.contains("htpasswd"), "{e}");
+    assert!(
+        e.contains("auth.allow[0].users") && e.contains("htpasswd"),
+        "{e}"
+    );
     let e = err(&with(&format!(
         "htpasswd = {bcrypt:?}\n[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"quay.io/**\"]\n"
     )));
-    assert!(e.contains("auth.allow[0].repositories[0]") && e.contains("quay.io"), "{e}");
+    assert!(
+        e.contains("auth.allow[0].repositories[0]") && e.contains("quay.io"),
+        "{e}"
+    );
     let e = err(&with(
         "[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/UPPER\"]\n",
     ));
@@ -145,4 +151,13 @@ fn auth_mistakes_name_their_key() {
     let shown = good.describe();
     assert!(shown.contains("[[auth.allow]]"), "{shown}");
     assert_eq!(Config::parse(&shown, "shown").unwrap().describe(), shown);
+}
+
+#[test]
+fn client_ca_needs_tls_and_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = err(&format!("[server]\nclient_ca = {empty:?}\n{UP}"));
+    assert!(e.contains("server.client_ca") && e.contains("tls_cert"), "{e}");
 }

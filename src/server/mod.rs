@@ -30,8 +30,9 @@ use tokio::sync::Semaphore;
 use crate::config::ServerConfig;
 use send_timeout::Watch;
 pub(crate) use shutdown::Shutdown;
+pub(crate) use stream::ClientName;
 use stream::Stream;
-pub(crate) use tls::{TlsError, load as load_tls};
+pub(crate) use tls::{TlsError, client_roots, load as load_tls};
 use tokio_rustls::TlsAcceptor;
 
 /// The TLS acceptor for `[server] tls_cert` and `tls_key`, if set: the pair is loaded now (a
@@ -39,7 +40,7 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) fn tls_acceptor(cfg: &ServerConfig) -> Result<Option<TlsAcceptor>, TlsError> {
     match &cfg.tls {
         None => Ok(None),
-        Some((cert, key)) => tls::Reloading::start(cert, key).map(Some),
+        Some((cert, key)) => tls::Reloading::start(cert, key, cfg.client_ca.as_deref()).map(Some),
     }
 }
 
@@ -84,13 +85,6 @@ pub(crate) async fn serve<H, F, B>(
         let handler = handler.clone();
         let watch = Watch::new();
         let bodies = watch.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            // The handler may want to know who asked (its log line does).
-            req.extensions_mut().insert(peer);
-            let fut = handler(req);
-            let bodies = bodies.clone();
-            async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
-        });
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         let (send_timeout, handshake_timeout) = (cfg.send_timeout, cfg.header_read_timeout);
         tokio::spawn(async move {
@@ -111,6 +105,17 @@ pub(crate) async fn serve<H, F, B>(
                     }
                 }
             };
+            let client = io.client_name();
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                // The handler may want to know who asked (its log line and `[auth]` do).
+                req.extensions_mut().insert(peer);
+                if let Some(name) = &client {
+                    req.extensions_mut().insert(name.clone());
+                }
+                let fut = handler(req);
+                let bodies = bodies.clone();
+                async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
+            });
             let conn = builder.serve_connection(TokioIo::new(io), service);
             let conn = watcher.watch(conn.into_owned());
             tokio::select! {

@@ -1,4 +1,5 @@
-//! A connection's byte stream: plain TCP, or TLS over it.
+//! A connection's byte stream: plain TCP, or TLS over it (with the client certificate's name,
+//! when `[server] client_ca` asked for one).
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +12,24 @@ use tokio_rustls::server::TlsStream;
 pub(super) enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The common name of the certificate a client presented (verified against `[server]
+/// client_ca`): who the connection's requests come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClientName(pub(crate) String);
+
+impl Stream {
+    /// The client certificate's name, if the client presented one.
+    pub(super) fn client_name(&self) -> Option<ClientName> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => {
+                let cert = s.get_ref().1.peer_certificates()?.first()?;
+                super::tls::common_name(cert).map(ClientName)
+            }
+        }
+    }
 }
 
 impl AsyncRead for Stream {

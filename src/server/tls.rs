@@ -53,6 +53,27 @@ pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
+/// The CA certificates (PEM) that client certificates must chain to (`[server] client_ca`).
+pub(crate) fn client_roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_error(ca, e))? {
+        roots
+            .add(cert.map_err(|e| tls_error(ca, e))?)
+            .map_err(|e| tls_error(ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_error(ca, "no PEM certificate in the file"));
+    }
+    Ok(roots)
+}
+
+/// The subject's common name of a client certificate (verified by then), which names the user.
+pub(super) fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 /// The certificate served now, swapped when the files change.
 #[derive(Debug)]
 pub(super) struct Reloading {
@@ -83,7 +104,13 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
 
 impl Reloading {
     /// Loads the pair now (a failure stops start-up) and starts watching the files.
-    pub(super) fn start(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    /// With `client_ca`, clients may present a certificate from that CA (one from elsewhere fails
+    /// the handshake); clients without one go on to HTTP authentication.
+    pub(super) fn start(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsAcceptor, TlsError> {
         let first = load(cert, key)?;
         let reloading = Arc::new(Reloading {
             cert: cert.to_owned(),
@@ -91,11 +118,23 @@ impl Reloading {
             current: RwLock::new(Arc::new(first)),
         });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(cert, e))?
-            .with_no_client_auth()
-            .with_cert_resolver(reloading.clone());
+            .map_err(|e| tls_error(cert, e))?;
+        let config = match client_ca {
+            None => config.with_no_client_auth(),
+            Some(ca) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(client_roots(ca)?),
+                    provider.clone(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls_error(ca, e))?;
+                config.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = config.with_cert_resolver(reloading.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio::spawn(reloading.watch());
         Ok(TlsAcceptor::from(Arc::new(config)))
