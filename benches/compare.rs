@@ -6,7 +6,8 @@
 //! warm manifest-by-tag requests per second on one keep-alive connection; and how many origin
 //! GETs 16 concurrent cold requests for one 64 MiB blob cause. Then memory: the peak RSS of each
 //! server while 32 clients each pull a different cold 64 MiB blob at once.
-//! `cargo bench --bench compare -- memory` runs the memory figure alone.
+//! `cargo bench --bench compare -- memory` runs the memory figure alone; `-- auth` compares
+//! warm manifest requests per second without `[auth]` and with it.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -38,6 +39,11 @@ fn get_discard(port: u16, path: &str) -> u64 {
 
 /// `n` GETs of `path` on one keep-alive connection; returns requests per second.
 fn keep_alive_rps(port: u16, path: &str, n: usize) -> f64 {
+    keep_alive_rps_with(port, path, n, "")
+}
+
+/// As [`keep_alive_rps`], each request carrying `extra` header lines (`Name: value\r\n`).
+fn keep_alive_rps_with(port: u16, path: &str, n: usize, extra: &str) -> f64 {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_nodelay(true).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -47,7 +53,7 @@ fn keep_alive_rps(port: u16, path: &str, n: usize) -> f64 {
     for _ in 0..n {
         write!(
             w,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n{extra}\r\n"
         )
         .unwrap();
         let mut len = 0usize;
@@ -190,9 +196,46 @@ fn memory() {
     }
 }
 
+/// Warm manifest-by-tag requests per second on one keep-alive connection, without `[auth]` and
+/// with it (a signed-in user, bcrypt at `htpasswd -B`'s cost), alternating run by run.
+fn auth() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let dir = scratch("bench-auth");
+    let htpasswd = dir.path().join("htpasswd");
+    run(std::process::Command::new("htpasswd")
+        .arg("-cbB")
+        .arg(&htpasswd)
+        .args(["ci", "ci-pass"]));
+    let up = [Up::default("docker.io", origin.url())];
+    let plain = Mirror::start(&up, "tag_ttl = \"5m\"");
+    let mut secured = Mirror::start(&up, "tag_ttl = \"5m\"");
+    secured.reconfigure(|c| {
+        format!("{c}\n[auth]\nhtpasswd = {htpasswd:?}\n[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"docker.io/**\"]\n")
+    });
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("ci:ci-pass");
+    let header = format!("Authorization: Basic {basic}\r\n");
+    let path = "/v2/oci/app/manifests/v1";
+    keep_alive_rps(plain.port, path, 50);
+    keep_alive_rps_with(secured.port, path, 50, &header);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        without.push(keep_alive_rps(plain.port, path, 3000));
+        with.push(keep_alive_rps_with(secured.port, path, 3000, &header));
+    }
+    let (a, b) = (median(without), median(with));
+    println!("manifest/tag req/s, one keep-alive connection, median of 5");
+    println!("{:<24} {a:>10.0}", "without [auth]");
+    println!("{:<24} {b:>10.0}  ({:.2}x)", "with [auth], Basic", b / a);
+}
+
 fn main() {
     if std::env::args().any(|a| a == "memory") {
         return memory();
+    }
+    if std::env::args().any(|a| a == "auth") {
+        return auth();
     }
     let seed = seed();
     let origin = Registry::start(&seed.storage);

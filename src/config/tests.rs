@@ -159,5 +159,8 @@ fn client_ca_needs_tls_and_a_certificate() {
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let e = err(&format!("[server]\nclient_ca = {empty:?}\n{UP}"));
-    assert!(e.contains("server.client_ca") && e.contains("tls_cert"), "{e}");
+    assert!(
+        e.contains("server.client_ca") && e.contains("tls_cert"),
+        "{e}"
+    );
 }
