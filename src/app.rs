@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::reference::{ImageName, RepoName};
 use crate::server::{self, Shutdown};
+use crate::shared::Shared;
 use crate::upstream::{BuildError, Upstream};
 
 /// Everything a request handler needs, shared by all connections.
@@ -44,6 +45,8 @@ pub enum StartError {
     },
     #[error("auth.htpasswd: {0}")]
     Auth(String),
+    #[error("shared: {0}")]
+    Shared(String),
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
     #[error("server.tls_cert/tls_key: {0}")]
@@ -89,11 +92,18 @@ impl App {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
+        let shared = match &config.shared {
+            Some(sh) => Some(Arc::new(
+                Shared::open(sh, metrics.clone()).map_err(StartError::Shared)?,
+            )),
+            None => None,
+        };
         let cache = Cache::open(
             &config.cache.dir,
             config.cache.max_size,
             config.cache.tag_ttl,
             metrics.clone(),
+            shared,
         )
         .map_err(|e| StartError::Cache {
             dir: config.cache.dir.display().to_string(),

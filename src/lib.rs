@@ -20,6 +20,7 @@ mod media_type;
 mod metrics;
 mod reference;
 mod server;
+mod shared;
 mod upstream;
 
 pub use airgap::{

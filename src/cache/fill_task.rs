@@ -41,6 +41,12 @@ struct Fetched {
     writes: PendingWrites,
 }
 
+/// Where a fill's bytes came from, for what happens after it.
+#[derive(Default)]
+struct Origin {
+    shared: bool,
+}
+
 type Progress = Arc<watch::Sender<FillState>>;
 
 impl Cache {
@@ -65,8 +71,11 @@ impl Cache {
         tx: Progress,
     ) {
         let mut reserved = 0;
-        let (result, verified) = match self.fetch_into(&up, &repo, &fill, &tx, &mut reserved).await
-        {
+        let mut origin = Origin::default();
+        let fetched = self
+            .fetch_into(&up, &repo, &fill, &tx, &mut reserved, &mut origin)
+            .await;
+        let (result, verified) = match fetched {
             Ok(fetched) => {
                 // The digest matched: every client may have its last byte now, before the fsync
                 // and rename, which only decide whether the cache keeps the file.
@@ -74,10 +83,24 @@ impl Cache {
                     s.total = Some(fetched.size);
                     s.outcome = Outcome::Verified;
                 });
-                (self.keep_fill(&up, &repo, &fill, fetched).await, true)
+                let kept = self.keep_fill(&up, &repo, &fill, fetched).await;
+                if kept.is_ok() && !origin.shared {
+                    self.share_blob(&fill.digest).await;
+                }
+                (kept, true)
             }
             Err(e) => (Err(e), false),
         };
+        if let Err(e) = &result
+            && origin.shared
+            && !verified
+        {
+            // The shared tier's copy is wrong (or unreadable): the next fill asks the upstream,
+            // whose verified copy then replaces it there.
+            self.lock().shared_refused.insert(fill.digest.clone());
+            self.metrics.shared("get_blob", "corrupt");
+            tracing::warn!(digest = %fill.digest, error = %e, "shared tier copy refused");
+        }
         if let Err(e) = result {
             if matches!(e, CacheError::Abandoned) {
                 tracing::info!(digest = %fill.digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
@@ -106,9 +129,12 @@ impl Cache {
         fill: &Arc<Fill>,
         tx: &Progress,
         reserved: &mut u64,
+        origin: &mut Origin,
     ) -> Result<Fetched, CacheError> {
         let digest = &fill.digest;
-        let mut body = up.get_blob(repo, digest).await?;
+        let mut body = self.blob_source(up, repo, digest).await?;
+        origin.shared = body.is_shared();
+        let source = body.name(up);
         let length = body.content_length();
         // A manifest the cache holds may already say how long this blob is.
         let expected = self.lock().links.size(digest);
@@ -116,7 +142,7 @@ impl Cache {
             && e != l
         {
             return Err(bad_response(
-                up,
+                &source,
                 format!("blob Content-Length is {l}, but its manifest says {e} bytes"),
             ));
         }
@@ -131,7 +157,7 @@ impl Cache {
         tx.send_modify(|s| s.total = total);
         let mut intake = Intake {
             cache: self,
-            up,
+            up: (!origin.shared).then_some(up),
             fill,
             tx,
             writer: FillWriter::start(
@@ -149,13 +175,13 @@ impl Cache {
             let arrived = intake.received + (buffered + c.len()) as u64;
             if total.is_some_and(|t| arrived > t) {
                 return Err(bad_response(
-                    up,
+                    &source,
                     "blob body longer than its Content-Length (or its manifest's size)".into(),
                 ));
             }
             if arrived > self.max_size && keep {
                 return Err(bad_response(
-                    up,
+                    &source,
                     format!(
                         "blob without a Content-Length grew past the cache's max_size ({} bytes)",
                         self.max_size
@@ -188,13 +214,13 @@ impl Cache {
             && pos != t
         {
             return Err(bad_response(
-                up,
+                &source,
                 format!("blob body has {pos} bytes, its Content-Length (or manifest) said {t}"),
             ));
         }
         if &hasher.finish() != digest {
             return Err(CacheError::DigestMismatch {
-                upstream: up.name.clone(),
+                upstream: source,
                 digest: digest.clone(),
             });
         }
@@ -204,6 +230,16 @@ impl Cache {
             reserved: *reserved,
             writes,
         })
+    }
+
+    /// Hands a blob just fetched from the upstream and kept to the shared tier (if there is one),
+    /// from its stored file, in the background.
+    async fn share_blob(&self, digest: &crate::reference::Digest) {
+        let Some(shared) = &self.shared else { return };
+        let path = self.store.path(digest);
+        if let Ok(file) = blocking(move || std::fs::File::open(path)).await {
+            shared.upload_blob(digest.clone(), file);
+        }
     }
 
     /// A verified fill: fsync and rename into place (if it fits), and record it.
@@ -267,7 +303,8 @@ impl Cache {
 /// for the clients), then goes to the clients, the hash and the disk.
 struct Intake<'a> {
     cache: &'a Cache,
-    up: &'a Upstream,
+    /// The upstream whose bytes these are (None: the shared tier's).
+    up: Option<&'a Upstream>,
     fill: &'a Fill,
     tx: &'a Progress,
     writer: FillWriter,
@@ -325,7 +362,9 @@ impl Intake<'_> {
         let data = Bytes::from_owner(chunk);
         self.fill.remember(self.received, data.clone());
         self.received += len;
-        self.cache.metrics.upstream_bytes(&self.up.name, len);
+        if let Some(up) = self.up {
+            self.cache.metrics.upstream_bytes(&up.name, len);
+        }
         let received = self.received;
         self.tx.send_modify(|s| s.received = received);
         Ok(self.writer.push(data).await?)
@@ -333,9 +372,9 @@ impl Intake<'_> {
 }
 
 /// The upstream sent something that cannot be the blob asked for.
-fn bad_response(up: &Upstream, reason: String) -> CacheError {
+fn bad_response(source: &str, reason: String) -> CacheError {
     CacheError::Upstream(UpstreamError::BadResponse {
-        upstream: up.name.clone(),
+        upstream: source.to_owned(),
         reason,
     })
 }

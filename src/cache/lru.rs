@@ -30,6 +30,8 @@ pub(super) struct State {
     pub(super) deleting: u64,
     /// Which repositories may be served which digests (`links.rs`).
     pub(super) links: Links,
+    /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
+    pub(super) shared_refused: HashSet<Digest>,
 }
 
 impl State {

@@ -101,6 +101,13 @@ impl Cache {
                     self.metrics.lookup(Lookup::Tag, LookupResult::Stale);
                     return Ok(m);
                 }
+                // Another replica's last answer for it, from the shared tier.
+                if let Some(m) = self.shared_tag(up, repo, tag).await? {
+                    tracing::info!(upstream = %up.name, %repo, %tag, error = %e, "upstream failing: serving the tag as the shared tier last saw it");
+                    self.link_served(up, repo, &m).await?;
+                    self.metrics.lookup(Lookup::Tag, LookupResult::Stale);
+                    return Ok(m);
+                }
                 Err(CacheError::Upstream(e))
             }
             Err(e) => Err(e),
@@ -179,6 +186,9 @@ impl Cache {
         };
         self.hot
             .put_tag(&up.name, repo.as_str(), tag.as_str(), &entry);
+        if let Some(shared) = &self.shared {
+            shared.put_tag(&up.name, repo.as_str(), tag.as_str(), digest);
+        }
         let (upstream, repo, tag) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
         self.with_index(move |ix| ix.put_tag(&upstream, &repo, &tag, &entry))
             .await
@@ -283,13 +293,19 @@ impl Cache {
         }
     }
 
-    /// GETs a manifest, checks it against its digest, and stores it.
+    /// GETs a manifest (by digest from the shared tier if it holds it, else from the upstream),
+    /// checks it against its digest, and stores it.
     async fn fetch_manifest(
         &self,
         up: &Upstream,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Manifest, CacheError> {
+        if let Reference::Digest(d) = reference
+            && let Some(m) = self.shared_manifest(up, repo, d).await?
+        {
+            return Ok(m);
+        }
         let answer = up.get_manifest(repo, reference).await?;
         let media_type = manifest_media_type(answer.content_type.as_deref(), &answer.bytes)
             .map_err(|e| {
@@ -317,12 +333,77 @@ impl Cache {
         self.store_manifest(up, repo, &digest, &media_type, &bytes)
             .await?;
         self.link_manifest(&up.name, repo, &digest, &bytes).await?;
+        let bytes = Bytes::from(bytes);
+        if let Some(shared) = &self.shared {
+            shared.upload_manifest(digest.clone(), media_type.clone(), bytes.clone());
+        }
         Ok(Manifest {
             digest,
             media_type,
             size: bytes.len() as u64,
-            bytes: Some(Bytes::from(bytes)),
+            bytes: Some(bytes),
         })
+    }
+
+    /// A manifest from the shared tier, checked against its digest and stored, if it is there.
+    /// A copy that fails its check is refused (and counted); the upstream is asked instead.
+    async fn shared_manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, CacheError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let (media_type, bytes) = match shared.manifest(digest).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "shared tier unavailable: asking the upstream");
+                return Ok(None);
+            }
+        };
+        if digest.of_same_kind(&bytes) != *digest || !is_manifest_type(&media_type) {
+            self.metrics.shared("get_manifest", "corrupt");
+            tracing::warn!(%digest, "shared tier copy of a manifest refused: it does not match");
+            return Ok(None);
+        }
+        self.store_manifest(up, repo, digest, &media_type, &bytes)
+            .await?;
+        self.link_manifest(&up.name, repo, digest, &bytes).await?;
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            media_type,
+            size: bytes.len() as u64,
+            bytes: Some(bytes),
+        }))
+    }
+
+    /// The digest the shared tier last recorded for a tag (another replica saw the upstream
+    /// answer it), with its manifest: for serving tags while the upstream fails.
+    async fn shared_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<Manifest>, CacheError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let digest = match shared.tag(&up.name, repo.as_str(), tag.as_str()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(%repo, %tag, error = %e, "shared tier unavailable");
+                return Ok(None);
+            }
+        };
+        let found = match self.load_manifest(up, &digest).await? {
+            Some(m) => Some(m),
+            None => self.shared_manifest(up, repo, &digest).await?,
+        };
+        Ok(found)
     }
 
     async fn store_manifest(

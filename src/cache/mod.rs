@@ -25,6 +25,7 @@ mod load;
 mod lru;
 mod manifests;
 mod referrers;
+mod source;
 mod store;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
 use crate::reference::Digest;
+use crate::shared::Shared;
 pub(crate) use blobs::BlobSource;
 pub(crate) use error::CacheError;
 pub(crate) use file_reader::FileReader;
@@ -63,6 +65,8 @@ pub(crate) struct Cache {
     low_watermark: u64,
     tag_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// The tier shared with other replicas (`[shared]`), read before the upstream.
+    shared: Option<Arc<Shared>>,
 }
 
 /// Milliseconds since the Unix epoch: LRU order and tag ages need better than seconds.
@@ -82,6 +86,7 @@ impl Cache {
         max_size: u64,
         tag_ttl: Duration,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<Shared>>,
     ) -> Result<Arc<Cache>, CacheError> {
         std::fs::create_dir_all(dir)?;
         // The index first: its lock keeps a second process from clearing the first's temp files.
@@ -102,6 +107,7 @@ impl Cache {
             low_watermark: max_size / 10 * 9,
             tag_ttl,
             metrics,
+            shared,
         });
         let victims = cache.lock().evict_to(cache.low_watermark, cache.max_size);
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;

@@ -68,6 +68,9 @@ impl Config {
         if let Some(a) = &self.auth {
             s.push_str(&a.describe());
         }
+        if let Some(sh) = &self.shared {
+            s.push_str(&sh.describe());
+        }
         s
     }
 }

@@ -12,6 +12,7 @@ mod credentials;
 mod describe;
 mod patterns;
 mod schema;
+mod shared;
 mod units;
 mod upstream;
 
@@ -23,6 +24,7 @@ pub(crate) use auth::{AllowRule, AuthConfig};
 pub(crate) use credentials::{CredentialSource, Secret};
 pub(crate) use patterns::RepoPattern;
 use schema::{RawCache, RawConfig, RawServer};
+pub(crate) use shared::{SharedConfig, SharedSecret};
 pub(crate) use upstream::UpstreamConfig;
 
 /// The configuration shipped at the repository root, used when no file is given or found.
@@ -55,6 +57,8 @@ pub struct Config {
     pub(crate) log: LogFormat,
     /// `[auth]`: None means every client may pull everything.
     pub(crate) auth: Option<AuthConfig>,
+    /// `[shared]`: a second cache tier shared by replicas.
+    pub(crate) shared: Option<SharedConfig>,
 }
 
 /// How log lines are written (`[log] format`).
@@ -277,12 +281,17 @@ impl Config {
             Some(a) => Some(check.auth(a, &upstreams)?),
             None => None,
         };
+        let shared = match raw.shared.take() {
+            Some(sh) => Some(check.shared(sh)?),
+            None => None,
+        };
         Ok(Config {
             server,
             cache,
             upstreams,
             log,
             auth,
+            shared,
         })
     }
 }

@@ -21,6 +21,21 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) log: RawLog,
     pub(super) auth: Option<RawAuth>,
+    pub(super) shared: Option<RawShared>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShared {
+    pub(super) url: String,
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) access_key_id: Option<String>,
+    pub(super) secret_access_key: Option<String>,
+    pub(super) secret_access_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) allow_http: bool,
+    pub(super) upload_concurrency: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,16 @@ pub(crate) use labels::{
 };
 pub(crate) use request::{RequestNote, note_upstream, note_user, noting};
 
+/// The shared tier's operations and the results each can have.
+const SHARED_SERIES: &[(&str, &[&str])] = &[
+    ("get_blob", &["hit", "miss", "error", "corrupt"]),
+    ("get_manifest", &["hit", "miss", "error", "corrupt"]),
+    ("get_tag", &["hit", "miss", "error"]),
+    ("put_blob", &["ok", "error"]),
+    ("put_manifest", &["ok", "error"]),
+    ("put_tag", &["ok", "error"]),
+];
+
 pub(crate) struct Metrics {
     registry: Registry,
     /// Client requests by route kind, method and status code.
@@ -51,6 +61,8 @@ pub(crate) struct Metrics {
     token_requests: IntCounterVec,
     /// Client requests refused by `[auth]` (or slowed down), by reason.
     auth_failures: IntCounterVec,
+    /// Shared-tier operations, by operation and result.
+    shared: IntCounterVec,
     /// Bytes held in the cache directory (index aside).
     cache_bytes: IntGauge,
     /// The configured `max_size`.
@@ -143,6 +155,16 @@ impl Metrics {
         for reason in AuthFailure::ALL {
             auth_failures.with_label_values(&[reason.label()]);
         }
+        let shared = counter(
+            "shared_requests_total",
+            "Shared-tier ([shared]) operations, by operation (get_blob, get_manifest, get_tag, put_blob, put_manifest, put_tag) and result (hit, miss, ok, error, corrupt).",
+            &["op", "result"],
+        );
+        for (op, results) in SHARED_SERIES {
+            for r in *results {
+                shared.with_label_values(&[op, r]);
+            }
+        }
         let g = gauges(&registry);
         // Series with bounded labels exist at 0 from the start, so rules and dashboards see
         // them before the first event (an absent series is not a zero to `rate`).
@@ -175,6 +197,7 @@ impl Metrics {
             fill_failures,
             token_requests,
             auth_failures,
+            shared,
             cache_bytes: g.cache_bytes,
             cache_max_bytes: g.cache_max_bytes,
             evictions,
@@ -259,6 +282,11 @@ impl Metrics {
         self.fill_failures
             .with_label_values(&[reason.label()])
             .inc();
+    }
+
+    /// A shared-tier operation and its result (one of [`SHARED_SERIES`]).
+    pub(crate) fn shared(&self, op: &'static str, result: &'static str) {
+        self.shared.with_label_values(&[op, result]).inc();
     }
 
     pub(crate) fn auth_failed(&self, reason: AuthFailure) {

@@ -27,6 +27,7 @@ use crate::config::{RepoPattern, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::reference::RepoName;
 use auth::Challenge;
+pub(crate) use body::BlobBody;
 pub(crate) use calls::ReferrersAnswer;
 use credentials::Credentials;
 pub(crate) use error::{BuildError, Origin, Resource, UpstreamError};

@@ -1,0 +1,313 @@
+//! The shared tier (`[shared]`): an object store every replica reads before the upstream and
+//! writes after it, so a site's replicas fetch each blob from the upstream once between them.
+//!
+//! Layout under the URL's prefix, readable with ordinary tools:
+//! - `blobs/<alg>/<hex>`: exactly the blob's bytes;
+//! - `manifests/<alg>/<hex>`: a manifest's bytes, and `manifests/<alg>/<hex>.type` its media type;
+//! - `tags/<upstream>/<repository>/<tag>`: the digest the tag last pointed at, for answering tags
+//!   when the upstream cannot be reached.
+//!
+//! Nothing read from here is trusted: blobs go through a fill (the digest checked before the
+//! last byte is released) and manifests are checked against their digest. Writes happen in the
+//! background after a verified fetch from the upstream, a few at a time, retried with backoff,
+//! never on a client's path. Nothing here is ever deleted: sites use the store's lifecycle rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use object_store::path::{Path, PathPart};
+use object_store::{ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, PutPayload};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::Semaphore;
+
+use crate::config::{SharedConfig, SharedSecret};
+use crate::metrics::Metrics;
+use crate::reference::Digest;
+
+/// Tries of an upload before it is given up (it is tried again after the next fetch).
+const UPLOAD_TRIES: u32 = 5;
+
+pub(crate) struct Shared {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// The URL, for messages.
+    pub(crate) shown: String,
+    uploads: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// A blob as the shared tier holds it: its size, and its bytes as they arrive.
+pub(crate) struct SharedBlob {
+    pub(crate) size: u64,
+    pub(crate) body: BoxStream<'static, object_store::Result<Bytes>>,
+}
+
+/// What went wrong with the shared tier: always survivable (the upstream is asked instead).
+#[derive(Debug, thiserror::Error)]
+#[error("shared tier {url}: {reason}")]
+pub(crate) struct SharedError {
+    url: String,
+    reason: String,
+}
+
+impl Shared {
+    /// The store a `[shared]` section names (credentials from the section, else the store's
+    /// usual environment variables).
+    pub(crate) fn open(cfg: &SharedConfig, metrics: Arc<Metrics>) -> Result<Shared, String> {
+        let (scheme, path) = ObjectStoreScheme::parse(&cfg.url).map_err(|e| e.to_string())?;
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .with_allow_http(cfg.allow_http);
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(r) = &cfg.region {
+                    b = b.with_region(r);
+                }
+                if let Some(k) = &cfg.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                match &cfg.secret_access_key {
+                    Some(SharedSecret::Value(v)) => b = b.with_secret_access_key(v.expose()),
+                    Some(SharedSecret::File(f)) => {
+                        let key = std::fs::read_to_string(f)
+                            .map_err(|e| format!("{}: {e}", f.display()))?;
+                        b = b.with_secret_access_key(key.trim());
+                    }
+                    None => {}
+                }
+                Arc::new(b.build().map_err(|e| e.to_string())?)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            ObjectStoreScheme::MicrosoftAzure => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            ObjectStoreScheme::Local => Arc::new(object_store::local::LocalFileSystem::new()),
+            other => return Err(format!("{other:?} stores are not supported")),
+        };
+        Ok(Shared {
+            store,
+            prefix: path,
+            shown: cfg.url.to_string(),
+            uploads: Arc::new(Semaphore::new(cfg.upload_concurrency)),
+            metrics,
+        })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> SharedError {
+        SharedError {
+            url: self.shown.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// The object key for these components under the prefix (each component escaped).
+    fn key(&self, parts: &[&str]) -> Path {
+        self.prefix
+            .parts()
+            .chain(parts.iter().map(|p| PathPart::from(*p)))
+            .collect()
+    }
+
+    fn blob_key(&self, d: &Digest) -> Path {
+        self.key(&["blobs", d.algorithm().name(), d.hex()])
+    }
+
+    fn manifest_key(&self, d: &Digest, suffix: &str) -> Path {
+        self.key(&[
+            "manifests",
+            d.algorithm().name(),
+            &format!("{}{suffix}", d.hex()),
+        ])
+    }
+
+    fn tag_key(&self, upstream: &str, repo: &str, tag: &str) -> Path {
+        let mut parts = vec!["tags", upstream];
+        parts.extend(repo.split('/'));
+        parts.push(tag);
+        self.key(&parts)
+    }
+
+    /// A blob's bytes, if the shared tier holds it.
+    pub(crate) async fn blob(&self, d: &Digest) -> Result<Option<SharedBlob>, SharedError> {
+        match self.store.get(&self.blob_key(d)).await {
+            Ok(got) => {
+                self.metrics.shared("get_blob", "hit");
+                Ok(Some(SharedBlob {
+                    size: got.meta.size,
+                    body: got.into_stream(),
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.metrics.shared("get_blob", "miss");
+                Ok(None)
+            }
+            Err(e) => {
+                self.metrics.shared("get_blob", "error");
+                Err(self.error(e))
+            }
+        }
+    }
+
+    /// A manifest's media type and bytes, if the shared tier holds them (not yet checked
+    /// against the digest: the caller does that).
+    pub(crate) async fn manifest(
+        &self,
+        d: &Digest,
+    ) -> Result<Option<(String, Bytes)>, SharedError> {
+        let bytes = match self.store.get(&self.manifest_key(d, "")).await {
+            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                self.metrics.shared("get_manifest", "miss");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.metrics.shared("get_manifest", "error");
+                return Err(self.error(e));
+            }
+        };
+        let media_type = match self.store.get(&self.manifest_key(d, ".type")).await {
+            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
+            Err(e) => return Err(self.error(e)),
+        };
+        self.metrics.shared("get_manifest", "hit");
+        Ok(Some((
+            String::from_utf8_lossy(&media_type).into_owned(),
+            bytes,
+        )))
+    }
+
+    /// The digest a tag last pointed at, as some replica wrote it.
+    pub(crate) async fn tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, SharedError> {
+        match self.store.get(&self.tag_key(upstream, repo, tag)).await {
+            Ok(got) => {
+                let b = got.bytes().await.map_err(|e| self.error(e))?;
+                self.metrics.shared("get_tag", "hit");
+                Ok(Digest::parse(String::from_utf8_lossy(&b).trim()).ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.metrics.shared("get_tag", "miss");
+                Ok(None)
+            }
+            Err(e) => {
+                self.metrics.shared("get_tag", "error");
+                Err(self.error(e))
+            }
+        }
+    }
+
+    /// Uploads a verified blob from its open file, in the background.
+    pub(crate) fn upload_blob(self: &Arc<Self>, d: Digest, file: std::fs::File) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let key = this.blob_key(&d);
+            this.retrying("put_blob", &d, || {
+                let (store, key) = (this.store.clone(), key.clone());
+                // Each try reads the file from its start, through a descriptor of its own.
+                let file = file.try_clone();
+                async move {
+                    use tokio::io::AsyncSeekExt as _;
+                    let mut file = tokio::fs::File::from_std(file?);
+                    file.seek(std::io::SeekFrom::Start(0)).await?;
+                    // Multipart above its buffer's size, one PUT below it.
+                    let mut w = object_store::buffered::BufWriter::new(store, key);
+                    if let Err(e) = tokio::io::copy(&mut file, &mut w).await {
+                        let _ = w.abort().await;
+                        return Err(e);
+                    }
+                    w.shutdown().await
+                }
+            })
+            .await;
+        });
+    }
+
+    /// Uploads a verified manifest and its media type, in the background.
+    pub(crate) fn upload_manifest(self: &Arc<Self>, d: Digest, media_type: String, bytes: Bytes) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (key, type_key) = (this.manifest_key(&d, ""), this.manifest_key(&d, ".type"));
+            this.retrying("put_manifest", &d, || {
+                let store = this.store.clone();
+                let (key, type_key) = (key.clone(), type_key.clone());
+                let (bytes, media_type) = (bytes.clone(), media_type.clone());
+                async move {
+                    // The type first: a manifest is read only once both are there.
+                    store
+                        .put(&type_key, PutPayload::from(media_type.into_bytes()))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    store
+                        .put(&key, PutPayload::from(bytes))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok(())
+                }
+            })
+            .await;
+        });
+    }
+
+    /// Records what a tag points at, in the background.
+    pub(crate) fn put_tag(self: &Arc<Self>, upstream: &str, repo: &str, tag: &str, d: &Digest) {
+        let this = self.clone();
+        let key = self.tag_key(upstream, repo, tag);
+        let d = d.clone();
+        tokio::spawn(async move {
+            this.retrying("put_tag", &d, || {
+                let (store, key) = (this.store.clone(), key.clone());
+                let body = PutPayload::from(d.to_string().into_bytes());
+                async move {
+                    store.put(&key, body).await.map_err(std::io::Error::other)?;
+                    Ok(())
+                }
+            })
+            .await;
+        });
+    }
+
+    /// Runs an upload a few at a time, retrying with backoff; failures are counted and logged,
+    /// never fatal.
+    async fn retrying<F, Fut>(&self, op: &'static str, d: &Digest, mut attempt: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>>,
+    {
+        let mut wait = Duration::from_secs(1);
+        for n in 1..=UPLOAD_TRIES {
+            let result = {
+                let _slot = self.uploads.acquire().await;
+                attempt().await
+            };
+            match result {
+                Ok(()) => {
+                    self.metrics.shared(op, "ok");
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.shared(op, "error");
+                    tracing::warn!(digest = %d, shared = %self.shown, try_ = n, error = %e, "upload to the shared tier failed");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+}
