@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod garage;
 pub mod images;
 
 use std::fs;
