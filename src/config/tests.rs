@@ -164,3 +164,29 @@ fn client_ca_needs_tls_and_a_certificate() {
         "{e}"
     );
 }
+
+#[test]
+fn shared_mistakes_name_their_key() {
+    let e = err(&format!("{UP}\n[shared]\nurl = \"ftp://x/y\"\n"));
+    assert!(e.contains("shared.url"), "{e}");
+    let e = err(&format!("{UP}\n[shared]\nurl = \"s3:///nobucket\"\n"));
+    assert!(e.contains("shared.url") && e.contains("bucket"), "{e}");
+    let e = err(&format!(
+        "{UP}\n[shared]\nurl = \"s3://b/p\"\nsecret_access_key = \"a\"\nsecret_access_key_file = \"/nonexistent\"\n"
+    ));
+    assert!(e.contains("shared.secret_access_key"), "{e}");
+    let e = err(&format!(
+        "{UP}\n[shared]\nurl = \"s3://b/p\"\nsecret_access_key_file = \"/nonexistent/secret\"\n"
+    ));
+    assert!(e.contains("shared.secret_access_key_file"), "{e}");
+    let good = Config::parse(
+        &format!("{UP}\n[shared]\nurl = \"s3://b/p\"\nsecret_access_key = \"hush\"\n"),
+        "t",
+    )
+    .unwrap();
+    let shown = good.describe();
+    assert!(
+        shown.contains("[shared]") && !shown.contains("hush"),
+        "{shown}"
+    );
+}
