@@ -164,7 +164,16 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
                     assert_eq!(sha256(&body), *d);
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "{key} never uploaded");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{key} never uploaded ({status}: {}); replica logs:\n{}",
+                    String::from_utf8_lossy(&body),
+                    replicas
+                        .iter()
+                        .map(Mirror::log_text)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }

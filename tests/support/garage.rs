@@ -106,6 +106,8 @@ impl Garage {
                 "\n%{http_code}",
                 "--aws-sigv4",
                 "aws:amz:garage:s3",
+                "-H",
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
                 "-u",
             ])
             .arg(format!("{}:{}", self.key_id, self.secret))
@@ -127,7 +129,8 @@ impl Garage {
         let file = dir.path().join("body");
         fs::write(&file, bytes).unwrap();
         run(Command::new("curl")
-            .args(["-s", "-f", "--aws-sigv4", "aws:amz:garage:s3", "-u"])
+            .args(["-s", "-f", "--aws-sigv4", "aws:amz:garage:s3"])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-u"])
             .arg(format!("{}:{}", self.key_id, self.secret))
             .arg("-T")
             .arg(&file)
