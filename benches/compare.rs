@@ -7,7 +7,8 @@
 //! GETs 16 concurrent cold requests for one 64 MiB blob cause. Then memory: the peak RSS of each
 //! server while 32 clients each pull a different cold 64 MiB blob at once.
 //! `cargo bench --bench compare -- memory` runs the memory figure alone; `-- auth` compares
-//! warm manifest requests per second without `[auth]` and with it.
+//! warm manifest requests per second without `[auth]` and with it; `-- shared` the latency of a
+//! shared-tier hit (Garage) against a local hit.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -230,9 +231,65 @@ fn auth() {
     println!("{:<24} {b:>10.0}  ({:.2}x)", "with [auth], Basic", b / a);
 }
 
+/// The extra latency of a shared-tier hit against a local hit: a blob GET from a replica with an
+/// empty disk whose shared tier (Garage, S3 on loopback) holds the blob, then the same GET again
+/// from its disk. Medians of 5 fresh replicas, for a 5 KB layer and a 64 MiB one.
+fn shared() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let garage = support::garage::Garage::start();
+    let section = garage.shared_section("bench", None);
+    let replica = || {
+        let mut m = Mirror::start(&[Up::default("docker.io", origin.url())], "");
+        m.reconfigure(|c| format!("{c}{section}"));
+        m
+    };
+    let blobs = [
+        (
+            "5 KB layer",
+            "oci/app",
+            seed.image("oci/app").largest_blob(),
+        ),
+        ("64 MiB layer", "lru/b", seed.image("lru/b").largest_blob()),
+    ];
+    // One replica fetches everything from the upstream and uploads it.
+    let first = replica();
+    for (_, repo, (d, size)) in &blobs {
+        assert!(get_discard(first.port, &format!("/v2/{repo}/manifests/v1")) > 0);
+        assert!(get_discard(first.port, &format!("/v2/{repo}/blobs/{d}")) >= *size);
+    }
+    first.wait_settled();
+    std::thread::sleep(Duration::from_secs(3));
+    println!(
+        "{:<14} {:>16} {:>16} {:>12}",
+        "", "shared hit (ms)", "local hit (ms)", "extra (ms)"
+    );
+    for (name, repo, (d, _)) in &blobs {
+        let path = format!("/v2/{repo}/blobs/{d}");
+        let (mut shared, mut local) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let m = replica();
+            // The manifest links the blob to the repository, as a client's pull would.
+            get_discard(m.port, &format!("/v2/{repo}/manifests/v1"));
+            let t = Instant::now();
+            get_discard(m.port, &path);
+            shared.push(t.elapsed().as_secs_f64() * 1000.0);
+            m.wait_settled();
+            let t = Instant::now();
+            get_discard(m.port, &path);
+            local.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (s, l) = (median(shared), median(local));
+        println!("{name:<14} {s:>16.1} {l:>16.1} {:>12.1}", s - l);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "memory") {
         return memory();
+    }
+    if std::env::args().any(|a| a == "shared") {
+        return shared();
     }
     if std::env::args().any(|a| a == "auth") {
         return auth();
