@@ -261,3 +261,31 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
     }
     drop(nginx);
 }
+
+#[test]
+fn an_unreachable_shared_tier_degrades_to_upstream_fetches() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let dead = format!(
+        "\n[shared]\nurl = \"s3://entrepot/site-a\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"garage\"\naccess_key_id = \"GK0\"\nsecret_access_key = \"x\"\nallow_http = true\n",
+        free_port()
+    );
+    m.reconfigure(|cfg| format!("{cfg}{dead}"));
+    let img = seed.image("oci/app");
+    let out = scratch("scale-dead-tier");
+    assert_eq!(
+        pull(
+            &m.host(),
+            &format!("oci/app:{}", img.tag),
+            &out.path().join("a"),
+            false
+        ),
+        img.digest
+    );
+    assert!(
+        m.log_text().contains("shared tier unavailable"),
+        "{}",
+        m.log_text()
+    );
+}
