@@ -97,6 +97,20 @@ fn pull(host: &str, reference: &str, dest: &Path, all: bool) -> String {
 
 const REPOS: [&str; 3] = ["oci/app", "multi/arch", "many/layers"];
 
+/// Pulls every image of [`REPOS`] by tag from `host`, checking digests.
+fn pull_all(seed: &Seed, host: &str, dest: &Path) {
+    for repo in REPOS {
+        let img = seed.image(repo);
+        let got = pull(
+            host,
+            &format!("{repo}:{}", img.tag),
+            dest,
+            repo == "multi/arch",
+        );
+        assert_eq!(got, img.digest, "{repo}");
+    }
+}
+
 /// Upstream GETs of each blob of these images.
 fn upstream_gets(reg: &Registry, seed: &Seed) -> Vec<(String, usize)> {
     REPOS
@@ -129,17 +143,7 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
     let out = scratch_dir.path();
 
     // Through nginx: skopeo pulls arrive intact, and containerd's too.
-    for repo in REPOS {
-        let img = seed.image(repo);
-        let all = repo == "multi/arch";
-        let got = pull(
-            &front,
-            &format!("{repo}:{}", img.tag),
-            &out.join("first"),
-            all,
-        );
-        assert_eq!(got, img.digest, "{repo}");
-    }
+    pull_all(seed, &front, &out.join("first"));
     let ctd = Containerd::start();
     let three = seed.image("team/project/app");
     let reference = format!("docker.io/team/project/app:{}", three.tag);
@@ -192,17 +196,7 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
     // fetch.
     let before = upstream_gets(&reg, seed);
     replicas[1].kill9();
-    for repo in REPOS {
-        let img = seed.image(repo);
-        let all = repo == "multi/arch";
-        let got = pull(
-            &front,
-            &format!("{repo}:{}", img.tag),
-            &out.join("second"),
-            all,
-        );
-        assert_eq!(got, img.digest, "{repo}");
-    }
+    pull_all(seed, &front, &out.join("second"));
     assert_eq!(
         upstream_gets(&reg, seed),
         before,

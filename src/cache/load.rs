@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::index::{Batch, EntryMeta, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
+use super::index::{Batch, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
 use super::links::descriptors;
 use super::lru::remove_victims;
 use super::referrers::referrer_of;
@@ -55,23 +55,8 @@ impl Cache {
                     } else {
                         KIND_BLOB
                     };
-                let meta = match s.entries.get(digest) {
-                    Some(m) => EntryMeta {
-                        kinds: m.kinds | kind,
-                        last_access_ms: now,
-                        size: m.size,
-                    },
-                    None => {
-                        debug_assert!(temp.is_some());
-                        s.committed += size;
-                        EntryMeta {
-                            size: *size,
-                            last_access_ms: now,
-                            kinds: kind,
-                        }
-                    }
-                };
-                s.entries.insert(digest.clone(), meta);
+                debug_assert!(temp.is_some() || s.entries.contains_key(digest));
+                let meta = s.record(digest, *size, kind, 0);
                 batch.entries.push((digest.clone(), meta));
             }
             for (upstream, repo, digest, media_type, bytes) in &load.manifests {

@@ -27,6 +27,7 @@ mod manifests;
 mod referrers;
 mod source;
 mod store;
+mod tags;
 
 use std::collections::HashMap;
 use std::path::Path;

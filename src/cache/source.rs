@@ -1,12 +1,16 @@
-//! Where a fill's bytes come from: the shared tier (`[shared]`) when it holds the blob, else
-//! the upstream. Either way they go through the same fill, so a copy from the shared tier is
-//! checked against its digest before its last byte is released, exactly as an upstream's is.
+//! Where content the disk lacks comes from: the shared tier (`[shared]`) when it holds it, else
+//! the upstream. A blob goes through the same fill either way, so a copy from the shared tier is
+//! checked against its digest before its last byte is released, exactly as an upstream's is; a
+//! manifest is checked against its digest before it is stored. A tag is read from the shared
+//! tier only when the upstream fails and the replica has no tag of its own.
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
+use super::manifests::Manifest;
 use super::{Cache, CacheError};
-use crate::reference::{Digest, RepoName};
+use crate::media_type::is_manifest_type;
+use crate::reference::{Digest, RepoName, Tag};
 use crate::shared::SharedBlob;
 use crate::upstream::{BlobBody, Upstream, UpstreamError};
 
@@ -78,5 +82,66 @@ impl Cache {
             }
         }
         Ok(Source::Upstream(up.get_blob(repo, digest).await?))
+    }
+
+    /// A manifest from the shared tier, checked against its digest and stored, if it is there.
+    /// A copy that fails its check is refused (and counted); the upstream is asked instead.
+    pub(super) async fn shared_manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, CacheError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let (media_type, bytes) = match shared.manifest(digest).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "shared tier unavailable: asking the upstream");
+                return Ok(None);
+            }
+        };
+        if digest.of_same_kind(&bytes) != *digest || !is_manifest_type(&media_type) {
+            self.metrics.shared("get_manifest", "corrupt");
+            tracing::warn!(%digest, "shared tier copy of a manifest refused: it does not match");
+            return Ok(None);
+        }
+        self.store_manifest(up, repo, digest, &media_type, &bytes)
+            .await?;
+        self.link_manifest(&up.name, repo, digest, &bytes).await?;
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            media_type,
+            size: bytes.len() as u64,
+            bytes: Some(bytes),
+        }))
+    }
+
+    /// The digest the shared tier last recorded for a tag (another replica saw the upstream
+    /// answer it), with its manifest: for serving tags while the upstream fails.
+    pub(super) async fn shared_tag(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<Manifest>, CacheError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let digest = match shared.tag(&up.name, repo.as_str(), tag.as_str()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(%repo, %tag, error = %e, "shared tier unavailable");
+                return Ok(None);
+            }
+        };
+        let found = match self.load_manifest(up, &digest).await? {
+            Some(m) => Some(m),
+            None => self.shared_manifest(up, repo, &digest).await?,
+        };
+        Ok(found)
     }
 }

@@ -12,20 +12,19 @@
 //! Reads its own archives, `skopeo copy ... oci-archive:` archives and `oci:` directories, and
 //! `docker save` archives that carry an OCI layout (Docker 25 and later).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::layout::{self, Entry};
-use super::progress::{Progress, size};
+use super::progress::size;
 use super::{CommandError, locate, open};
 use crate::app::App;
 use crate::cache::{Cache, Load};
 use crate::config::Config;
-use crate::manifest::{Descriptor, Listing};
-use crate::media_type::manifest_media_type;
-use crate::reference::{Digest, Hasher, Reference};
+use crate::manifest::Descriptor;
+use crate::reference::{Digest, Reference};
 
 pub struct ImportOptions {
     pub source: PathBuf,
@@ -37,6 +36,9 @@ pub struct ImportOptions {
 const MAX_MANIFEST: u64 = 4 << 20;
 
 mod docker_save;
+mod staging;
+
+use staging::{Staged, Staging};
 
 pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> {
     let app = open(config)?;
@@ -260,250 +262,4 @@ fn each_entry(
 
 fn not_a_tar(e: std::io::Error) -> String {
     format!("not a readable tar archive or OCI layout directory: {e}")
-}
-
-/// A blob read from the source and checked: where its verified copy is (None when the cache
-/// already holds it), and its size.
-struct Staged {
-    temp: Option<PathBuf>,
-    size: u64,
-}
-
-/// The verified copies, removed on drop unless loaded (a loaded copy has been moved away).
-struct Staging<'a> {
-    cache: &'a Cache,
-    files: HashMap<Digest, Staged>,
-    held_bytes: u64,
-}
-
-impl Drop for Staging<'_> {
-    fn drop(&mut self) {
-        for f in self.files.values() {
-            if let Some(t) = &f.temp {
-                let _ = std::fs::remove_file(t);
-            }
-        }
-    }
-}
-
-/// What one image brings: its files (digest, size, is a manifest) and manifests (digest, media
-/// type, bytes).
-struct Walked {
-    files: Vec<(Digest, u64, bool)>,
-    manifests: Vec<(Digest, String, Vec<u8>)>,
-}
-
-impl<'a> Staging<'a> {
-    fn new(cache: &'a Cache) -> Staging<'a> {
-        Staging {
-            cache,
-            files: HashMap::new(),
-            held_bytes: 0,
-        }
-    }
-
-    /// Reads every blob of the source, checking it against its name.
-    fn stage(&mut self, source: &Path, survey: &Survey) -> Result<(), String> {
-        let total = survey.blobs.values().sum();
-        let progress = Progress::new(total, "bytes");
-        let bar = progress.overall().clone();
-        if source.is_dir() {
-            for d in survey.blobs.keys() {
-                let path = source.join(layout::blob_path(d));
-                let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                self.take(d, f, &bar)?;
-            }
-        } else {
-            each_entry(source, |path, entry| match layout::blob_at(path) {
-                Some(d)
-                    if entry.header().entry_type().is_file() && !self.files.contains_key(&d) =>
-                {
-                    self.take(&d, entry, &bar)
-                }
-                _ => Ok(()),
-            })?;
-        }
-        progress.finish();
-        Ok(())
-    }
-
-    /// Hashes one blob as it is read; copies it under `tmp/` (fsynced) unless the cache holds it.
-    fn take(
-        &mut self,
-        digest: &Digest,
-        from: impl Read,
-        bar: &indicatif::ProgressBar,
-    ) -> Result<(), String> {
-        let held = self.cache.holds(digest).is_some();
-        let temp = (!held).then(|| self.cache.temp_path(digest));
-        // Recorded before the first write, so a failure removes the partial copy.
-        let staged = Staged {
-            temp: temp.clone(),
-            size: 0,
-        };
-        self.files.insert(digest.clone(), staged);
-        let (actual, size) = copy_hashed(from, temp.as_deref(), digest.algorithm(), bar)
-            .map_err(|e| format!("blob {digest}: {e}"))?;
-        if actual != *digest {
-            return Err(format!(
-                "blob {digest} does not match its digest: the archive is corrupt"
-            ));
-        }
-        if held {
-            self.held_bytes += size;
-        }
-        self.files.insert(digest.clone(), Staged { temp, size });
-        Ok(())
-    }
-
-    /// Copies content whose digest is not known yet under `tmp/`, hashing it; keeps the copy
-    /// only if the cache does not hold that digest already. Returns its digest and size.
-    fn take_unnamed(
-        &mut self,
-        from: impl Read,
-        bar: &indicatif::ProgressBar,
-    ) -> Result<(Digest, u64), String> {
-        let temp = self.cache.temp_path(&Digest::sha256_of(b"unnamed"));
-        let copied = copy_hashed(from, Some(&temp), crate::reference::Algorithm::Sha256, bar);
-        let (digest, size) = match copied {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                return Err(e);
-            }
-        };
-        if self.files.contains_key(&digest) || self.cache.holds(&digest).is_some() {
-            let _ = std::fs::remove_file(&temp);
-            if !self.files.contains_key(&digest) {
-                self.held_bytes += size;
-                self.files
-                    .insert(digest.clone(), Staged { temp: None, size });
-            }
-        } else {
-            let staged = Staged {
-                temp: Some(temp),
-                size,
-            };
-            self.files.insert(digest.clone(), staged);
-        }
-        Ok((digest, size))
-    }
-
-    /// A verified file's size, from the source or the cache.
-    fn size_of(&self, d: &Digest) -> Option<u64> {
-        match self.files.get(d) {
-            Some(f) => Some(f.size),
-            None => self.cache.holds(d),
-        }
-    }
-
-    /// A verified manifest's bytes, from the source or the cache.
-    fn read(&self, d: &Digest) -> Result<Vec<u8>, String> {
-        let path = match self.files.get(d).and_then(|f| f.temp.clone()) {
-            Some(p) => p,
-            None => self
-                .cache
-                .stored_file(d)
-                .map(|(p, _)| p)
-                .ok_or_else(|| format!("{d} is gone"))?,
-        };
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|f| f.take(MAX_MANIFEST + 1).read_to_end(&mut bytes))
-            .map_err(|e| format!("manifest {d}: {e}"))?;
-        if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(format!("manifest {d} is larger than 4 MiB"));
-        }
-        Ok(bytes)
-    }
-
-    /// Checks an image from its root: each manifest and blob it lists must be here (in the
-    /// source or the cache) with its descriptor's size. An index's child manifest may be absent
-    /// (a platform left out by `warm --platform`).
-    fn walk(&self, root: &Descriptor) -> Result<Walked, String> {
-        let mut out = Walked {
-            files: Vec::new(),
-            manifests: Vec::new(),
-        };
-        let mut todo = vec![(root.clone(), true)];
-        let mut seen = HashSet::new();
-        while let Some((m, required)) = todo.pop() {
-            if !seen.insert(m.digest.clone()) {
-                continue;
-            }
-            let Some(size) = self.size_of(&m.digest) else {
-                if required {
-                    return Err(format!(
-                        "manifest {} is neither in the archive nor in the cache",
-                        m.digest
-                    ));
-                }
-                continue;
-            };
-            check_size(&m, size)?;
-            let bytes = self.read(&m.digest)?;
-            let media_type = manifest_media_type(m.media_type.as_deref(), &bytes)
-                .map_err(|e| format!("{}: {e}", m.digest))?;
-            let listing = Listing::parse(&m.digest, &bytes).map_err(|e| e.to_string())?;
-            for child in listing.manifests {
-                todo.push((child, false));
-            }
-            for b in listing.blobs {
-                let size = self.size_of(&b.digest).ok_or_else(|| {
-                    format!(
-                        "blob {} of {} is neither in the archive nor in the cache",
-                        b.digest, m.digest
-                    )
-                })?;
-                check_size(&b, size)?;
-                out.files.push((b.digest, size, false));
-            }
-            out.files.push((m.digest.clone(), size, true));
-            out.manifests.push((m.digest, media_type, bytes));
-        }
-        Ok(out)
-    }
-}
-
-/// Copies `from` into `to` (fsynced), or nowhere, hashing it. Returns its digest and size.
-fn copy_hashed(
-    mut from: impl Read,
-    to: Option<&Path>,
-    algorithm: crate::reference::Algorithm,
-    bar: &indicatif::ProgressBar,
-) -> Result<(Digest, u64), String> {
-    let mut out = match to {
-        Some(t) => Some(File::create(t).map_err(|e| format!("cache tmp/: {e}"))?),
-        None => None,
-    };
-    let mut hasher = Hasher::new(algorithm);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Some(out) = &mut out {
-            out.write_all(&buf[..n])
-                .map_err(|e| format!("cache tmp/: {e}"))?;
-        }
-        size += n as u64;
-        bar.inc(n as u64);
-    }
-    if let Some(out) = out {
-        out.sync_all().map_err(|e| format!("cache tmp/: {e}"))?;
-    }
-    Ok((hasher.finish(), size))
-}
-
-fn check_size(d: &Descriptor, actual: u64) -> Result<(), String> {
-    if d.size != u64::MAX && d.size != actual {
-        return Err(format!(
-            "{} is {actual} bytes but its descriptor says {}",
-            d.digest, d.size
-        ));
-    }
-    Ok(())
 }

@@ -1,0 +1,47 @@
+//! The index's tables, written and read back.
+
+use super::*;
+
+#[test]
+fn round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+    let d = Digest::sha256_of(b"x");
+    let m = EntryMeta {
+        size: 1,
+        last_access_ms: 7,
+        kinds: KIND_MANIFEST,
+    };
+    idx.put_manifest(
+        "docker.io",
+        "library/a",
+        &d,
+        m,
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    .unwrap();
+    assert_eq!(idx.entries().unwrap(), vec![(d.clone(), m)]);
+    assert_eq!(
+        idx.manifest_type("docker.io", &d).unwrap().as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    assert_eq!(idx.manifest_type("quay.io", &d).unwrap(), None);
+    let t = TagEntry {
+        digest: d.clone(),
+        checked_at_ms: 9,
+    };
+    idx.put_tag("docker.io", "library/a", "v1", &t).unwrap();
+    idx.put_tag("docker.io", "library/ab", "v0", &t).unwrap();
+    assert_eq!(idx.tag("docker.io", "library/a", "v1").unwrap(), Some(t));
+    assert_eq!(idx.tags("docker.io", "library/a").unwrap(), vec!["v1"]);
+    let link = (d.clone(), "docker.io\0library/a".to_owned(), Some(1));
+    idx.put_links(std::slice::from_ref(&link)).unwrap();
+    assert_eq!(idx.links().unwrap(), vec![link]);
+    idx.remove_entries(std::slice::from_ref(&d)).unwrap();
+    assert!(idx.entries().unwrap().is_empty());
+    assert!(idx.links().unwrap().is_empty());
+    assert_eq!(idx.manifest_type("docker.io", &d).unwrap(), None);
+    let mut repos = idx.repos().unwrap();
+    repos.sort();
+    assert_eq!(repos.len(), 2);
+}
