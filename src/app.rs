@@ -104,6 +104,7 @@ impl App {
             config.cache.tag_ttl,
             metrics.clone(),
             shared,
+            config.cache.prefetch_layers,
         )
         .map_err(|e| StartError::Cache {
             dir: config.cache.dir.display().to_string(),

@@ -442,3 +442,57 @@ fn offline_serves_the_cache_and_never_contacts_the_upstream() {
     let after = std::fs::read_to_string(&reg.log).unwrap().lines().count();
     assert_eq!(after, asked, "the upstream was contacted while offline");
 }
+
+/// `[cache] prefetch_layers` (on by default): a client's GET of an image manifest starts the
+/// fills of the layers the cache lacks, each fetched once; off, nothing is fetched unasked.
+#[test]
+fn an_image_manifest_get_prefetches_its_layers_once() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let img = seed.image("many/layers");
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/many/layers/manifests/{}", img.tag),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    for (d, _) in &img.blobs {
+        assert!(m.wait_cached(d), "{d} was not prefetched");
+    }
+    // The client's own pull then finds every layer warm: no second upstream fetch.
+    let out = scratch("prefetch");
+    assert_eq!(
+        skopeo_pull(
+            &format!("{}/many/layers:{}", m.host(), img.tag),
+            out.path(),
+            false
+        ),
+        img.digest
+    );
+    for (d, _) in &img.blobs {
+        assert_eq!(
+            reg.count(&format!("\"GET /v2/many/layers/blobs/{d}")),
+            1,
+            "{d}"
+        );
+    }
+
+    let off = Mirror::start(
+        &[Up::default("docker.io", reg.url())],
+        "prefetch_layers = false",
+    );
+    let r = raw_request(
+        off.port,
+        "GET",
+        &format!("/v2/many/layers/manifests/{}", img.tag),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    off.wait_settled();
+    for (d, _) in &img.blobs {
+        assert!(!off.cached_files().contains(d), "{d} fetched unasked");
+    }
+}

@@ -15,7 +15,7 @@ use crate::upstream::Upstream;
 
 pub(super) async fn get(
     app: &Arc<App>,
-    up: &Upstream,
+    up: &Arc<Upstream>,
     repo: &RepoName,
     reference: &str,
     headers: &HeaderMap,
@@ -36,6 +36,9 @@ pub(super) async fn get(
                 m.media_type
             ),
         ));
+    }
+    if !head {
+        app.cache.prefetch(up, repo, &m);
     }
     let etag = format!("\"{}\"", m.digest);
     let b = Response::builder()

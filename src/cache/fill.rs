@@ -228,6 +228,19 @@ impl Fill {
         (end > start).then(|| b.slice(start..end))
     }
 
+    /// Waits until the fill has ended, verified or failed.
+    pub(crate) async fn finished(&self) {
+        let mut rx = self.state.clone();
+        loop {
+            if !matches!(rx.borrow_and_update().outcome, Outcome::Running) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits until the blob's size is known. Fails if the fill failed first.
     pub(crate) async fn total(&self) -> Result<u64, Arc<CacheError>> {
         let mut rx = self.state.clone();

@@ -24,6 +24,7 @@ mod lists;
 mod load;
 mod lru;
 mod manifests;
+mod prefetch;
 mod referrers;
 mod source;
 mod store;
@@ -68,6 +69,8 @@ pub(crate) struct Cache {
     metrics: Arc<Metrics>,
     /// The tier shared with other replicas (`[shared]`), read before the upstream.
     shared: Option<Arc<Shared>>,
+    /// Start fills of a manifest's missing layers when a client GETs it (`prefetch.rs`).
+    prefetch_layers: bool,
 }
 
 /// Milliseconds since the Unix epoch: LRU order and tag ages need better than seconds.
@@ -88,6 +91,7 @@ impl Cache {
         tag_ttl: Duration,
         metrics: Arc<Metrics>,
         shared: Option<Arc<Shared>>,
+        prefetch_layers: bool,
     ) -> Result<Arc<Cache>, CacheError> {
         std::fs::create_dir_all(dir)?;
         // The index first: its lock keeps a second process from clearing the first's temp files.
@@ -109,6 +113,7 @@ impl Cache {
             tag_ttl,
             metrics,
             shared,
+            prefetch_layers,
         });
         let victims = cache.lock().evict_to(cache.low_watermark, cache.max_size);
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;

@@ -9,7 +9,7 @@ impl Config {
     /// The effective settings as TOML, secrets redacted (for `check-config`).
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\noffline = {}\n",
+            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\noffline = {}\nprefetch_layers = {}\n",
             self.server.listen,
             self.server.max_connections,
             format_duration(self.server.header_read_timeout),
@@ -20,6 +20,7 @@ impl Config {
             format_size(self.cache.max_size),
             format_duration(self.cache.tag_ttl),
             self.cache.offline,
+            self.cache.prefetch_layers,
         );
         if let Some((cert, key)) = &self.server.tls {
             let server_end = s.find("\n\n[cache]").unwrap_or(s.len());

@@ -96,6 +96,9 @@ pub(crate) struct CacheConfig {
     pub(crate) tag_ttl: Duration,
     /// Never contact an upstream: serve what is cached, tags never expire.
     pub(crate) offline: bool,
+    /// Start fills of an image manifest's missing layers when a client GETs it (default: on,
+    /// but off with `[shared]`, where another replica may own those layers).
+    pub(crate) prefetch_layers: bool,
 }
 
 /// Turns the file's raw values into checked ones; every mistake names its key and the file.
@@ -201,6 +204,7 @@ impl Checker<'_> {
             max_size,
             tag_ttl,
             offline: raw.offline.unwrap_or(false),
+            prefetch_layers: raw.prefetch_layers.unwrap_or(true),
         })
     }
 
@@ -265,7 +269,8 @@ impl Config {
         })?;
         let check = Checker { origin };
         let server = check.server(std::mem::take(&mut raw.server))?;
-        let cache = check.cache(std::mem::take(&mut raw.cache))?;
+        let prefetch_given = raw.cache.prefetch_layers.is_some();
+        let mut cache = check.cache(std::mem::take(&mut raw.cache))?;
         let upstreams = check.upstreams(&mut raw)?;
         let log = match raw.log.format.as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -285,6 +290,10 @@ impl Config {
             Some(sh) => Some(check.shared(sh)?),
             None => None,
         };
+        if shared.is_some() && !prefetch_given {
+            // Each replica fetches only what it is asked for: its share of the digests.
+            cache.prefetch_layers = false;
+        }
         Ok(Config {
             server,
             cache,
