@@ -8,7 +8,7 @@
 //! server while 32 clients each pull a different cold 64 MiB blob at once.
 //! `cargo bench --bench compare -- memory` runs the memory figure alone; `-- auth` compares
 //! warm manifest requests per second without `[auth]` and with it; `-- shared` the latency of a
-//! shared-tier hit (Garage) against a local hit.
+//! shared-tier hit (Garage) against a local hit; `-- pull` a cold 25-layer pull with skopeo.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -284,9 +284,48 @@ fn shared() {
     }
 }
 
+/// A cold pull of the 25-layer image with skopeo, each mirror empty: distribution's proxy,
+/// entrepot with layer prefetch, and entrepot without it, alternating; medians of 5.
+fn cold_pull() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let kinds = ["distribution proxy", "entrepot", "entrepot, no prefetch"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    for _ in 0..5 {
+        for (i, kind) in kinds.iter().enumerate() {
+            let (port, _keep): (u16, Box<dyn std::any::Any>) = if *kind == "entrepot, no prefetch" {
+                let m = Mirror::start(
+                    &[Up::default("docker.io", origin.url())],
+                    "tag_ttl = \"5m\"\nprefetch_layers = false",
+                );
+                (m.port, Box::new(m))
+            } else {
+                fresh(kind, &origin)
+            };
+            let out = scratch("bench-pull");
+            let start = Instant::now();
+            skopeo_pull(
+                &format!("127.0.0.1:{port}/many/layers:v1"),
+                &out.path().join("l"),
+                false,
+            );
+            times[i].push(start.elapsed().as_secs_f64());
+        }
+    }
+    println!("cold 25-layer skopeo pull, each mirror empty (s, median of 5)");
+    let base = median(times[0].clone());
+    for (kind, t) in kinds.iter().zip(times) {
+        let m = median(t);
+        println!("{kind:<24} {m:>8.3}  ({:.2}x distribution)", m / base);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "memory") {
         return memory();
+    }
+    if std::env::args().any(|a| a == "pull") {
+        return cold_pull();
     }
     if std::env::args().any(|a| a == "shared") {
         return shared();
