@@ -408,3 +408,58 @@ fn a_client_certificate_from_client_ca_names_the_user() {
     assert_eq!(with_cert(&foreign), "000");
     assert!(s.m.log_text().contains("user=ci"));
 }
+
+/// dockerd cannot send credentials to a `registry-mirrors` entry, and gives up on a mirror whose
+/// `GET /v2/` asks for them (it falls back to Docker Hub, unreachable here). With
+/// `anonymous_ping = true` and an anonymous rule for what nodes pull through it, it pulls.
+#[test]
+fn dockerd_pulls_through_registry_mirrors_with_anonymous_ping() {
+    let seed = seed();
+    let img = seed.image("library/busybox");
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let dir = scratch("access-dockerd-mirror");
+    let htpw = dir.path().join("htpasswd");
+    htpasswd(&htpw, "ci", "ci-pass");
+    let auth = |ping: bool| {
+        format!(
+            "\n[auth]\nhtpasswd = {htpw:?}\nanonymous_ping = {ping}\n\n[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/library/**\"]\n"
+        )
+    };
+    let base = fs::read_to_string(&m.config).unwrap();
+    m.reconfigure(|cfg| format!("{cfg}{}", auth(false)));
+    let ctd = Containerd::start();
+    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&with_mirror(&shipped, &m.url())).unwrap();
+    let dockerd = Dockerd::start(&ctd, config);
+    let refused = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    m.reconfigure(|_| format!("{base}{}", auth(true)));
+    let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let digests = dockerd
+        .docker()
+        .args([
+            "image",
+            "inspect",
+            "busybox",
+            "--format",
+            "{{json .RepoDigests}}",
+        ])
+        .output()
+        .unwrap();
+    drop(dockerd);
+    assert!(
+        !refused.status.success(),
+        "dockerd answered a Basic challenge"
+    );
+    assert!(
+        pulled.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&pulled.stderr),
+        m.log_text()
+    );
+    assert!(String::from_utf8_lossy(&digests.stdout).contains(&img.digest));
+    // Anonymous clients still get nothing else, and signed-in users still sign in.
+    let anonymous = raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
+    assert_eq!(anonymous.status, 401);
+    assert!(reg.count("\"GET /v2/library/busybox/blobs/") > 0);
+}

@@ -47,7 +47,7 @@ pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity,
 /// learns at once whether they work and clients learn to send them.
 pub(super) fn base(app: &App, who: &Identity) -> Result<(), ApiError> {
     match (&app.auth, who) {
-        (Some(auth), Identity::Anonymous) => {
+        (Some(auth), Identity::Anonymous) if !auth.anonymous_ping() => {
             auth.refused(AuthFailure::Challenged);
             Err(unauthorized(auth, "sign in to use this mirror"))
         }

@@ -46,6 +46,7 @@ pub(crate) struct BadCredentials;
 
 pub(crate) struct Auth {
     realm: String,
+    anonymous_ping: bool,
     rules: Vec<AllowRule>,
     htpasswd: Option<PathBuf>,
     users: RwLock<(Arc<Users>, Option<SystemTime>)>,
@@ -62,6 +63,7 @@ impl Auth {
         };
         Ok(Auth {
             realm: cfg.realm.clone(),
+            anonymous_ping: cfg.anonymous_ping,
             rules: cfg.allow.clone(),
             htpasswd: cfg.htpasswd.clone(),
             users: RwLock::new((Arc::new(users), mtime)),
@@ -75,6 +77,11 @@ impl Auth {
                 .build(),
             metrics,
         })
+    }
+
+    /// Whether `GET /v2/` answers anonymous clients 200 (`[auth] anonymous_ping`).
+    pub(crate) fn anonymous_ping(&self) -> bool {
+        self.anonymous_ping
     }
 
     /// `WWW-Authenticate` for a 401.
@@ -239,6 +246,7 @@ mod tests {
         let cfg = AuthConfig {
             htpasswd: None,
             realm: "r".into(),
+            anonymous_ping: false,
             allow: rules
                 .into_iter()
                 .map(|(users, repos)| AllowRule {

@@ -12,6 +12,9 @@ pub(crate) struct AuthConfig {
     /// bcrypt entries, as `htpasswd -B` writes them; re-read when the file changes.
     pub(crate) htpasswd: Option<PathBuf>,
     pub(crate) realm: String,
+    /// `GET /v2/` answers anonymous clients 200 rather than the challenge: dockerd's
+    /// `registry-mirrors` client gives up on a mirror whose `/v2/` asks for credentials.
+    pub(crate) anonymous_ping: bool,
     /// A request is allowed when any rule matches it.
     pub(crate) allow: Vec<AllowRule>,
 }
@@ -91,9 +94,20 @@ impl Checker<'_> {
                 repositories,
             });
         }
+        if raw.anonymous_ping
+            && !allow
+                .iter()
+                .any(|r| r.users.iter().any(|u| u == "anonymous"))
+        {
+            return Err(self.bad(
+                "auth.anonymous_ping",
+                "no [[auth.allow]] rule lets anonymous clients pull anything",
+            ));
+        }
         Ok(AuthConfig {
             htpasswd: raw.htpasswd,
             realm,
+            anonymous_ping: raw.anonymous_ping,
             allow,
         })
     }
@@ -113,6 +127,9 @@ impl AuthConfig {
             s.push_str(&format!("htpasswd = {:?}\n", h.display().to_string()));
         }
         s.push_str(&format!("realm = {:?}\n", self.realm));
+        if self.anonymous_ping {
+            s.push_str("anonymous_ping = true\n");
+        }
         for rule in &self.allow {
             let repos: Vec<String> = rule
                 .repositories

@@ -44,6 +44,8 @@ pub(super) struct RawAuth {
     pub(super) htpasswd: Option<PathBuf>,
     pub(super) realm: Option<String>,
     #[serde(default)]
+    pub(super) anonymous_ping: bool,
+    #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
 }
 

@@ -138,6 +138,10 @@ fn auth_mistakes_name_their_key() {
         "[[auth.allow]]\nusers = [\"anonymous\"]\nrepositories = [\"docker.io/UPPER\"]\n",
     ));
     assert!(e.contains("auth.allow[0].repositories[0]"), "{e}");
+    let e = err(&with(&format!(
+        "htpasswd = {bcrypt:?}\nanonymous_ping = true\n[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"docker.io/**\"]\n"
+    )));
+    assert!(e.contains("auth.anonymous_ping"), "{e}");
     let e = err(&with("realm = \"a\\\"b\"\n"));
     assert!(e.contains("auth.realm"), "{e}");
     // A good section reads back from check-config's output.
