@@ -429,23 +429,11 @@ fn dockerd_pulls_through_registry_mirrors_with_anonymous_ping() {
     let base = fs::read_to_string(&m.config).unwrap();
     m.reconfigure(|cfg| format!("{cfg}{}", auth(false)));
     let ctd = Containerd::start();
-    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
-    let config: serde_json::Value = serde_json::from_str(&with_mirror(&shipped, &m.url())).unwrap();
-    let dockerd = Dockerd::start(&ctd, config);
+    let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
     let refused = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
     m.reconfigure(|_| format!("{base}{}", auth(true)));
     let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
-    let digests = dockerd
-        .docker()
-        .args([
-            "image",
-            "inspect",
-            "busybox",
-            "--format",
-            "{{json .RepoDigests}}",
-        ])
-        .output()
-        .unwrap();
+    let digests = dockerd.repo_digests("busybox");
     drop(dockerd);
     assert!(
         !refused.status.success(),

@@ -384,21 +384,9 @@ fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd()
         .unwrap_or_else(|| panic!("{list}"));
     assert!(line.contains(&up.multi.digest), "{line}");
     // dockerd, with the shipped daemon.json; then `docker save` of what it pulled imports too.
-    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
-    let config: Value = serde_json::from_str(&with_mirror(&shipped, &m.url())).unwrap();
-    let dockerd = Dockerd::start(&ctd, config);
+    let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
     let pull = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
-    let digests = dockerd
-        .docker()
-        .args([
-            "image",
-            "inspect",
-            "busybox",
-            "--format",
-            "{{json .RepoDigests}}",
-        ])
-        .output()
-        .unwrap();
+    let digests = dockerd.repo_digests("busybox");
     let saved = out.path().join("saved.tar");
     let save = dockerd
         .docker()

@@ -47,22 +47,9 @@ fn dockerd_pulls_through_registry_mirrors() {
     let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
     let ctd = Containerd::start();
     // The shipped daemon.json with the mirror's address.
-    let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&with_mirror(&shipped, &mirror.url())).unwrap();
-    let dockerd = Dockerd::start(&ctd, config);
+    let dockerd = Dockerd::with_shipped_mirror(&ctd, &mirror.url());
     let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
-    let inspect = dockerd
-        .docker()
-        .args([
-            "image",
-            "inspect",
-            "busybox",
-            "--format",
-            "{{json .RepoDigests}}",
-        ])
-        .output()
-        .unwrap();
+    let inspect = dockerd.repo_digests("busybox");
     // Stop dockerd with SIGTERM so it unmounts its root, whatever happened.
     drop(dockerd);
     assert!(

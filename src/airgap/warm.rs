@@ -21,6 +21,7 @@ use crate::cache::{BlobSource, CacheError, Manifest, off_the_workers};
 use crate::config::Config;
 use crate::manifest::{Descriptor, Listing, platform_matches};
 use crate::reference::{Digest, ImageName, Reference, RepoName, Tag};
+use crate::server::Shutdown;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// What to warm.
@@ -52,12 +53,15 @@ pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
         .map_err(|e| CommandError::new(format!("cannot start the runtime: {e}")))?;
     let app = open(config)?;
     let outcome = runtime.block_on(async {
+        // The same stop signals `serve` watches, installed before any work starts.
+        let mut stop = Shutdown::on_signals()
+            .map_err(|e| CommandError::new(format!("cannot watch for SIGTERM and SIGINT: {e}")))?;
         let work = warm_all(&app, &names, &opts.platforms);
-        tokio::select! {
+        Ok::<_, CommandError>(tokio::select! {
             r = work => Some(r),
-            _ = interrupted() => None,
-        }
-    });
+            () = stop.recv() => None,
+        })
+    })?;
     let results = match outcome {
         Some(results) => {
             runtime.block_on(async {
@@ -151,21 +155,6 @@ fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
     raw.iter()
         .map(|n| ImageName::parse(n).map_err(CommandError::new))
         .collect()
-}
-
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn warm_all(

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::index::{KIND_BLOB, KIND_MANIFEST, KIND_PINNED};
+use super::links::scope;
 use super::lru::remove_victims;
 use super::manifests::read_manifest;
 use super::{Cache, CacheError, now_millis};
@@ -141,9 +142,7 @@ impl Cache {
         repo: &str,
         subject: &Digest,
     ) -> Result<Vec<Digest>, CacheError> {
-        let found = self
-            .index
-            .referrers(subject, &format!("{upstream}\0{repo}"))?;
+        let found = self.index.referrers(subject, &scope(upstream, repo))?;
         let s = self.lock();
         Ok(found
             .into_iter()

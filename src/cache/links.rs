@@ -32,7 +32,7 @@ struct Link {
 }
 
 /// How a link names an (upstream, repository) pair.
-pub(super) fn scope(upstream: &str, repo: &RepoName) -> String {
+pub(super) fn scope(upstream: &str, repo: impl std::fmt::Display) -> String {
     format!("{upstream}\0{repo}")
 }
 

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::index::{Batch, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
-use super::links::descriptors;
+use super::links::{descriptors, scope};
 use super::lru::remove_victims;
 use super::referrers::referrer_of;
 use super::{Cache, CacheError, now_millis};
@@ -60,7 +60,7 @@ impl Cache {
                 batch.entries.push((digest.clone(), meta));
             }
             for (upstream, repo, digest, media_type, bytes) in &load.manifests {
-                let scope = format!("{upstream}\0{repo}");
+                let scope = scope(upstream, repo);
                 let listed = std::iter::once((digest.clone(), Some(bytes.len() as u64)))
                     .chain(descriptors(bytes));
                 for (d, size) in listed {

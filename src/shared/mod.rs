@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     /// The URL, for messages.
     pub(crate) shown: String,
     uploads: Arc<Semaphore>,
+    /// What this process last wrote for each tag: a tag revalidated to the same digest is not
+    /// written again.
+    tags_written: moka::sync::Cache<Path, Digest>,
     metrics: Arc<Metrics>,
 }
 
@@ -134,6 +137,7 @@ impl Shared {
             prefix: path,
             shown: cfg.url.to_string(),
             uploads: Arc::new(Semaphore::new(cfg.upload_concurrency)),
+            tags_written: moka::sync::Cache::new(100_000),
             metrics,
         })
     }
@@ -297,27 +301,36 @@ impl Shared {
         });
     }
 
-    /// Records what a tag points at, in the background.
+    /// Records what a tag points at, in the background, unless this process wrote just that.
     pub(crate) fn put_tag(self: &Arc<Self>, upstream: &str, repo: &str, tag: &str, d: &Digest) {
-        let this = self.clone();
         let key = self.tag_key(upstream, repo, tag);
+        if self.tags_written.get(&key).as_ref() == Some(d) {
+            return;
+        }
+        self.tags_written.insert(key.clone(), d.clone());
+        let this = self.clone();
         let d = d.clone();
         tokio::spawn(async move {
-            this.retrying("put_tag", &d, || {
-                let (store, key) = (this.store.clone(), key.clone());
-                let body = PutPayload::from(d.to_string().into_bytes());
-                async move {
-                    store.put(&key, body).await.map_err(std::io::Error::other)?;
-                    Ok(())
-                }
-            })
-            .await;
+            let written = this
+                .retrying("put_tag", &d, || {
+                    let (store, key) = (this.store.clone(), key.clone());
+                    let body = PutPayload::from(d.to_string().into_bytes());
+                    async move {
+                        store.put(&key, body).await.map_err(std::io::Error::other)?;
+                        Ok(())
+                    }
+                })
+                .await;
+            if !written {
+                // Written again the next time the tag is confirmed.
+                this.tags_written.invalidate(&key);
+            }
         });
     }
 
     /// Runs an upload a few at a time, retrying with backoff; failures are counted and logged,
     /// never fatal.
-    async fn retrying<F, Fut>(&self, op: &'static str, d: &Digest, mut attempt: F)
+    async fn retrying<F, Fut>(&self, op: &'static str, d: &Digest, mut attempt: F) -> bool
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::io::Result<()>>,
@@ -331,7 +344,7 @@ impl Shared {
             match result {
                 Ok(()) => {
                     self.metrics.shared(op, "ok");
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.metrics.shared(op, "error");
@@ -341,5 +354,6 @@ impl Shared {
                 }
             }
         }
+        false
     }
 }

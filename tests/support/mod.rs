@@ -935,6 +935,28 @@ impl Dockerd {
         dockerd
     }
 
+    /// dockerd with the repository's own `deploy/clients/docker/daemon.json`, the mirror's
+    /// address put in.
+    pub fn with_shipped_mirror(containerd: &Containerd, mirror_url: &str) -> Dockerd {
+        let shipped = fs::read_to_string(deploy_file("clients/docker/daemon.json")).unwrap();
+        let config = serde_json::from_str(&with_mirror(&shipped, mirror_url)).unwrap();
+        Dockerd::start(containerd, config)
+    }
+
+    /// `docker image inspect` of an image's repository digests (JSON on stdout).
+    pub fn repo_digests(&self, image: &str) -> std::process::Output {
+        self.docker()
+            .args([
+                "image",
+                "inspect",
+                image,
+                "--format",
+                "{{json .RepoDigests}}",
+            ])
+            .output()
+            .unwrap()
+    }
+
     /// A `docker` command talking to this daemon.
     pub fn docker(&self) -> Command {
         let mut c = Command::new("docker");
