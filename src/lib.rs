@@ -28,3 +28,33 @@ pub use airgap::{
 };
 pub use app::{CacheSetupError, StartError, TlsSetupError, UpstreamSetupError, run};
 pub use config::{Config, ConfigError, LogFormat};
+
+/// The request path's hot functions, for the micro-benchmarks in `benches/hot.rs` only: not an
+/// API, and free to change.
+#[doc(hidden)]
+pub mod hot_paths {
+    /// Parses a request path into its route; returns the route's label.
+    pub fn route(path: &str) -> &'static str {
+        crate::api::route_kind(path)
+    }
+
+    /// Parses a repository name and a manifest reference (tag or digest); true if both are valid.
+    pub fn reference(name: &str, reference: &str) -> bool {
+        crate::reference::RepoName::parse(name).is_some()
+            && crate::reference::Reference::parse(reference).is_ok()
+    }
+
+    /// Parses and resolves a `Range` header against a blob's size.
+    pub fn range(value: &str, size: u64) -> Option<(u64, u64)> {
+        crate::api::range_of(value, size)
+    }
+
+    /// The SHA-256 of `bytes` fed in `chunk`-byte pieces, as a fill hashes what arrives.
+    pub fn sha256(bytes: &[u8], chunk: usize) -> String {
+        let mut h = crate::reference::Hasher::new(crate::reference::Algorithm::Sha256);
+        for c in bytes.chunks(chunk) {
+            h.update(c);
+        }
+        h.finish().to_string()
+    }
+}

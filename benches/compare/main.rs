@@ -433,39 +433,47 @@ fn memory_under_cold_fills() -> (f64, f64) {
 }
 
 /// Why the plain Rust client (which read with a 1 MiB buffer until the server closed the
-/// connection) saw entrepot's single cold blob slower than distribution's when curl does not:
-/// the same cold GETs timed at the last byte of the body and at the close, against curl.
+/// connection) saw entrepot's single cold blob at another ratio to distribution's than curl
+/// does: the same cold GETs with curl (16 KiB reads), and with the Rust client reading 16 KiB,
+/// 256 KiB and 1 MiB at a time, timed at the last byte of the body and at the close.
 fn client() {
     let seed = seed();
     let origin = Registry::start(&seed.storage);
     let (digest, size) = seed.image("lru/a").largest_blob();
     let path = format!("/v2/lru/a/blobs/{digest}");
-    println!(
-        "{:<20} {:>10} {:>16} {:>16}",
-        "single cold 128 MiB", "curl (s)", "Rust, last byte", "Rust, at close"
-    );
+    let bufs = [16 << 10, 256 << 10, 1 << 20];
+    print!("{:<20} {:>10}", "single cold 128 MiB", "curl");
+    for b in bufs {
+        print!(" {:>18}", format!("Rust {} KiB", b >> 10));
+    }
+    println!("   (s to the last byte, median of {COLD_ROUNDS}; at the close in brackets)");
     for kind in [ENTREPOT, DISTRIBUTION] {
-        let (mut c, mut last, mut closed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut c = Vec::new();
+        let mut last: Vec<Vec<f64>> = vec![Vec::new(); bufs.len()];
+        let mut closed: Vec<Vec<f64>> = vec![Vec::new(); bufs.len()];
         for _ in 0..COLD_ROUNDS {
             let r = fresh(kind, &origin);
             c.push(curl_get(&format!("http://127.0.0.1:{}{path}", r.port)).seconds);
             drop(r);
-            let r = fresh(kind, &origin);
-            let x = raw_get(r.port, &path, 1 << 20);
-            assert_eq!(x.bytes, size);
-            last.push(x.last_byte);
-            closed.push(x.closed);
+            for (i, b) in bufs.iter().enumerate() {
+                let r = fresh(kind, &origin);
+                let x = raw_get(r.port, &path, *b);
+                assert_eq!(x.bytes, size);
+                last[i].push(x.last_byte);
+                closed[i].push(x.closed);
+            }
         }
-        println!(
-            "{kind:<20} {:>10.3} {:>16.3} {:>16.3}",
-            median(c),
-            median(last),
-            median(closed)
-        );
+        print!("{kind:<20} {:>10.3}", median(c));
+        for (l, c) in last.into_iter().zip(closed) {
+            print!(" {:>18}", format!("{:.3} ({:.3})", median(l), median(c)));
+        }
+        println!();
     }
 }
 
 fn main() {
+    // entrepot logs as users run it: a line per request at `info`.
+    let _ = MIRROR_LOG.set("info");
     let arg = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     match arg.as_deref() {
         Some("client") => client(),

@@ -196,3 +196,14 @@ pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
 }
+
+/// The route a path names, as its metrics label (for the micro-benchmarks).
+pub(crate) fn route_kind(path: &str) -> &'static str {
+    route::parse(path).kind()
+}
+
+/// The byte range `[start, end)` a `Range` value asks of a blob of `size` bytes, if it is one we
+/// serve (for the micro-benchmarks).
+pub(crate) fn range_of(value: &str, size: u64) -> Option<(u64, u64)> {
+    range::parse(value).ok()?.resolve(size)
+}

@@ -195,6 +195,10 @@ impl<'a> Up<'a> {
     }
 }
 
+/// The `RUST_LOG` mirrors run with: debug lines for the tests to read unless set (the benchmarks
+/// run it as users do, at `info`).
+pub static MIRROR_LOG: OnceLock<&'static str> = OnceLock::new();
+
 /// The `entrepot` binary under test.
 pub struct Mirror {
     pub port: u16,
@@ -252,7 +256,10 @@ impl Mirror {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "entrepot=debug,info")
+            .env(
+                "RUST_LOG",
+                MIRROR_LOG.get().copied().unwrap_or("entrepot=debug,info"),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
