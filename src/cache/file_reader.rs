@@ -1,4 +1,5 @@
-//! Reading stored and filling blobs: large `pread`s on the blocking pool, a byte range at a time.
+//! Reading stored and filling blobs a byte range at a time: from the page cache on the worker
+//! when it holds the bytes, else with `pread` on the blocking pool.
 
 use std::fs::File;
 use std::io;
@@ -8,10 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 
-/// Size of each read from a stored or filling blob: large, so a fast client gets big writes.
-pub(super) const READ_CHUNK: usize = 256 * 1024;
+use super::buffers::{BUFFER_SIZE, Buffer};
 
-/// Reads a byte range of a file in large chunks with `pread` on the blocking pool.
+/// Size of each read from a stored or filling blob: large, so a fast client gets big writes.
+pub(super) const READ_CHUNK: usize = BUFFER_SIZE;
+
+/// Reads a byte range of a file in large chunks into pooled buffers: from the page cache on the
+/// worker itself when every byte is there (`RWF_NOWAIT`), else with `pread` on the blocking pool.
 pub(crate) struct FileReader {
     file: Arc<File>,
     pub(super) pos: u64,
@@ -38,30 +42,16 @@ impl FileReader {
     /// Reads the next chunk, not past `limit`.
     pub(super) async fn read_next(&mut self, limit: u64) -> io::Result<Bytes> {
         let len = (self.end.min(limit) - self.pos).min(READ_CHUNK as u64) as usize;
-        let file = self.file.clone();
-        let pos = self.pos;
-        let result = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if filled == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "stored file is shorter than its size",
-                ));
-            }
-            buf.truncate(filled);
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let mut buf = Buffer::take();
+        let result = if read_cached(&self.file, &mut buf, len, self.pos) {
+            Ok(buf.freeze())
+        } else {
+            let file = self.file.clone();
+            let pos = self.pos;
+            tokio::task::spawn_blocking(move || read_blocking(&file, buf, len, pos))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+        };
         match &result {
             Ok(b) => self.pos += b.len() as u64,
             Err(_) => self.finish(),
@@ -79,4 +69,38 @@ impl FileReader {
             Some((item, reader))
         })
     }
+}
+
+/// Reads up to `len` bytes at `pos` only if the page cache holds them, without blocking: the
+/// worker never waits for a disk. False if nothing could be read that way.
+fn read_cached(file: &File, buf: &mut Buffer, len: usize, pos: u64) -> bool {
+    let mut slices = [io::IoSliceMut::new(&mut buf.spare()[..len])];
+    match rustix::io::preadv2(file, &mut slices, pos, rustix::io::ReadWriteFlags::NOWAIT) {
+        Ok(n) if n > 0 => {
+            buf.advance(n);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Reads `len` bytes at `pos` (fewer at the end of the file), on a thread that may block.
+fn read_blocking(file: &File, mut buf: Buffer, len: usize, pos: u64) -> io::Result<Bytes> {
+    while buf.len() < len {
+        let at = pos + buf.len() as u64;
+        let room = len - buf.len();
+        match file.read_at(&mut buf.spare()[..room], at) {
+            Ok(0) => break,
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if buf.len() == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stored file is shorter than its size",
+        ));
+    }
+    Ok(buf.freeze())
 }

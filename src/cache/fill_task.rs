@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
+use super::buffers::{BUFFER_SIZE, Buffer};
 use super::fill::{FillState, Outcome};
 use super::fill_writer::{FillWriter, PendingWrites};
 use super::index::KIND_BLOB;
@@ -24,7 +25,7 @@ use crate::reference::{Hasher, RepoName};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Size of the writes a fill makes to its temp file (and of the steps readers see it grow by).
-pub(super) const FILL_WRITE_CHUNK: usize = 256 * 1024;
+pub(super) const FILL_WRITE_CHUNK: usize = BUFFER_SIZE;
 
 /// Memory for every fill's chunks together (in memory for clients, queued for the hash and the
 /// disk): 32 cold fills at once stay within it (the README's peak RSS figure).
@@ -196,10 +197,9 @@ impl Cache {
                     Some(b) => b,
                     None => buf.insert(intake.new_chunk().await),
                 };
-                let take = (FILL_WRITE_CHUNK - b.data.len()).min(rest.len());
-                b.data.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if b.data.len() == FILL_WRITE_CHUNK
+                let took = b.data.extend(rest);
+                rest = &rest[took..];
+                if b.data.is_full()
                     && let Some(full) = buf.take()
                 {
                     intake.hand_over(full).await?;
@@ -316,13 +316,13 @@ struct Intake<'a> {
 /// One chunk's buffer, holding its share of the fills' memory budget until every copy of it
 /// (in the ring, the queues, a client's response) is gone.
 struct Chunk {
-    data: Vec<u8>,
+    data: Buffer,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Chunk {
     fn as_ref(&self) -> &[u8] {
-        &self.data
+        self.data.filled()
     }
 }
 
@@ -345,7 +345,7 @@ impl Intake<'_> {
             None
         };
         Chunk {
-            data: Vec::with_capacity(FILL_WRITE_CHUNK),
+            data: Buffer::take(),
             _budget: budget,
         }
     }

@@ -10,6 +10,7 @@
 //! of the upstream layer.
 
 mod blobs;
+mod buffers;
 mod coalesce;
 mod error;
 mod file_reader;
