@@ -141,7 +141,7 @@ impl Cache {
             Err(e) => {
                 tracing::error!(%digest, error = %e, "stored blob cannot be opened: fetching it again");
                 let mut s = self.lock();
-                if let Some(m) = s.entries.remove(digest) {
+                if let Some(m) = s.remove_entry(digest) {
                     s.committed -= m.size;
                 }
                 None

@@ -21,6 +21,9 @@ pub(super) struct Hot {
     tags: Lru<(String, String, String), TagEntry>,
     /// (upstream, digest) -> media type and bytes.
     manifests: Lru<(String, Digest), (String, Bytes)>,
+    /// Image manifest digest -> the cache's removal count when every blob it lists was held
+    /// (layer prefetch skips parsing it again while nothing has been removed since).
+    held_all: Lru<Digest, u64>,
 }
 
 impl Hot {
@@ -33,6 +36,7 @@ impl Hot {
                 })
                 .max_capacity(HOT_MANIFEST_BYTES)
                 .build(),
+            held_all: Lru::new(HOT_TAGS),
         }
     }
 
@@ -59,5 +63,14 @@ impl Hot {
     ) {
         let key = (upstream.to_owned(), digest.clone());
         self.manifests.insert(key, (media_type.to_owned(), bytes));
+    }
+
+    /// The removal count at which every blob `manifest` lists was last seen held.
+    pub(super) fn held_all(&self, manifest: &Digest) -> Option<u64> {
+        self.held_all.get(manifest)
+    }
+
+    pub(super) fn put_held_all(&self, manifest: &Digest, removals: u64) {
+        self.held_all.insert(manifest.clone(), removals);
     }
 }

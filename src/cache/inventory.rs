@@ -248,7 +248,7 @@ impl Cache {
             digests
                 .into_iter()
                 .filter_map(|d| {
-                    let m = s.entries.remove(&d)?;
+                    let m = s.remove_entry(&d)?;
                     s.committed -= m.size;
                     s.links.forget(&d);
                     Some((d, m))

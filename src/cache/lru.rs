@@ -32,6 +32,8 @@ pub(super) struct State {
     pub(super) links: Links,
     /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
     pub(super) shared_refused: HashSet<Digest>,
+    /// Entries removed since the start: while it is unchanged, whatever was held still is.
+    pub(super) removals: u64,
 }
 
 impl State {
@@ -63,6 +65,13 @@ impl State {
         self.entries.insert(digest.clone(), meta);
         self.reserved = self.reserved.saturating_sub(reserved);
         meta
+    }
+
+    /// Removes an entry from the view (the caller settles its bytes and links).
+    pub(super) fn remove_entry(&mut self, digest: &Digest) -> Option<EntryMeta> {
+        let m = self.entries.remove(digest)?;
+        self.removals += 1;
+        Some(m)
     }
 
     /// Marks an entry as just used (its new time reaches the index with the next flush).
@@ -110,7 +119,7 @@ impl State {
             {
                 continue;
             }
-            if let Some(m) = self.entries.remove(&d) {
+            if let Some(m) = self.remove_entry(&d) {
                 self.committed -= m.size;
                 self.deleting += m.size;
                 self.dirty.remove(&d);

@@ -27,19 +27,34 @@ impl Cache {
             return;
         }
         let Some(bytes) = &manifest.bytes else { return };
+        // A warm pull's manifest: everything it lists was held, and nothing has been removed
+        // since, so nothing is missing and it need not be parsed again.
+        let removals = self.lock().removals;
+        if self.hot.held_all(&manifest.digest) == Some(removals) {
+            return;
+        }
         let Ok(listing) = Listing::parse(&manifest.digest, bytes) else {
             return;
         };
-        let missing: Vec<Digest> = {
+        let (missing, in_flight, removals): (Vec<Digest>, bool, u64) = {
             let s = self.lock();
-            listing
+            let mut in_flight = false;
+            let missing = listing
                 .blobs
                 .into_iter()
                 .map(|b| b.digest)
-                .filter(|d| !s.entries.contains_key(d) && !s.fills.contains_key(d))
-                .collect()
+                .filter(|d| {
+                    let flying = s.fills.contains_key(d);
+                    in_flight |= flying;
+                    !s.entries.contains_key(d) && !flying
+                })
+                .collect();
+            (missing, in_flight, s.removals)
         };
         if missing.is_empty() {
+            if !in_flight {
+                self.hot.put_held_all(&manifest.digest, removals);
+            }
             return;
         }
         let (this, up, repo) = (self.clone(), up.clone(), repo.clone());

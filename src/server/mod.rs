@@ -112,7 +112,9 @@ pub(crate) async fn serve<H, F, B>(
                 if let Some(name) = &client {
                     req.extensions_mut().insert(name.clone());
                 }
-                let fut = handler(req);
+                // Boxed: hyper keeps the future in its connection state, and the handler's whole
+                // state machine would otherwise be copied there at every request.
+                let fut = Box::pin(handler(req));
                 let bodies = bodies.clone();
                 async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
             });
