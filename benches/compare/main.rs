@@ -33,7 +33,7 @@ use support::*;
 
 /// Rounds of each cold figure (each on fresh, empty caches) and of each warm one.
 const COLD_ROUNDS: usize = 3;
-const WARM_ROUNDS: usize = 5;
+const WARM_ROUNDS: usize = 9;
 /// Seconds of each wrk run.
 const WRK_SECONDS: u32 = 3;
 
