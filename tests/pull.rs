@@ -496,3 +496,41 @@ fn an_image_manifest_get_prefetches_its_layers_once() {
         assert!(!off.cached_files().contains(d), "{d} fetched unasked");
     }
 }
+
+#[test]
+fn layers_evicted_after_a_warm_pull_are_prefetched_again() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let img = seed.image("many/layers");
+    let (big, big_size) = seed.image("lru/b").largest_blob();
+    // Room for the 64 MiB layer, not for it and the 25 small ones: keeping it evicts them.
+    let m = Mirror::start(
+        &[Up::default("docker.io", reg.url())],
+        &format!("max_size = \"{}\"", big_size + 20_000),
+    );
+    let manifest = format!("/v2/many/layers/manifests/{}", img.tag);
+    assert_eq!(raw_request(m.port, "GET", &manifest, &[]).status, 200);
+    for (d, _) in &img.blobs {
+        assert!(m.wait_cached(d), "{d} was not prefetched");
+    }
+    // A warm GET: everything it lists is held.
+    assert_eq!(raw_request(m.port, "GET", &manifest, &[]).status, 200);
+
+    assert_eq!(
+        raw_request(m.port, "GET", "/v2/lru/b/manifests/v1", &[]).status,
+        200
+    );
+    assert!(m.wait_cached(&big));
+    m.wait_settled();
+    let held = m.cached_files();
+    assert!(
+        img.blobs.iter().any(|(d, _)| !held.contains(d)),
+        "nothing of many/layers was evicted"
+    );
+
+    // The same manifest again: what was evicted is fetched again, before any client asks.
+    assert_eq!(raw_request(m.port, "GET", &manifest, &[]).status, 200);
+    for (d, _) in &img.blobs {
+        assert!(m.wait_cached(d), "{d} was not prefetched again");
+    }
+}
