@@ -7,7 +7,7 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use support::garage::Garage;
 use support::*;
@@ -55,17 +55,7 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (Debian package nginx) must be installed");
-        wait_for_port(port, "nginx");
+        let child = start_nginx(dir.path(), port);
         Nginx {
             child,
             port,

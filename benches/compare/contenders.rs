@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use crate::support::*;
 
@@ -82,16 +82,7 @@ pub fn nginx_sendfile(file: &Path) -> Running {
         ),
     )
     .unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("nginx (Debian package nginx) must be installed");
-    wait_for_port(port, "nginx");
+    let child = start_nginx(dir.path(), port);
     Running {
         port,
         pid: child.id(),

@@ -619,6 +619,23 @@ impl Proxy {
     }
 }
 
+/// Runs nginx in the foreground with `dir` as its prefix and `dir/nginx.conf` as its config;
+/// returns once `port` accepts connections.
+pub fn start_nginx(dir: &Path, port: u16) -> Child {
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (Debian package nginx) must be installed");
+    wait_for_port(port, "nginx");
+    child
+}
+
 /// Path of a blob's data file inside a distribution registry's filesystem storage.
 pub fn registry_blob_path(storage: &Path, digest: &str) -> PathBuf {
     let hex = &digest[7..];
