@@ -3,6 +3,7 @@
 # sendfile, all on 127.0.0.1 (benches/compare). Installs its Debian packages first; run as root.
 #   scripts/bench.sh            the table (about 3 minutes), ending in Markdown for the README
 #   scripts/bench.sh client     why a client's way of reading changes the cold figure
+#   scripts/bench.sh manifests  the warm manifest rate beside nginx serving the same bytes
 #   scripts/bench.sh auth       warm manifest rate without and with [auth]
 #   scripts/bench.sh shared     a shared-tier hit (Garage) against a local hit
 #   scripts/bench.sh micro      the Criterion micro-benchmarks of the hot paths (benches/hot.rs)

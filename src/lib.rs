@@ -15,6 +15,7 @@ mod app;
 mod auth;
 mod cache;
 mod config;
+mod log_out;
 mod manifest;
 mod media_type;
 mod metrics;
@@ -28,6 +29,7 @@ pub use airgap::{
 };
 pub use app::{CacheSetupError, StartError, TlsSetupError, UpstreamSetupError, run};
 pub use config::{Config, ConfigError, LogFormat};
+pub use log_out::{BatchedStderr, flush as flush_log};
 
 /// The request path's hot functions, for the micro-benchmarks in `benches/hot.rs` only: not an
 /// API, and free to change.

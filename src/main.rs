@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format());
+    init_logging(config.log_format(), matches!(cli.command, Command::Serve));
     match cli.command {
         Command::CheckConfig => {
             print!("{}", config.describe());
@@ -131,6 +131,8 @@ fn main() -> ExitCode {
         Command::Serve => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // A worker with nothing left to do writes out the log lines gathered so far.
+                .on_thread_park(entrepot::flush_log)
                 .build()
             {
                 Ok(r) => r,
@@ -139,7 +141,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(entrepot::run(config)) {
+            let result = runtime.block_on(entrepot::run(config));
+            entrepot::flush_log();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("entrepot: {e}");
@@ -162,14 +166,20 @@ fn finish(result: Result<(), CommandError>) -> ExitCode {
 }
 
 /// Log lines on stderr, filtered by `RUST_LOG` (default `info`): text, coloured only when stderr
-/// is a terminal, or one JSON object per line.
-fn init_logging(format: LogFormat) {
+/// is a terminal, or one JSON object per line. `serve` writes them in batches (`log_out.rs`).
+fn init_logging(format: LogFormat, batched: bool) {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = if batched {
+        BoxMakeWriter::new(entrepot::BatchedStderr::start())
+    } else {
+        BoxMakeWriter::new(std::io::stderr)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

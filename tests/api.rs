@@ -514,3 +514,38 @@ fn every_request_leaves_one_log_line() {
     assert_eq!(v["bytes"], size);
     assert_eq!(v["method"], "GET");
 }
+
+/// Lines are written in batches (`src/log_out.rs`): under concurrent requests on both workers,
+/// every request still leaves exactly one whole line, none torn or lost.
+#[test]
+fn log_lines_stay_whole_when_batched() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(
+        &[Up::default("docker.io", reg.url())],
+        "\n[log]\nformat = \"json\"\n",
+    );
+    let image = seed.image("oci/app");
+    let path = format!("/v2/oci/app/manifests/{}", image.digest);
+    assert_eq!(raw_request(m.port, "GET", &path, &[]).status, 200);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    assert_eq!(raw_request(m.port, "GET", &path, &[]).status, 200);
+                }
+            });
+        }
+    });
+    let text = m.log_text();
+    let mut requests = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: a torn line: {line}"));
+        if v["route"] == "manifest" {
+            assert_eq!(v["status"], 200, "{line}");
+            requests += 1;
+        }
+    }
+    assert_eq!(requests, 401, "{text}");
+}

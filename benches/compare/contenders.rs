@@ -63,16 +63,22 @@ impl Drop for Nginx {
 }
 
 /// nginx (two workers, as many as cores here) serving `file` at `/blob` with `sendfile` and
-/// `tcp_nopush`, without an access log: bytes from the page cache with no copy in user space.
-pub fn nginx_sendfile(file: &Path) -> Running {
+/// `tcp_nopush`: bytes from the page cache with no copy in user space. With `access_log`, it
+/// writes a line per request (unbuffered, as nginx does by default) to a file in its directory.
+pub fn nginx_sendfile(file: &Path, access_log: bool) -> Running {
     let dir = scratch("nginx-sendfile");
     let d = dir.path().display().to_string();
     let port = free_port();
+    let log = if access_log {
+        format!("{d}/access.log")
+    } else {
+        "off".to_owned()
+    };
     fs::write(
         dir.path().join("nginx.conf"),
         format!(
             "user root;\nworker_processes 2;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{}}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n\
+             events {{}}\nhttp {{\n  access_log {log};\n  sendfile on;\n  tcp_nopush on;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
              scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n\

@@ -13,7 +13,8 @@
 //! upstream bytes per unique blob; entrepot's peak RSS under those loads and under 32 cold fills
 //! of distinct 64 MiB blobs. It ends with a Markdown table for the README.
 //!
-//! Other figures: `-- client` (why a client's way of reading changes the cold figure), `-- auth`
+//! Other figures: `-- client` (why a client's way of reading changes the cold figure),
+//! `-- manifests` (the warm manifest rate beside nginx serving the same bytes), `-- auth`
 //! (warm manifest rate without and with `[auth]`), `-- shared` (a shared-tier hit against a local
 //! one, with Garage).
 
@@ -167,7 +168,7 @@ fn table() {
     println!("warm 128 MiB blob: {WARM_ROUNDS} rounds of 1 and of 8 curl streams");
     let e = fresh(ENTREPOT, &origin);
     let d = fresh(DISTRIBUTION, &origin);
-    let n = contenders::nginx_sendfile(&registry_blob_path(&seed.storage, &digest));
+    let n = contenders::nginx_sendfile(&registry_blob_path(&seed.storage, &digest), false);
     let urls = [
         url(e.port),
         url(d.port),
@@ -479,12 +480,74 @@ fn client() {
     }
 }
 
+/// The warm manifest rate beside what any server reaches here: nginx serving the same manifest
+/// bytes as a static file, without and with its access log, under the same wrk load. The
+/// rates alternate round by round; medians.
+fn manifests() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let app = seed.image("oci/app");
+    let e = fresh(ENTREPOT, &origin);
+    let d = fresh(DISTRIBUTION, &origin);
+    let file = registry_blob_path(&seed.storage, &app.digest);
+    let quiet = contenders::nginx_sendfile(&file, false);
+    let logged = contenders::nginx_sendfile(&file, true);
+    let urls = [
+        (
+            "entrepot by digest",
+            format!(
+                "http://127.0.0.1:{}/v2/oci/app/manifests/{}",
+                e.port, app.digest
+            ),
+        ),
+        (
+            "entrepot by tag",
+            format!("http://127.0.0.1:{}/v2/oci/app/manifests/v1", e.port),
+        ),
+        (
+            "distribution by digest",
+            format!(
+                "http://127.0.0.1:{}/v2/oci/app/manifests/{}",
+                d.port, app.digest
+            ),
+        ),
+        (
+            "distribution by tag",
+            format!("http://127.0.0.1:{}/v2/oci/app/manifests/v1", d.port),
+        ),
+        (
+            "nginx static file, no log",
+            format!("http://127.0.0.1:{}/blob", quiet.port),
+        ),
+        (
+            "nginx static file, access log",
+            format!("http://127.0.0.1:{}/blob", logged.port),
+        ),
+    ];
+    for (_, u) in &urls {
+        wrk(u, 1);
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); urls.len()];
+    for _ in 0..COLD_ROUNDS {
+        for (i, (_, u)) in urls.iter().enumerate() {
+            rates[i].push(wrk(u, WRK_SECONDS));
+        }
+    }
+    println!(
+        "warm manifest GETs/s (wrk, 32 connections, {WRK_SECONDS} s, median of {COLD_ROUNDS})"
+    );
+    for ((name, _), r) in urls.iter().zip(rates) {
+        println!("  {name:<32} {:>9.0}", median(r));
+    }
+}
+
 fn main() {
     // entrepot logs as users run it: a line per request at `info`.
     let _ = MIRROR_LOG.set("info");
     let arg = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     match arg.as_deref() {
         Some("client") => client(),
+        Some("manifests") => manifests(),
         Some("auth") => tiers::auth(),
         Some("shared") => tiers::shared(),
         Some("memory") => {

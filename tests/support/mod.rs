@@ -358,7 +358,10 @@ impl Mirror {
             .unwrap_or(0)
     }
 
+    /// The log as the mirror has written it. `serve` writes its lines in batches, each at most
+    /// 50 ms after it was logged (`src/log_out.rs`), so this waits twice that first.
     pub fn log_text(&self) -> String {
+        std::thread::sleep(Duration::from_millis(100));
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
