@@ -7,14 +7,13 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::Child;
 
 use support::garage::Garage;
 use support::*;
 
 /// nginx running the shipped configuration, its replica addresses and port put in.
 struct Nginx {
-    child: Child,
+    _process: NginxProcess,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -55,19 +54,11 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = start_nginx(dir.path(), port);
         Nginx {
-            child,
+            _process: start_nginx(dir.path(), port),
             port,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

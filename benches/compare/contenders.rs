@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Child;
 
 use crate::support::*;
 
@@ -50,18 +49,6 @@ pub fn fresh(kind: &str, origin: &Registry) -> Running {
     }
 }
 
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// nginx (two workers, as many as cores here) serving `file` at `/blob` with `sendfile` and
 /// `tcp_nopush`: bytes from the page cache with no copy in user space. With `access_log`, it
 /// writes a line per request (unbuffered, as nginx does by default) to a file in its directory.
@@ -88,11 +75,12 @@ pub fn nginx_sendfile(file: &Path, access_log: bool) -> Running {
         ),
     )
     .unwrap();
-    let child = start_nginx(dir.path(), port);
+    let nginx = start_nginx(dir.path(), port);
     Running {
         port,
-        pid: child.id(),
-        _keep: Box::new(Nginx { child, _dir: dir }),
+        pid: nginx.pid(),
+        // The process stops before its directory goes.
+        _keep: Box::new((nginx, dir)),
     }
 }
 

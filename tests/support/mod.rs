@@ -622,9 +622,22 @@ impl Proxy {
     }
 }
 
+/// nginx in the foreground, stopped on drop with SIGTERM to its master, which ends its workers
+/// first (a SIGKILL to the master alone would leave the workers running, orphaned).
+pub struct NginxProcess(Child);
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs nginx in the foreground with `dir` as its prefix and `dir/nginx.conf` as its config;
 /// returns once `port` accepts connections.
-pub fn start_nginx(dir: &Path, port: u16) -> Child {
+pub fn start_nginx(dir: &Path, port: u16) -> NginxProcess {
     let child = Command::new("nginx")
         .arg("-p")
         .arg(dir)
@@ -635,8 +648,15 @@ pub fn start_nginx(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("nginx (Debian package nginx) must be installed");
+    let nginx = NginxProcess(child);
     wait_for_port(port, "nginx");
-    child
+    nginx
+}
+
+impl NginxProcess {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 /// Path of a blob's data file inside a distribution registry's filesystem storage.
