@@ -10,7 +10,8 @@
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -23,25 +24,35 @@ const LATEST: Duration = Duration::from_millis(50);
 static BATCH: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Set while the batch holds a line, so a worker's park costs one atomic load when it is empty.
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// The thread that flushes every [`LATEST`] while lines wait.
+static TICKER: OnceLock<Thread> = OnceLock::new();
 
 /// The log writer for `serve`: stderr, batched. Starts the thread that flushes every [`LATEST`].
 pub struct BatchedStderr;
 
 impl BatchedStderr {
     pub fn start() -> Self {
-        static TICKER: Once = Once::new();
-        TICKER.call_once(|| {
+        static STARTED: Once = Once::new();
+        STARTED.call_once(|| {
+            // It sleeps (parked) while the batch is empty, so an idle mirror has no timer.
             let spawned = std::thread::Builder::new()
                 .name("log-flush".to_owned())
                 .spawn(|| {
                     loop {
-                        std::thread::sleep(LATEST);
-                        flush();
+                        if PENDING.load(Ordering::Acquire) {
+                            std::thread::sleep(LATEST);
+                            flush();
+                        } else {
+                            std::thread::park();
+                        }
                     }
                 });
-            // Without the thread, lines still go out when a worker parks or the batch fills.
-            if let Err(e) = spawned {
-                eprintln!("entrepot: log lines may wait for the next request: {e}");
+            match spawned {
+                Ok(handle) => {
+                    let _ = TICKER.set(handle.thread().clone());
+                }
+                // Without the thread, lines still go out when a worker parks or the batch fills.
+                Err(e) => eprintln!("entrepot: log lines may wait for the next request: {e}"),
             }
         });
         BatchedStderr
@@ -70,8 +81,10 @@ impl Write for Batch {
         batch.extend_from_slice(bytes);
         if batch.len() >= FULL {
             write_out(&mut batch);
-        } else {
-            PENDING.store(true, Ordering::Release);
+        } else if !PENDING.swap(true, Ordering::AcqRel)
+            && let Some(ticker) = TICKER.get()
+        {
+            ticker.unpark();
         }
         Ok(())
     }
