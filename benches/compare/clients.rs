@@ -140,7 +140,7 @@ pub fn raw_get(port: u16, path: &str, buf: usize) -> RawTimes {
     }
 }
 
-/// GETs a path and discards the body; returns the body length (with the headers).
+/// GETs a path and discards the body; returns the body's length.
 pub fn get_discard(port: u16, path: &str) -> u64 {
     raw_get(port, path, 1 << 20).bytes
 }

@@ -210,29 +210,17 @@ fn table() {
     // 2. Warm manifests by digest and by tag, wrk with 32 connections.
     println!("warm manifest GETs/s: wrk, 32 connections, {WRK_SECONDS} s, {COLD_ROUNDS} rounds");
     let app = seed.image("oci/app");
-    let by_digest = format!("/v2/oci/app/manifests/{}", app.digest);
-    let by_tag = "/v2/oci/app/manifests/v1".to_owned();
-    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
-    for r in [&e, &d] {
-        for p in [&by_digest, &by_tag] {
-            wrk(&format!("http://127.0.0.1:{}{p}", r.port), 1);
-        }
-    }
-    for _ in 0..COLD_ROUNDS {
-        for (i, r) in [&e, &d].iter().enumerate() {
-            for (j, p) in [&by_digest, &by_tag].iter().enumerate() {
-                rates[j][i].push(wrk(&format!("http://127.0.0.1:{}{p}", r.port), WRK_SECONDS));
-            }
-        }
-    }
+    // entrepot by digest and by tag, then distribution's.
+    let rates = wrk_medians(&[
+        app_manifest(e.port, &app.digest),
+        app_manifest(e.port, "v1"),
+        app_manifest(d.port, &app.digest),
+        app_manifest(d.port, "v1"),
+    ]);
     for (j, name) in ["by digest", "by tag"].iter().enumerate() {
         t.add(
             format!("warm manifest GETs/s {name} (wrk, 32 connections)"),
-            [
-                Some(median(rates[j][0].clone())),
-                Some(median(rates[j][1].clone())),
-                None,
-            ],
+            [Some(rates[j]), Some(rates[2 + j]), None],
             true,
             0,
             if j == 0 { ">= 50x" } else { ">= 300x" },
@@ -493,28 +481,10 @@ fn manifests() {
     let quiet = contenders::nginx_sendfile(&file, false);
     let logged = contenders::nginx_sendfile(&file, true);
     let urls = [
-        (
-            "entrepot by digest",
-            format!(
-                "http://127.0.0.1:{}/v2/oci/app/manifests/{}",
-                e.port, app.digest
-            ),
-        ),
-        (
-            "entrepot by tag",
-            format!("http://127.0.0.1:{}/v2/oci/app/manifests/v1", e.port),
-        ),
-        (
-            "distribution by digest",
-            format!(
-                "http://127.0.0.1:{}/v2/oci/app/manifests/{}",
-                d.port, app.digest
-            ),
-        ),
-        (
-            "distribution by tag",
-            format!("http://127.0.0.1:{}/v2/oci/app/manifests/v1", d.port),
-        ),
+        ("entrepot by digest", app_manifest(e.port, &app.digest)),
+        ("entrepot by tag", app_manifest(e.port, "v1")),
+        ("distribution by digest", app_manifest(d.port, &app.digest)),
+        ("distribution by tag", app_manifest(d.port, "v1")),
         (
             "nginx static file, no log",
             format!("http://127.0.0.1:{}/blob", quiet.port),
@@ -524,21 +494,33 @@ fn manifests() {
             format!("http://127.0.0.1:{}/blob", logged.port),
         ),
     ];
-    for (_, u) in &urls {
-        wrk(u, 1);
-    }
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); urls.len()];
-    for _ in 0..COLD_ROUNDS {
-        for (i, (_, u)) in urls.iter().enumerate() {
-            rates[i].push(wrk(u, WRK_SECONDS));
-        }
-    }
+    let rates = wrk_medians(&urls.clone().map(|(_, u)| u));
     println!(
         "warm manifest GETs/s (wrk, 32 connections, {WRK_SECONDS} s, median of {COLD_ROUNDS})"
     );
     for ((name, _), r) in urls.iter().zip(rates) {
-        println!("  {name:<32} {:>9.0}", median(r));
+        println!("  {name:<32} {r:>9.0}");
     }
+}
+
+/// The URL of the seeded `oci/app` manifest on a contender, by tag or digest.
+fn app_manifest(port: u16, reference: &str) -> String {
+    format!("http://127.0.0.1:{port}/v2/oci/app/manifests/{reference}")
+}
+
+/// wrk's rate on each of `urls`: a 1 s warm-up each, then {COLD_ROUNDS} rounds taking the urls in
+/// turn (so drift hits all alike); the median of each.
+fn wrk_medians(urls: &[String]) -> Vec<f64> {
+    for u in urls {
+        wrk(u, 1);
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); urls.len()];
+    for _ in 0..COLD_ROUNDS {
+        for (i, u) in urls.iter().enumerate() {
+            rates[i].push(wrk(u, WRK_SECONDS));
+        }
+    }
+    rates.into_iter().map(median).collect()
 }
 
 fn main() {

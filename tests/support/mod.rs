@@ -628,11 +628,16 @@ pub struct NginxProcess(Child);
 
 impl Drop for NginxProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
+        terminate(&mut self.0);
     }
+}
+
+/// Stops a daemon as its service manager would: SIGTERM, then waits for it to exit.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 /// Runs nginx in the foreground with `dir` as its prefix and `dir/nginx.conf` as its config;
@@ -1014,10 +1019,6 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
