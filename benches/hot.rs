@@ -2,6 +2,8 @@
 //! reference parsing, `Range` handling, and SHA-256 throughput as a fill feeds it (this CPU's SHA
 //! extensions are used when present). Run with `scripts/bench.sh micro` (`cargo bench --bench
 //! hot`).
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use entrepot::hot_paths;

@@ -1,9 +1,10 @@
-//! The mirror as a running program: [`App`] holds what every request needs, and [`run`] builds
-//! it from a [`Config`], listens, serves until SIGTERM or Ctrl-C, and shuts down cleanly.
+//! The mirror as a running program: [`App`] holds the layers built from a [`Config`] (the
+//! upstreams, the cache, the access rules), and [`run`] builds them, listens, serves until
+//! SIGTERM or Ctrl-C, and shuts down cleanly.
 //!
 //! This is the one place that knows every layer: it builds the upstreams and the cache, hands the
-//! API's handler to the server, and flushes the cache's batched access times on a timer and at
-//! shutdown.
+//! API's state and handler to the server, and flushes the cache's batched access times on a
+//! timer and at shutdown. The offline commands (`airgap/`) open the same `App`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +12,22 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
+use crate::htpasswd::HtpasswdError;
 use crate::metrics::Metrics;
-use crate::reference::{ImageName, RepoName};
-use crate::server::{self, Shutdown};
+use crate::server;
 use crate::shared::Shared;
-use crate::upstream::{BuildError, Upstream};
+use crate::shutdown::Shutdown;
+use crate::upstream::{BuildError, Upstream, Upstreams};
 
-/// Everything a request handler needs, shared by all connections.
+/// The layers built from the configuration, shared by all connections (and used by the offline
+/// commands).
 pub(crate) struct App {
-    pub(crate) upstreams: Vec<Arc<Upstream>>,
-    pub(crate) default_upstream: Option<Arc<Upstream>>,
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) cache: Arc<Cache>,
     pub(crate) metrics: Arc<Metrics>,
     /// `[auth]`: who may pull what; None lets everyone pull everything.
     pub(crate) auth: Option<Arc<Auth>>,
-    pub(crate) serve_metrics: bool,
-    /// Set when shutdown begins: `/readyz` answers 503 while requests drain.
-    pub(crate) draining: std::sync::atomic::AtomicBool,
+    serve_metrics: bool,
 }
 
 /// Why the mirror could not start.
@@ -44,9 +44,9 @@ pub enum StartError {
         source: CacheSetupError,
     },
     #[error("auth.htpasswd: {0}")]
-    Auth(String),
+    Auth(#[source] AuthSetupError),
     #[error("shared: {0}")]
-    Shared(String),
+    Shared(#[source] SharedSetupError),
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
     #[error("server.tls_cert/tls_key: {0}")]
@@ -63,10 +63,20 @@ pub enum StartError {
 #[error(transparent)]
 pub struct UpstreamSetupError(BuildError);
 
+/// An htpasswd file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct AuthSetupError(HtpasswdError);
+
+/// A `[shared]` store that could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SharedSetupError(crate::shared::SharedOpenError);
+
 /// A TLS certificate or key that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct TlsSetupError(crate::server::TlsError);
+pub struct TlsSetupError(crate::pem::PemError);
 
 /// A cache directory that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +104,8 @@ impl App {
             .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
         let shared = match &config.shared {
             Some(sh) => Some(Arc::new(
-                Shared::open(sh, metrics.clone()).map_err(StartError::Shared)?,
+                Shared::open(sh, metrics.clone())
+                    .map_err(|e| StartError::Shared(SharedSetupError(e)))?,
             )),
             None => None,
         };
@@ -112,49 +123,29 @@ impl App {
         })?;
         let auth = match &config.auth {
             Some(a) => Some(Arc::new(
-                Auth::new(a, metrics.clone()).map_err(StartError::Auth)?,
+                Auth::new(a, metrics.clone()).map_err(|e| StartError::Auth(AuthSetupError(e)))?,
             )),
             None => None,
         };
         Ok(App {
             auth,
-            default_upstream: upstreams.iter().find(|u| u.is_default).cloned(),
-            upstreams,
+            upstreams: Arc::new(Upstreams::new(upstreams)),
             cache,
             metrics,
             serve_metrics: config.server.metrics,
-            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
-}
 
-impl App {
-    /// The upstream configured under this registry name (`index.docker.io` and
-    /// `registry-1.docker.io` are what clients call Docker Hub too).
-    pub(crate) fn upstream_named(&self, name: &str) -> Option<Arc<Upstream>> {
-        let name = match name {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            n => n,
-        };
-        self.upstreams.iter().find(|u| u.name == name).cloned()
-    }
-
-    /// The upstream an image name points at (its registry, else the default upstream), and the
-    /// repository as that upstream spells it.
-    pub(crate) fn upstream_for(
-        &self,
-        image: &ImageName,
-    ) -> Result<(Arc<Upstream>, RepoName), String> {
-        let up = match &image.registry {
-            Some(r) => self.upstream_named(r).ok_or_else(|| {
-                format!("{image}: no [[upstream]] is named {r:?} in the configuration")
-            })?,
-            None => self.default_upstream.clone().ok_or_else(|| {
-                format!("{image}: names no registry, and no upstream is the default")
-            })?,
-        };
-        let repo = up.spell(image.repo.clone());
-        Ok((up, repo))
+    /// The API's state: these layers, and the shutdown that `/readyz` watches.
+    fn api_state(&self, shutdown: Shutdown) -> crate::api::State {
+        crate::api::State {
+            cache: self.cache.clone(),
+            upstreams: self.upstreams.clone(),
+            auth: self.auth.clone(),
+            metrics: self.metrics.clone(),
+            serve_metrics: self.serve_metrics,
+            shutdown,
+        }
     }
 }
 
@@ -190,15 +181,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => tracing::info!("no [auth] section: every client may pull everything"),
     }
     let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
-    let (ready_app, mut stopping) = (app.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        stopping.recv().await;
-        ready_app
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    });
-    let handler_app = app.clone();
-    let handler = move |req| crate::api::handle(handler_app.clone(), req);
+    let state = Arc::new(app.api_state(shutdown.clone()));
+    let handler = move |req| crate::api::handle(state.clone(), req);
     server::serve(listener, &config.server, tls, shutdown, handler).await;
     let _ = flusher.await;
     if let Err(e) = app.cache.flush_access_times().await {

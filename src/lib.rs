@@ -13,21 +13,28 @@ mod airgap;
 mod api;
 mod app;
 mod auth;
+mod blocking;
 mod cache;
 mod config;
+mod htpasswd;
 mod log_out;
 mod manifest;
 mod media_type;
 mod metrics;
+mod pem;
 mod reference;
 mod server;
 mod shared;
+mod shutdown;
 mod upstream;
 
 pub use airgap::{
     CommandError, ExportOptions, ImportOptions, WarmOptions, export, gc, import, ls, rm, warm,
 };
-pub use app::{CacheSetupError, StartError, TlsSetupError, UpstreamSetupError, run};
+pub use app::{
+    AuthSetupError, CacheSetupError, SharedSetupError, StartError, TlsSetupError,
+    UpstreamSetupError, run,
+};
 pub use config::{Config, ConfigError, LogFormat};
 pub use log_out::{BatchedStderr, flush as flush_log};
 

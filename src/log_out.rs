@@ -40,6 +40,10 @@ impl BatchedStderr {
                 .spawn(|| {
                     loop {
                         if PENDING.load(Ordering::Acquire) {
+                            #[allow(
+                                clippy::disallowed_methods,
+                                reason = "its own thread, never a runtime worker"
+                            )]
                             std::thread::sleep(LATEST);
                             flush();
                         } else {

@@ -1,6 +1,8 @@
 //! Who may pull (`[auth]`), with the real clients: skopeo with `--src-creds`, containerd's
 //! `ctr images pull --user`, and dockerd after `docker login`, all to the mirror as a registry
 //! over TLS with a private CA. The htpasswd files are written by Debian's `htpasswd -B`.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -7,6 +7,8 @@
 //! sharing a layer, a two-platform OCI index) and pushed with skopeo; a cosign-style signature of
 //! the OCI image (tagged `sha256-<hex>.sig`, with a `subject`) is pushed over the registry API, as
 //! cosign pushes it.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

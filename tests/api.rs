@@ -1,4 +1,6 @@
 //! The read side of the protocol, header by header (protocol.md), against a real upstream.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! Debian's docker-registry with `auth: token` (fronted by the test's token service), with
 //! htpasswd Basic auth, and over TLS with a private CA. Where a behaviour needs an answer no real
 //! registry gives on cue (a 307 to a CDN on another host), a scripted upstream stands in.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! Issue 3's bounded disk: LRU by bytes within `max_size`, real recency, blobs larger than the
 //! cache streamed through, and a lowered `max_size` applied at start.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! The real clients our users point at the mirror: containerd (`ctr` with a `hosts.toml`, whose
 //! requests carry `?ns=<registry>`) and dockerd (`registry-mirrors`). Both run as root with all
 //! their state in temp dirs; with no network here, a pull can only succeed through the mirror.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Issue 3's crash safety: `kill -9` at any moment, then restart, leaves no partial or unverified
 //! file, an index that agrees with the files, and every verified blob served; a full disk fails a
 //! fill cleanly.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Issue 3's hostile input: anything outside the grammar is a 4xx with an OCI error body, never a
 //! 5xx, a panic, a hang or a file outside the cache; and connection hygiene (header size, header
 //! read timeout, connection cap) keeps slow or greedy clients from starving the others.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,4 +1,6 @@
 //! Operating the mirror (issue 9): TLS on the listener, with its certificate rotated under load.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

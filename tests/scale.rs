@@ -2,6 +2,8 @@
 //! S3-compatible store, one node on loopback), behind nginx with the shipped
 //! `deploy/scale-out/nginx.conf`; a real `docker-registry` upstream; skopeo and containerd as
 //! clients.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Issue 3's misbehaving upstreams. A real registry cannot be made to send an HTML page for a
 //! manifest, lie about lengths, loop redirects, or answer 503/429 on cue, so these tests use a
 //! scripted upstream (`FakeUpstream`) that does exactly that, on 127.0.0.1.
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -77,7 +79,7 @@ fn html_pages_lying_lengths_and_redirect_loops_are_clean_errors() {
         "the redirect loop was followed too far"
     );
 
-    std::thread::sleep(Duration::from_millis(200));
+    m.wait_settled();
     assert!(m.cached_files().is_empty(), "{:?}", m.cached_files());
     assert_eq!(m.temp_files(), 0);
     let text = metrics(&m);

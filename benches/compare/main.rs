@@ -17,6 +17,8 @@
 //! `-- manifests` (the warm manifest rate beside nginx serving the same bytes), `-- auth`
 //! (warm manifest rate without and with `[auth]`), `-- shared` (a shared-tier hit against a local
 //! one, with Garage).
+// Tests and benchmarks run on their own threads, where a blocking sleep is the point.
+#![allow(clippy::disallowed_methods)]
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

@@ -16,10 +16,10 @@ use serde_json::Value;
 
 use super::layout::{self, REF_NAME, REPOSITORY};
 use super::progress::{Progress, size};
-use super::{CommandError, full_name, locate, open};
+use super::{CommandError, Failure, full_name, locate, open};
 use crate::cache::{Cache, TaggedImage};
 use crate::config::Config;
-use crate::reference::{Digest, Reference, Tag};
+use crate::reference::{Digest, Reference};
 
 pub struct ExportOptions {
     pub output: PathBuf,
@@ -42,97 +42,12 @@ pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> 
     let app = open(config)?;
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
-    let mut roots: Vec<(String, String, Reference, Digest)> = Vec::new();
-    match (opts.all, opts.images.is_empty()) {
-        (true, true) => roots.extend(tagged.iter().map(|t| {
-            let tag = Tag::parse(&t.tag).expect("cached tags are valid");
-            (
-                t.upstream.clone(),
-                t.repo.clone(),
-                Reference::Tag(tag),
-                t.digest.clone(),
-            )
-        })),
-        (false, false) => {
-            for name in &opts.images {
-                roots.push(find(cache, &tagged, locate(&app, name)?)?);
-            }
-        }
-        (true, false) => return Err(CommandError::new("give IMAGE... or --all, not both")),
-        (false, true) => {
-            return Err(CommandError::new(
-                "nothing to export: give IMAGE... or --all",
-            ));
-        }
-    }
+    let roots = roots(&app, &tagged, &opts)?;
     let excluded = match &opts.exclude_from {
         Some(old) => blobs_in_archive(old)?,
         None => HashSet::new(),
     };
-    let mut plan = Plan::default();
-    let mut i = 0;
-    while i < roots.len() {
-        let (upstream, repo, reference, digest) = roots[i].clone();
-        i += 1;
-        let name = full_name(&upstream, &repo, &reference);
-        if !plan.named.insert(name.clone()) {
-            continue;
-        }
-        let held = cache.held(&upstream, &digest)?.ok_or_else(|| {
-            CommandError::new(format!("{name}: its manifest is no longer cached"))
-        })?;
-        if let Some(lost) = held.missing.first() {
-            return Err(CommandError::new(format!(
-                "{name} is incomplete in the cache (blob {lost} was evicted): warm it again"
-            )));
-        }
-        let root = &held.manifests[0];
-        plan.entries.push(layout::entry(
-            &root.digest,
-            &root.media_type,
-            root.bytes.len() as u64,
-            (REF_NAME, &name),
-        ));
-        plan.add(&held);
-        // Signatures and attestations: referrers, and cosign's tags.
-        for m in &held.manifests {
-            for r in cache.referrers_held(&upstream, &repo, &m.digest)? {
-                let Some(rh) = cache.held(&upstream, &r)? else {
-                    continue;
-                };
-                let first = &rh.manifests[0];
-                let key = format!("{upstream}/{repo}@{r}");
-                if plan.named.insert(key) {
-                    plan.entries.push(layout::entry(
-                        &r,
-                        &first.media_type,
-                        first.bytes.len() as u64,
-                        (REPOSITORY, &format!("{upstream}/{repo}")),
-                    ));
-                    plan.add(&rh);
-                }
-            }
-            for suffix in ["sig", "att", "sbom"] {
-                let tag = format!(
-                    "{}-{}.{suffix}",
-                    m.digest.algorithm().name(),
-                    m.digest.hex()
-                );
-                if let Some(t) = tagged
-                    .iter()
-                    .find(|t| t.upstream == upstream && t.repo == repo && t.tag == tag)
-                {
-                    let tag = Tag::parse(&t.tag).expect("cached tags are valid");
-                    roots.push((
-                        upstream.clone(),
-                        repo.clone(),
-                        Reference::Tag(tag),
-                        t.digest.clone(),
-                    ));
-                }
-            }
-        }
-    }
+    let plan = Plan::of(cache, &tagged, roots)?;
     let written = write(cache, &plan, &excluded, &opts.output)?;
     eprintln!(
         "exported {} images ({} entries) to {}: {} in {} files{}",
@@ -151,6 +66,122 @@ pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> 
         }
     );
     Ok(())
+}
+
+/// An image to export: upstream, repository, how it was named, and its root manifest's digest.
+type Root = (String, String, Reference, Digest);
+
+/// The images the command line names: each one given, or every tagged image with `--all`.
+fn roots(
+    app: &crate::app::App,
+    tagged: &[TaggedImage],
+    opts: &ExportOptions,
+) -> Result<Vec<Root>, CommandError> {
+    match (opts.all, opts.images.is_empty()) {
+        (true, true) => Ok(tagged.iter().map(tagged_root).collect()),
+        (false, false) => opts
+            .images
+            .iter()
+            .map(|name| find(&app.cache, tagged, locate(app, name)?))
+            .collect(),
+        (true, false) => Err(Failure::Usage("give IMAGE... or --all, not both").into()),
+        (false, true) => Err(Failure::Usage("nothing to export: give IMAGE... or --all").into()),
+    }
+}
+
+/// A tagged image as a root to export.
+fn tagged_root(t: &TaggedImage) -> Root {
+    (
+        t.upstream.clone(),
+        t.repo.clone(),
+        Reference::Tag(t.tag.clone()),
+        t.digest.clone(),
+    )
+}
+
+impl Plan {
+    /// What to write for these images, with their signatures and attestations (referrers, and
+    /// cosign's tags, which join the roots). An image not held whole stops the export.
+    fn of(
+        cache: &Cache,
+        tagged: &[TaggedImage],
+        mut roots: Vec<Root>,
+    ) -> Result<Plan, CommandError> {
+        let mut plan = Plan::default();
+        let mut i = 0;
+        while i < roots.len() {
+            let (upstream, repo, reference, digest) = roots[i].clone();
+            i += 1;
+            let name = full_name(&upstream, &repo, &reference);
+            if !plan.named.insert(name.clone()) {
+                continue;
+            }
+            let held = cache
+                .held(&upstream, &digest)?
+                .ok_or_else(|| Failure::ManifestGone(name.clone()))?;
+            if let Some(lost) = held.missing.first() {
+                return Err(Failure::Incomplete {
+                    name,
+                    lost: lost.clone(),
+                }
+                .into());
+            }
+            let root = &held.manifests[0];
+            plan.entries.push(layout::entry(
+                &root.digest,
+                &root.media_type,
+                root.bytes.len() as u64,
+                (REF_NAME, &name),
+            ));
+            plan.add(&held);
+            for m in &held.manifests {
+                plan.add_referrers(cache, &upstream, &repo, &m.digest)?;
+                roots.extend(cosign_tags(tagged, &upstream, &repo, &m.digest));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The referrers of `digest` the cache holds, each as an entry of its own.
+    fn add_referrers(
+        &mut self,
+        cache: &Cache,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(), CommandError> {
+        for r in cache.referrers_held(upstream, repo, digest)? {
+            let Some(rh) = cache.held(upstream, &r)? else {
+                continue;
+            };
+            let first = &rh.manifests[0];
+            let key = format!("{upstream}/{repo}@{r}");
+            if self.named.insert(key) {
+                self.entries.push(layout::entry(
+                    &r,
+                    &first.media_type,
+                    first.bytes.len() as u64,
+                    (REPOSITORY, &format!("{upstream}/{repo}")),
+                ));
+                self.add(&rh);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// cosign's `sha256-<hex>.sig|.att|.sbom` tags of `digest` that the cache holds, as roots.
+fn cosign_tags(tagged: &[TaggedImage], upstream: &str, repo: &str, digest: &Digest) -> Vec<Root> {
+    ["sig", "att", "sbom"]
+        .iter()
+        .filter_map(|suffix| {
+            let tag = format!("{}-{}.{suffix}", digest.algorithm().name(), digest.hex());
+            tagged
+                .iter()
+                .find(|t| t.upstream == upstream && t.repo == repo && t.tag.as_str() == tag)
+                .map(tagged_root)
+        })
+        .collect()
 }
 
 impl Plan {
@@ -173,27 +204,26 @@ fn find(
     cache: &Cache,
     tagged: &[TaggedImage],
     (upstream, repo, reference): (String, String, Reference),
-) -> Result<(String, String, Reference, Digest), CommandError> {
+) -> Result<Root, CommandError> {
     let digest = match &reference {
         Reference::Tag(t) => tagged
             .iter()
-            .find(|i| i.upstream == upstream && i.repo == repo && i.tag == t.as_str())
+            .find(|i| i.upstream == upstream && i.repo == repo && i.tag == *t)
             .map(|i| i.digest.clone()),
         Reference::Digest(d) => cache.manifest_bytes(&upstream, d)?.map(|_| d.clone()),
     };
     match digest {
         Some(d) => Ok((upstream, repo, reference, d)),
-        None => Err(CommandError::new(format!(
-            "{} is not in the cache: warm it first (`entrepot warm`)",
-            full_name(&upstream, &repo, &reference)
-        ))),
+        None => Err(Failure::NotWarmed(full_name(&upstream, &repo, &reference)).into()),
     }
 }
 
 /// The blobs an earlier archive carries (read from its headers only).
 fn blobs_in_archive(path: &Path) -> Result<HashSet<Digest>, CommandError> {
-    let fail =
-        |e: std::io::Error| CommandError::new(format!("--exclude-from {}: {e}", path.display()));
+    let fail = |source| Failure::Io {
+        what: format!("--exclude-from {}", path.display()),
+        source,
+    };
     let mut archive = tar::Archive::new(File::open(path).map_err(fail)?);
     let mut out = HashSet::new();
     for entry in archive.entries_with_seek().map_err(fail)? {
@@ -227,11 +257,9 @@ fn write(
     let result = write_to(cache, plan, excluded, &partial);
     match result {
         Ok(w) => {
-            std::fs::rename(&partial, output).map_err(|e| {
-                CommandError::new(format!(
-                    "cannot rename {} into place: {e}",
-                    partial.display()
-                ))
+            std::fs::rename(&partial, output).map_err(|source| Failure::Io {
+                what: format!("cannot rename {} into place", partial.display()),
+                source,
             })?;
             Ok(w)
         }
@@ -248,7 +276,10 @@ fn write_to(
     excluded: &HashSet<Digest>,
     path: &Path,
 ) -> Result<Written, CommandError> {
-    let fail = |e: std::io::Error| CommandError::new(format!("{}: {e}", path.display()));
+    let fail = |source| Failure::Io {
+        what: path.display().to_string(),
+        source,
+    };
     let mut files = Vec::new();
     let mut left_out = 0;
     for (d, is_manifest) in &plan.files {
@@ -256,9 +287,9 @@ fn write_to(
             left_out += 1;
             continue;
         }
-        let (p, size) = cache.stored_file(d).ok_or_else(|| {
-            CommandError::new(format!("blob {d} left the cache during the export"))
-        })?;
+        let (p, size) = cache
+            .stored_file(d)
+            .ok_or_else(|| Failure::BlobGone(d.clone()))?;
         files.push((d, p, size));
     }
     let total: u64 = files.iter().map(|(_, _, s)| s).sum();

@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::progress::{size, table};
-use super::{CommandError, full_name, locate, open, short};
+use super::{CommandError, Failure, full_name, locate, open, short};
 use crate::config::Config;
-use crate::reference::{Reference, Tag};
+use crate::reference::Reference;
 
 /// Prints every cached image: name, digest, platforms, size, last use, and whether pinned.
 pub fn ls(config: &Config) -> Result<(), CommandError> {
@@ -13,8 +13,7 @@ pub fn ls(config: &Config) -> Result<(), CommandError> {
     let cache = &app.cache;
     let mut rows = Vec::new();
     for t in cache.tagged_images()? {
-        let tag = Tag::parse(&t.tag).expect("cached tags are valid");
-        let name = full_name(&t.upstream, &t.repo, &Reference::Tag(tag));
+        let name = full_name(&t.upstream, &t.repo, &Reference::Tag(t.tag.clone()));
         let row = match cache.held(&t.upstream, &t.digest)? {
             Some(h) => {
                 let platforms = if h.platforms.is_empty() {
@@ -74,7 +73,7 @@ pub fn ls(config: &Config) -> Result<(), CommandError> {
 /// Removes images: their tags, and the content no other cached image uses.
 pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
     if images.is_empty() {
-        return Err(CommandError::new("no images named: give IMAGE..."));
+        return Err(Failure::Usage("no images named: give IMAGE...").into());
     }
     let app = open(config)?;
     let cache = &app.cache;
@@ -86,15 +85,15 @@ pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
             Reference::Tag(t) => {
                 let found = tagged
                     .iter()
-                    .find(|i| i.upstream == upstream && i.repo == repo && i.tag == t.as_str());
+                    .find(|i| i.upstream == upstream && i.repo == repo && i.tag == *t);
                 match found {
                     Some(i) => (Some(t.as_str()), i.digest.clone()),
-                    None => return Err(CommandError::new(format!("{shown} is not in the cache"))),
+                    None => return Err(Failure::NotCached(shown).into()),
                 }
             }
             Reference::Digest(d) => {
                 if cache.manifest_bytes(&upstream, d)?.is_none() {
-                    return Err(CommandError::new(format!("{shown} is not in the cache")));
+                    return Err(Failure::NotCached(shown).into());
                 }
                 (None, d.clone())
             }

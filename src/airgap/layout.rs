@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use super::import::ImportError;
 use crate::manifest::Descriptor;
 use crate::reference::Digest;
 
@@ -74,12 +75,11 @@ pub(super) enum Entry {
 }
 
 /// The entries of an `index.json`.
-pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, String> {
-    let v: Value =
-        serde_json::from_slice(index_json).map_err(|e| format!("index.json is not JSON: {e}"))?;
+pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, ImportError> {
+    let v: Value = serde_json::from_slice(index_json).map_err(ImportError::IndexNotJson)?;
     let root = Digest::sha256_of(index_json);
     let listing = crate::manifest::Listing::parse(&root, index_json)
-        .map_err(|e| format!("index.json: {}", e.reason))?;
+        .map_err(|e| ImportError::IndexInvalid(e.reason.to_string()))?;
     let raw = v["manifests"].as_array().cloned().unwrap_or_default();
     Ok(listing
         .manifests

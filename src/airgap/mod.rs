@@ -24,28 +24,83 @@ pub use warm::{WarmOptions, warm};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::reference::{ImageName, Reference};
+use crate::reference::Reference;
 
 /// Why a command failed: what it was doing and what went wrong, for the user.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandError(String);
+#[error(transparent)]
+pub struct CommandError(#[from] Failure);
 
-impl CommandError {
-    fn new(message: impl Into<String>) -> CommandError {
-        CommandError(message.into())
-    }
+/// The kinds of failure behind a [`CommandError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error(transparent)]
+    Start(#[from] crate::app::StartError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Name(#[from] crate::upstream::Unresolved),
+    #[error(transparent)]
+    BadName(#[from] crate::reference::ImageNameError),
+    /// An import that loaded nothing.
+    #[error("{archive}: {problem}; nothing was loaded")]
+    Import {
+        archive: String,
+        #[source]
+        problem: import::ImportError,
+    },
+    /// The command line asks for nothing, or for two things that exclude each other.
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("{0} is not in the cache")]
+    NotCached(String),
+    #[error("{0} is not in the cache: warm it first (`entrepot warm`)")]
+    NotWarmed(String),
+    #[error("{0}: its manifest is no longer cached")]
+    ManifestGone(String),
+    #[error("{name} is incomplete in the cache (blob {lost} was evicted): warm it again")]
+    Incomplete {
+        name: String,
+        lost: crate::reference::Digest,
+    },
+    #[error("blob {0} left the cache during the export")]
+    BlobGone(crate::reference::Digest),
+    #[error("{failed} of {of} images could not be warmed: {names}")]
+    NotAllWarmed {
+        failed: usize,
+        of: usize,
+        names: String,
+    },
+    #[error("interrupted: images warmed so far are kept; no partial file is left")]
+    Interrupted,
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot watch for SIGTERM and SIGINT: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Reading or writing a file the command was given (`what` names it).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<crate::app::StartError> for CommandError {
     fn from(e: crate::app::StartError) -> CommandError {
-        CommandError(e.to_string())
+        CommandError(e.into())
     }
 }
 
 impl From<crate::cache::CacheError> for CommandError {
     fn from(e: crate::cache::CacheError) -> CommandError {
-        CommandError(e.to_string())
+        CommandError(e.into())
+    }
+}
+
+impl From<crate::reference::ImageNameError> for CommandError {
+    fn from(e: crate::reference::ImageNameError) -> CommandError {
+        CommandError(e.into())
     }
 }
 
@@ -58,16 +113,8 @@ fn open(config: &Config) -> Result<Arc<App>, CommandError> {
 /// digest): a configured upstream's name as the first component (as in request paths), else a
 /// registry as dockerd reads names, else the default upstream.
 fn locate(app: &App, name: &str) -> Result<(String, String, Reference), CommandError> {
-    if let Some((first, rest)) = name.split_once('/')
-        && let Some(up) = app.upstream_named(first)
-    {
-        let image = ImageName::parse(rest).map_err(CommandError)?;
-        let repo = up.spell(image.repo);
-        return Ok((up.name.clone(), repo.to_string(), image.reference));
-    }
-    let image = ImageName::parse(name).map_err(CommandError)?;
-    let (up, repo) = app.upstream_for(&image).map_err(CommandError)?;
-    Ok((up.name.clone(), repo.to_string(), image.reference))
+    let (up, repo, reference) = app.upstreams.locate(name).map_err(Failure::from)?;
+    Ok((up.name.clone(), repo.to_string(), reference))
 }
 
 /// `upstream/repo:tag`: how an image is named in archives and tables.

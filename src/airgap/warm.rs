@@ -15,14 +15,14 @@ use futures_util::StreamExt as _;
 use indicatif::ProgressBar;
 
 use super::progress::{Progress, size, table};
-use super::{CommandError, full_name, open, short};
+use super::{CommandError, Failure, full_name, open, short};
 use crate::app::App;
 use crate::cache::{BlobSource, CacheError, Manifest, off_the_workers};
 use crate::config::Config;
 use crate::manifest::{Descriptor, Listing, platform_matches};
 use crate::reference::{Digest, ImageName, Reference, RepoName, Tag};
-use crate::server::Shutdown;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::shutdown::Shutdown;
+use crate::upstream::{Unresolved, Upstream, UpstreamError};
 
 /// What to warm.
 pub struct WarmOptions {
@@ -45,17 +45,49 @@ struct Warmed {
     artifacts: usize,
 }
 
+/// Why one image could not be warmed (the others go on).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WarmError {
+    #[error(transparent)]
+    Name(#[from] Unresolved),
+    #[error("manifest {reference}: {source}")]
+    Manifest {
+        reference: Reference,
+        #[source]
+        source: Arc<CacheError>,
+    },
+    #[error(transparent)]
+    Listing(#[from] crate::manifest::BadManifest),
+    #[error("the index lists no platform among {0}")]
+    NoPlatform(String),
+    #[error("cosign tag of {digest}: {source}")]
+    CosignTag {
+        digest: Digest,
+        #[source]
+        source: Arc<CacheError>,
+    },
+    #[error("blob {digest}: {problem}")]
+    Blob { digest: Digest, problem: String },
+    #[error(transparent)]
+    Held(#[from] CacheError),
+    #[error("the manifest was not kept in the cache")]
+    ManifestNotKept,
+    #[error(
+        "blob {0} was not kept: it is larger than the cache's max_size, or was evicted to make room"
+    )]
+    BlobNotKept(Digest),
+}
+
 pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
     let names = names(&opts)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CommandError::new(format!("cannot start the runtime: {e}")))?;
+        .map_err(Failure::Runtime)?;
     let app = open(config)?;
     let outcome = runtime.block_on(async {
         // The same stop signals `serve` watches, installed before any work starts.
-        let mut stop = Shutdown::on_signals()
-            .map_err(|e| CommandError::new(format!("cannot watch for SIGTERM and SIGINT: {e}")))?;
+        let mut stop = Shutdown::on_signals().map_err(Failure::Signals)?;
         let work = warm_all(&app, &names, &opts.platforms);
         Ok::<_, CommandError>(tokio::select! {
             r = work => Some(r),
@@ -74,11 +106,29 @@ pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
             // Unfinished fills stop with the runtime; their temp files go with them.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             app.cache.clear_temp()?;
-            return Err(CommandError::new(
-                "interrupted: images warmed so far are kept; no partial file is left",
-            ));
+            return Err(Failure::Interrupted.into());
         }
     };
+    print_table(&results);
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::NotAllWarmed {
+            failed: failed.len(),
+            of: results.len(),
+            names: failed.join(", "),
+        }
+        .into())
+    }
+}
+
+/// One row per image: what was warmed, or why not.
+fn print_table(results: &[(String, Result<Warmed, WarmError>)]) {
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|(name, r)| match r {
@@ -98,7 +148,7 @@ pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
                 String::new(),
                 String::new(),
                 String::new(),
-                e.clone(),
+                e.to_string(),
             ],
         })
         .collect();
@@ -117,29 +167,16 @@ pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
             &rows
         )
     );
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(CommandError::new(format!(
-            "{} of {} images could not be warmed: {}",
-            failed.len(),
-            results.len(),
-            failed.join(", ")
-        )))
-    }
 }
 
 /// The image names given, from the command line and the list file, checked before any work.
 fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
     let mut raw = opts.images.clone();
     if let Some(list) = &opts.list {
-        let text = std::fs::read_to_string(list)
-            .map_err(|e| CommandError::new(format!("{}: {e}", list.display())))?;
+        let text = std::fs::read_to_string(list).map_err(|source| Failure::Io {
+            what: list.display().to_string(),
+            source,
+        })?;
         raw.extend(
             text.lines()
                 .map(str::trim)
@@ -148,12 +185,10 @@ fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
         );
     }
     if raw.is_empty() {
-        return Err(CommandError::new(
-            "no images named: give IMAGE... or -f LIST",
-        ));
+        return Err(Failure::Usage("no images named: give IMAGE... or -f LIST").into());
     }
     raw.iter()
-        .map(|n| ImageName::parse(n).map_err(CommandError::new))
+        .map(|n| ImageName::parse(n).map_err(CommandError::from))
         .collect()
 }
 
@@ -161,14 +196,14 @@ async fn warm_all(
     app: &Arc<App>,
     names: &[ImageName],
     platforms: &[String],
-) -> Vec<(String, Result<Warmed, String>)> {
+) -> Vec<(String, Result<Warmed, WarmError>)> {
     // Overall: bytes of every image as each one's size becomes known.
     let progress = Progress::new(0, "bytes");
     let overall = progress.overall().clone();
     let mut out = Vec::new();
     for name in names {
         let started = Instant::now();
-        let result = match app.upstream_for(name) {
+        let result = match app.upstreams.for_image(name).map_err(WarmError::from) {
             Ok((up, repo)) => {
                 let shown = full_name(&up.name, repo.as_str(), &name.reference);
                 overall.set_message(format!("image {} of {}", out.len() + 1, names.len()));
@@ -203,7 +238,7 @@ async fn warm_one(
     reference: &Reference,
     platforms: &[String],
     bars: &[ProgressBar; 2],
-) -> Result<Warmed, String> {
+) -> Result<Warmed, WarmError> {
     let root = manifest(app, up, repo, reference).await?;
     let mut manifests = vec![root.clone()];
     let mut blobs = Vec::new();
@@ -222,10 +257,7 @@ async fn warm_one(
     if listing.manifests.is_empty() {
         kept_platforms.push("-".into());
     } else if kept_platforms.is_empty() {
-        return Err(format!(
-            "the index lists no platform among {}",
-            platforms.join(", ")
-        ));
+        return Err(WarmError::NoPlatform(platforms.join(", ")));
     }
     // Signatures and attestations of every manifest kept, with their own blobs.
     let mut artifacts = 0;
@@ -245,7 +277,7 @@ async fn warm_one(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<Vec<u64>, String>>()?
+        .collect::<Result<Vec<u64>, WarmError>>()?
         .into_iter()
         .sum();
     app.cache.settle().await;
@@ -253,13 +285,10 @@ async fn warm_one(
     let cache = app.cache.clone();
     let (name, d) = (up.name.clone(), root.digest.clone());
     let held = off_the_workers(move || cache.held(&name, &d))
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "the manifest was not kept in the cache".to_owned())?;
+        .await?
+        .ok_or(WarmError::ManifestNotKept)?;
     if let Some(lost) = held.missing.first() {
-        return Err(format!(
-            "blob {lost} was not kept: it is larger than the cache's max_size, or was evicted to make room"
-        ));
+        return Err(WarmError::BlobNotKept(lost.clone()));
     }
     let bytes = manifests.iter().map(|m| m.size).sum::<u64>() + total;
     Ok(Warmed {
@@ -276,16 +305,19 @@ async fn manifest(
     up: &Upstream,
     repo: &RepoName,
     reference: &Reference,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, WarmError> {
     app.cache
         .manifest(up, repo, reference, false)
         .await
-        .map_err(|e| format!("manifest {reference}: {e}"))
+        .map_err(|source| WarmError::Manifest {
+            reference: reference.clone(),
+            source,
+        })
 }
 
-fn listing_of(m: &Manifest) -> Result<Listing, String> {
+fn listing_of(m: &Manifest) -> Result<Listing, WarmError> {
     let bytes = m.bytes.as_deref().unwrap_or_default();
-    Listing::parse(&m.digest, bytes).map_err(|e| e.to_string())
+    Ok(Listing::parse(&m.digest, bytes)?)
 }
 
 /// The referrers the upstream lists for `digest`, and its cosign-style tags, as manifests. An
@@ -295,7 +327,7 @@ async fn artifacts_of(
     up: &Upstream,
     repo: &RepoName,
     digest: &Digest,
-) -> Result<Vec<Manifest>, String> {
+) -> Result<Vec<Manifest>, WarmError> {
     let mut out = Vec::new();
     if let Ok(answer) = app.cache.referrers(up, repo, digest, None).await
         && let Ok(listing) = Listing::parse(digest, &answer.body)
@@ -320,7 +352,12 @@ async fn artifacts_of(
                 }
             }
             Err(e) if matches!(&*e, CacheError::Upstream(UpstreamError::NotFound { .. })) => {}
-            Err(e) => return Err(format!("cosign tag of {digest}: {e}")),
+            Err(source) => {
+                return Err(WarmError::CosignTag {
+                    digest: digest.clone(),
+                    source,
+                });
+            }
         }
     }
     Ok(out)
@@ -333,9 +370,12 @@ async fn fetch_blob(
     repo: &RepoName,
     blob: &Descriptor,
     bars: &[ProgressBar; 2],
-) -> Result<u64, String> {
+) -> Result<u64, WarmError> {
     let inc = |n: u64| bars.iter().for_each(|b| b.inc(n));
-    let fail = |e: &dyn std::fmt::Display| format!("blob {}: {e}", blob.digest);
+    let fail = |e: &dyn std::fmt::Display| WarmError::Blob {
+        digest: blob.digest.clone(),
+        problem: e.to_string(),
+    };
     match app.cache.blob(up, repo, &blob.digest).await {
         Ok(BlobSource::Stored { size, .. }) => {
             inc(size);

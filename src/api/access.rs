@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use http::{Request, StatusCode, header};
 
 use super::ApiError;
-use crate::app::App;
+use super::State;
 use crate::auth::{Auth, Identity};
 use crate::metrics::AuthFailure;
 use crate::server::ClientName;
 
 /// Who sent the request (anonymous when there is no `[auth]`).
-pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity, ApiError> {
+pub(super) async fn identify<B>(app: &State, req: &Request<B>) -> Result<Identity, ApiError> {
     let Some(auth) = &app.auth else {
         return Ok(Identity::Anonymous);
     };
@@ -45,7 +45,7 @@ pub(super) async fn identify<B>(app: &App, req: &Request<B>) -> Result<Identity,
 
 /// `GET /v2/`: with `[auth]`, credentials are required (as Docker Hub does), so `docker login`
 /// learns at once whether they work and clients learn to send them.
-pub(super) fn base(app: &App, who: &Identity) -> Result<(), ApiError> {
+pub(super) fn base(app: &State, who: &Identity) -> Result<(), ApiError> {
     match (&app.auth, who) {
         (Some(auth), Identity::Anonymous) if !auth.anonymous_ping() => {
             auth.refused(AuthFailure::Challenged);
@@ -56,7 +56,7 @@ pub(super) fn base(app: &App, who: &Identity) -> Result<(), ApiError> {
 }
 
 /// Whether `who` may pull `repo` from `upstream`.
-pub(super) fn may_pull(app: &App, who: &Identity, upstream: &str, repo: &str) -> bool {
+pub(super) fn may_pull(app: &State, who: &Identity, upstream: &str, repo: &str) -> bool {
     app.auth
         .as_ref()
         .is_none_or(|a| a.allows(who, upstream, repo))
@@ -64,7 +64,12 @@ pub(super) fn may_pull(app: &App, who: &Identity, upstream: &str, repo: &str) ->
 
 /// Refuses a pull that no rule allows: 401 with the challenge for anonymous clients, 403 for
 /// users.
-pub(super) fn check(app: &App, who: &Identity, upstream: &str, repo: &str) -> Result<(), ApiError> {
+pub(super) fn check(
+    app: &State,
+    who: &Identity,
+    upstream: &str,
+    repo: &str,
+) -> Result<(), ApiError> {
     let Some(auth) = &app.auth else {
         return Ok(());
     };

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 
+use super::State;
 use super::range::{self, ByteRange};
 use super::{ApiError, Body, full};
-use crate::app::App;
 use crate::cache::{BlobSource, FileReader};
-use crate::metrics::{Content, Metrics, Source};
+use crate::metrics::{Content, Metrics, ServedFrom};
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
 
 pub(super) async fn get(
-    app: &Arc<App>,
+    app: &Arc<State>,
     up: &Arc<Upstream>,
     repo: &RepoName,
     digest: &str,
@@ -90,8 +90,8 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
 fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
     use futures_util::StreamExt as _;
     let from = match &source {
-        BlobSource::Stored { .. } => Source::Cache,
-        BlobSource::Filling { .. } => Source::Fill,
+        BlobSource::Stored { .. } => ServedFrom::Cache,
+        BlobSource::Filling { .. } => ServedFrom::Fill,
     };
     let count = move |r: &std::io::Result<bytes::Bytes>| {
         if let Ok(b) = r {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use super::State;
 use super::{ApiError, Body, json_response, query_param};
-use crate::app::App;
 use crate::auth::Identity;
 use crate::cache::paginate;
 
 pub(super) async fn get(
-    app: &Arc<App>,
+    app: &Arc<State>,
     who: &Identity,
     query: &str,
     head: bool,
@@ -24,9 +24,12 @@ pub(super) async fn get(
         .await?
         .into_iter()
         .filter(|(up, repo)| super::access::may_pull(app, who, up, repo))
-        .map(|(up, repo)| match &app.default_upstream {
-            Some(d) if d.name == up => repo,
-            _ => format!("{up}/{repo}"),
+        .map(|(up, repo)| {
+            if app.upstreams.is_default(&up) {
+                repo
+            } else {
+                format!("{up}/{repo}")
+            }
         })
         .collect();
     names.sort();

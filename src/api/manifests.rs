@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Response, StatusCode, header};
 
+use super::State;
 use super::{ApiError, Body, full};
-use crate::app::App;
 use crate::cache::Manifest;
 use crate::media_type::media_type_of;
-use crate::metrics::{Content, Source};
+use crate::metrics::{Content, ServedFrom};
 use crate::reference::{DigestError, Reference, RepoName};
 use crate::upstream::Upstream;
 
 pub(super) async fn get(
-    app: &Arc<App>,
+    app: &Arc<State>,
     up: &Arc<Upstream>,
     repo: &RepoName,
     reference: &str,
@@ -58,7 +58,7 @@ pub(super) async fn get(
         (true, _) => full(Vec::new()),
         (false, Some(bytes)) => {
             app.metrics
-                .served(Content::Manifest, Source::Cache, bytes.len() as u64);
+                .served(Content::Manifest, ServedFrom::Cache, bytes.len() as u64);
             full(bytes)
         }
         // The cache returns bytes for every GET; a HEAD-only answer here would be a bug.

@@ -16,6 +16,7 @@ mod range;
 mod referrers;
 mod resolve;
 mod route;
+mod state;
 mod tags;
 
 use std::io;
@@ -26,10 +27,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
-use crate::app::App;
 use error::ApiError;
 use resolve::resolve;
 use route::Route;
+pub(crate) use state::State;
 
 /// Response bodies: a small buffer or a stream of file chunks that may end in an error (which makes
 /// hyper abort the connection rather than end a sized body early).
@@ -42,7 +43,7 @@ pub(crate) fn full(data: impl Into<Bytes>) -> Body {
 }
 
 /// Answers one request. Never fails: every error is an OCI error response.
-pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> {
+pub(crate) async fn handle<B>(app: Arc<State>, req: Request<B>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let route = route::parse(req.uri().path());
@@ -92,7 +93,7 @@ pub(crate) async fn handle<B>(app: Arc<App>, req: Request<B>) -> Response<Body> 
 }
 
 async fn dispatch<B>(
-    app: &Arc<App>,
+    app: &Arc<State>,
     req: &Request<B>,
     route: Route<'_>,
     head: bool,
@@ -140,7 +141,7 @@ async fn dispatch<B>(
 
 /// The upstream and repository a request names, once `[auth]` allows its sender to pull there.
 async fn allowed<B>(
-    app: &Arc<App>,
+    app: &Arc<State>,
     req: &Request<B>,
     name: &str,
     query: &str,
@@ -154,8 +155,8 @@ async fn allowed<B>(
 
 /// `/readyz`: 200 while the index answers, the cache directory takes writes and shutdown has not
 /// begun; 503 with the reason otherwise (load balancers stop sending while requests drain).
-async fn ready(app: &App, head: bool) -> Response<Body> {
-    if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+async fn ready(app: &State, head: bool) -> Response<Body> {
+    if app.shutdown.begun() {
         return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n", head);
     }
     match app.cache.check_ready().await {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use http::{Response, StatusCode, header};
 
+use super::State;
 use super::{ApiError, Body, full, query_param};
-use crate::app::App;
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
 
 pub(super) async fn get(
-    app: &Arc<App>,
+    app: &Arc<State>,
     up: &Upstream,
     repo: &RepoName,
     digest: &str,

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use super::State;
 use super::{ApiError, Body, json_response, query_param};
-use crate::app::App;
 use crate::cache::MAX_PAGE;
 use crate::reference::{RepoName, Tag};
 use crate::upstream::Upstream;
 
 pub(super) async fn get(
-    app: &Arc<App>,
+    app: &Arc<State>,
     up: &Upstream,
     repo: &RepoName,
     client_name: &str,

@@ -8,8 +8,6 @@
 //! and past a few in a minute each answer is delayed, doubling up to a cap. The htpasswd file is
 //! re-read when it changes, and the remembered credentials are forgotten then.
 
-mod htpasswd;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -18,9 +16,11 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::blocking::off_the_workers;
 use crate::config::{AllowRule, AuthConfig};
+use crate::htpasswd::{HtpasswdError, Users, load_htpasswd};
 use crate::metrics::{AuthFailure, Metrics};
-pub(crate) use htpasswd::{Users, load_htpasswd};
+use crate::shutdown::Shutdown;
 
 /// How long a verified credential is remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(300);
@@ -56,7 +56,7 @@ pub(crate) struct Auth {
 }
 
 impl Auth {
-    pub(crate) fn new(cfg: &AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, String> {
+    pub(crate) fn new(cfg: &AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, HtpasswdError> {
         let (users, mtime) = match &cfg.htpasswd {
             Some(p) => (load_htpasswd(p)?, modified(p)),
             None => (Users::default(), None),
@@ -135,7 +135,7 @@ impl Auth {
             .0
             .clone();
         let (u, p) = (user.to_owned(), password.to_owned());
-        let ok = tokio::task::spawn_blocking(move || match users.hash(&u) {
+        let ok = off_the_workers(move || match users.hash(&u) {
             Some(hash) => bcrypt::verify(&p, hash).unwrap_or(false),
             // As slow for an unknown user as for a known one: names cannot be probed.
             None => {
@@ -143,8 +143,7 @@ impl Auth {
                 false
             }
         })
-        .await
-        .unwrap_or(false);
+        .await;
         ok.then(|| {
             self.verified.insert(key, user.to_owned());
             user.to_owned()
@@ -189,7 +188,7 @@ impl Auth {
 
     /// Re-reads the htpasswd file when it changes, until shutdown. A file that no longer loads
     /// keeps the old users, and says so.
-    pub(crate) async fn watch(self: Arc<Self>, mut shutdown: crate::server::Shutdown) {
+    pub(crate) async fn watch(self: Arc<Self>, mut shutdown: Shutdown) {
         let Some(path) = self.htpasswd.clone() else {
             return;
         };
@@ -200,25 +199,22 @@ impl Auth {
                 _ = shutdown.recv() => return,
             }
             let p = path.clone();
-            let Ok(mtime) = tokio::task::spawn_blocking(move || modified(&p)).await else {
-                continue;
-            };
+            let mtime = off_the_workers(move || modified(&p)).await;
             if mtime == self.users.read().unwrap_or_else(|e| e.into_inner()).1 {
                 continue;
             }
             let p = path.clone();
-            match tokio::task::spawn_blocking(move || load_htpasswd(&p)).await {
-                Ok(Ok(users)) => {
+            match off_the_workers(move || load_htpasswd(&p)).await {
+                Ok(users) => {
                     tracing::info!(path = %path.display(), users = users.len(), "htpasswd reloaded");
                     *self.users.write().unwrap_or_else(|e| e.into_inner()) =
                         (Arc::new(users), mtime);
                     self.verified.invalidate_all();
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "htpasswd changed but does not load: keeping the previous users");
                     self.users.write().unwrap_or_else(|e| e.into_inner()).1 = mtime;
                 }
-                Err(_) => {}
             }
         }
     }

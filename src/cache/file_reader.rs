@@ -48,9 +48,7 @@ impl FileReader {
         } else {
             let file = self.file.clone();
             let pos = self.pos;
-            tokio::task::spawn_blocking(move || read_blocking(&file, buf, len, pos))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
+            super::off_the_workers(move || read_blocking(&file, buf, len, pos)).await
         };
         match &result {
             Ok(b) => self.pos += b.len() as u64,

@@ -20,6 +20,7 @@ use super::fill::{FillState, Outcome};
 use super::fill_writer::{FillWriter, PendingWrites};
 use super::index::KIND_BLOB;
 use super::links::scope;
+use super::source::FillSource;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
 use crate::reference::{Hasher, RepoName};
 use crate::upstream::{Upstream, UpstreamError};
@@ -170,45 +171,7 @@ impl Cache {
             reserved,
             keep,
         };
-        let mut buf: Option<Chunk> = None;
-        while let Some(c) = body.chunk().await? {
-            let buffered = buf.as_ref().map_or(0, |b| b.data.len());
-            let arrived = intake.received + (buffered + c.len()) as u64;
-            if total.is_some_and(|t| arrived > t) {
-                return Err(bad_response(
-                    &source,
-                    "blob body longer than its Content-Length (or its manifest's size)".into(),
-                ));
-            }
-            if arrived > self.max_size && keep {
-                return Err(bad_response(
-                    &source,
-                    format!(
-                        "blob without a Content-Length grew past the cache's max_size ({} bytes)",
-                        self.max_size
-                    ),
-                ));
-            }
-            // Exactly FILL_WRITE_CHUNK bytes a chunk: a buffer never grows past what it was
-            // given from the budget.
-            let mut rest = &c[..];
-            while !rest.is_empty() {
-                let b = match &mut buf {
-                    Some(b) => b,
-                    None => buf.insert(intake.new_chunk().await),
-                };
-                let took = b.data.extend(rest);
-                rest = &rest[took..];
-                if b.data.is_full()
-                    && let Some(full) = buf.take()
-                {
-                    intake.hand_over(full).await?;
-                }
-            }
-        }
-        if let Some(last) = buf.take() {
-            intake.hand_over(last).await?;
-        }
+        intake.take_body(&mut body, total, &source).await?;
         let (hasher, pos, writes) = intake.writer.finish().await?;
         if let Some(t) = total
             && pos != t
@@ -311,6 +274,58 @@ struct Intake<'a> {
     received: u64,
     reserved: &'a mut u64,
     keep: bool,
+}
+
+impl Intake<'_> {
+    /// Takes the body's chunks in writes of exactly [`FILL_WRITE_CHUNK`] bytes, refusing a body
+    /// longer than `total` (or, kept, than the cache).
+    async fn take_body(
+        &mut self,
+        body: &mut FillSource,
+        total: Option<u64>,
+        source: &str,
+    ) -> Result<(), CacheError> {
+        let mut buf: Option<Chunk> = None;
+        while let Some(c) = body.chunk().await? {
+            let buffered = buf.as_ref().map_or(0, |b| b.data.len());
+            let arrived = self.received + (buffered + c.len()) as u64;
+            if total.is_some_and(|t| arrived > t) {
+                return Err(bad_response(
+                    source,
+                    "blob body longer than its Content-Length (or its manifest's size)".into(),
+                ));
+            }
+            if arrived > self.cache.max_size && self.keep {
+                return Err(bad_response(
+                    source,
+                    format!(
+                        "blob without a Content-Length grew past the cache's max_size ({} bytes)",
+                        self.cache.max_size
+                    ),
+                ));
+            }
+            // Exactly FILL_WRITE_CHUNK bytes a chunk: a buffer never grows past what it was
+            // given from the budget.
+            let mut rest = &c[..];
+            while !rest.is_empty() {
+                let b = match &mut buf {
+                    Some(b) => b,
+                    None => buf.insert(self.new_chunk().await),
+                };
+                let took = b.data.extend(rest);
+                rest = &rest[took..];
+                if b.data.is_full()
+                    && let Some(full) = buf.take()
+                {
+                    self.hand_over(full).await?;
+                }
+            }
+        }
+        if let Some(last) = buf.take() {
+            self.hand_over(last).await?;
+        }
+        Ok(())
+    }
 }
 
 /// One chunk's buffer, holding its share of the fills' memory budget until every copy of it

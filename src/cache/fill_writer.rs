@@ -55,6 +55,8 @@ impl FillWriter {
         progress: Arc<watch::Sender<FillState>>,
     ) -> FillWriter {
         let (to_hash, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+        // Two long-lived threads a fill, joined by their handles (not one piece of work each).
+        #[allow(clippy::disallowed_methods, reason = "joined through its handle")]
         let hashing = tokio::task::spawn_blocking(move || {
             while let Some(data) = hash_rx.blocking_recv() {
                 hasher.update(&data);
@@ -71,6 +73,7 @@ impl FillWriter {
             };
         };
         let (to_disk, mut disk_rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
+        #[allow(clippy::disallowed_methods, reason = "joined through its handle")]
         let writing = tokio::task::spawn_blocking(move || {
             let mut pos = 0u64;
             while let Some(data) = disk_rx.blocking_recv() {

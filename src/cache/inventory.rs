@@ -14,14 +14,16 @@ use super::lru::remove_victims;
 use super::manifests::read_manifest;
 use super::{Cache, CacheError, now_millis};
 use crate::manifest::Listing;
-use crate::reference::Digest;
+use crate::reference::{Digest, Tag};
 
 /// A cached tag.
 #[derive(Clone, Debug)]
 pub(crate) struct TaggedImage {
     pub(crate) upstream: String,
     pub(crate) repo: String,
-    pub(crate) tag: String,
+    /// Parsed when read from the index: one that does not parse is left out (it could be
+    /// neither pulled nor named).
+    pub(crate) tag: Tag,
     pub(crate) digest: Digest,
 }
 
@@ -59,11 +61,13 @@ impl Cache {
             .index
             .all_tags()?
             .into_iter()
-            .map(|(upstream, repo, tag, e)| TaggedImage {
-                upstream,
-                repo,
-                tag,
-                digest: e.digest,
+            .filter_map(|(upstream, repo, tag, e)| {
+                Some(TaggedImage {
+                    upstream,
+                    repo,
+                    tag: Tag::parse(&tag)?,
+                    digest: e.digest,
+                })
             })
             .collect();
         out.sort_by(|a, b| (&a.upstream, &a.repo, &a.tag).cmp(&(&b.upstream, &b.repo, &b.tag)));
@@ -170,11 +174,17 @@ impl Cache {
         let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| {
             t.upstream == upstream
                 && t.repo == repo
-                && tag.map_or(t.digest == *digest, |tag| t.tag == tag)
+                && tag.map_or(t.digest == *digest, |tag| t.tag.as_str() == tag)
         });
         let names: Vec<_> = gone
             .iter()
-            .map(|t| (t.upstream.clone(), t.repo.clone(), t.tag.clone()))
+            .map(|t| {
+                (
+                    t.upstream.clone(),
+                    t.repo.clone(),
+                    t.tag.as_str().to_owned(),
+                )
+            })
             .collect();
         self.index.remove_tags(&names)?;
         let mut keep = HashSet::new();

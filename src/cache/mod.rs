@@ -36,6 +36,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::blocking::assert_off_the_workers;
+pub(crate) use crate::blocking::off_the_workers;
 use crate::metrics::Metrics;
 use crate::reference::Digest;
 use crate::shared::Shared;
@@ -221,38 +223,6 @@ impl Cache {
         let index = self.index.clone();
         blocking(move || work(&index)).await
     }
-}
-
-thread_local! {
-    /// Set while a thread runs work handed to [`off_the_workers`].
-    static OFF_THE_WORKERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs blocking work (file system calls, redb transactions) on the blocking pool, marked so
-/// [`assert_off_the_workers`] can tell. A panic in `work` is the caller's panic.
-pub(crate) async fn off_the_workers<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let marked = move || {
-        OFF_THE_WORKERS.set(true);
-        let out = work();
-        OFF_THE_WORKERS.set(false);
-        out
-    };
-    match tokio::task::spawn_blocking(marked).await {
-        Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// In debug builds (so in every test), blocking work on an async worker thread is a panic: the
-/// index and the store call this before each transaction or file operation. Outside a runtime
-/// (start-up checks, unit tests) anything goes.
-fn assert_off_the_workers() {
-    debug_assert!(
-        tokio::runtime::Handle::try_current().is_err() || OFF_THE_WORKERS.get(),
-        "blocking index or file work on an async worker thread"
-    );
 }
 
 /// Runs blocking file work on the blocking pool.

@@ -14,24 +14,24 @@ use crate::reference::{Digest, RepoName, Tag};
 use crate::shared::SharedBlob;
 use crate::upstream::{BlobBody, Upstream, UpstreamError};
 
-pub(super) enum Source {
+pub(super) enum FillSource {
     Upstream(BlobBody),
     Shared { blob: SharedBlob, url: String },
 }
 
-impl Source {
+impl FillSource {
     /// The length the source announces.
     pub(super) fn content_length(&self) -> Option<u64> {
         match self {
-            Source::Upstream(b) => b.content_length(),
-            Source::Shared { blob, .. } => Some(blob.size),
+            FillSource::Upstream(b) => b.content_length(),
+            FillSource::Shared { blob, .. } => Some(blob.size),
         }
     }
 
     pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>, CacheError> {
         match self {
-            Source::Upstream(b) => Ok(b.chunk().await?),
-            Source::Shared { blob, url } => match blob.body.next().await {
+            FillSource::Upstream(b) => Ok(b.chunk().await?),
+            FillSource::Shared { blob, url } => match blob.body.next().await {
                 None => Ok(None),
                 Some(Ok(b)) => Ok(Some(b)),
                 Some(Err(e)) => Err(CacheError::Upstream(UpstreamError::Unreachable {
@@ -45,13 +45,13 @@ impl Source {
     /// What to call the source in errors: the upstream's name, or the shared tier's URL.
     pub(super) fn name(&self, up: &Upstream) -> String {
         match self {
-            Source::Upstream(_) => up.name.clone(),
-            Source::Shared { url, .. } => format!("shared tier {url}"),
+            FillSource::Upstream(_) => up.name.clone(),
+            FillSource::Shared { url, .. } => format!("shared tier {url}"),
         }
     }
 
     pub(super) fn is_shared(&self) -> bool {
-        matches!(self, Source::Shared { .. })
+        matches!(self, FillSource::Shared { .. })
     }
 }
 
@@ -64,13 +64,13 @@ impl Cache {
         up: &Upstream,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<Source, CacheError> {
+    ) -> Result<FillSource, CacheError> {
         if let Some(shared) = &self.shared
             && !self.lock().shared_refused.contains(digest)
         {
             match shared.blob(digest).await {
                 Ok(Some(blob)) => {
-                    return Ok(Source::Shared {
+                    return Ok(FillSource::Shared {
                         blob,
                         url: shared.shown.clone(),
                     });
@@ -81,7 +81,7 @@ impl Cache {
                 }
             }
         }
-        Ok(Source::Upstream(up.get_blob(repo, digest).await?))
+        Ok(FillSource::Upstream(up.get_blob(repo, digest).await?))
     }
 
     /// A manifest from the shared tier, checked against its digest and stored, if it is there.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::patterns::RepoPattern;
-use super::schema::RawAuth;
+use super::schema::{RawAllow, RawAuth};
 use super::{Checker, ConfigError};
 
 /// Client authentication and the rules that allow pulls.
@@ -45,54 +45,13 @@ impl Checker<'_> {
             ));
         }
         if let Some(path) = &raw.htpasswd
-            && let Err(e) = crate::auth::load_htpasswd(path)
+            && let Err(e) = crate::htpasswd::load_htpasswd(path)
         {
-            return Err(self.bad("auth.htpasswd", e));
+            return Err(self.bad("auth.htpasswd", e.to_string()));
         }
         let mut allow = Vec::new();
         for (i, rule) in raw.allow.into_iter().enumerate() {
-            let key = |k: &str| format!("auth.allow[{i}].{k}");
-            if rule.users.is_empty() {
-                return Err(self.bad(
-                    &key("users"),
-                    "must name at least one user (or \"anonymous\", or \"*\")",
-                ));
-            }
-            for u in &rule.users {
-                if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) {
-                    return Err(self.bad(&key("users"), format!("{u:?} is not a user name")));
-                }
-                if u != "anonymous" && raw.htpasswd.is_none() {
-                    return Err(self.bad(
-                        &key("users"),
-                        format!("{u:?} can never sign in: auth.htpasswd is not set"),
-                    ));
-                }
-            }
-            if rule.repositories.is_empty() {
-                return Err(self.bad(&key("repositories"), "must list at least one pattern"));
-            }
-            let mut repositories = Vec::new();
-            for (j, r) in rule.repositories.iter().enumerate() {
-                let key = format!("auth.allow[{i}].repositories[{j}]");
-                let Some((up, pattern)) = r.split_once('/') else {
-                    return Err(self.bad(&key, format!("{r:?} must be <upstream name>/<repository pattern>, like docker.io/library/**")));
-                };
-                if !upstreams.iter().any(|u| u.name == up) {
-                    return Err(self.bad(
-                        &key,
-                        format!("{up:?} is not the name of a configured [[upstream]]"),
-                    ));
-                }
-                let pattern = RepoPattern::parse(pattern).ok_or_else(|| {
-                    self.bad(&key, format!("{pattern:?} is not a repository pattern (lowercase components, * and **)"))
-                })?;
-                repositories.push((up.to_owned(), pattern));
-            }
-            allow.push(AllowRule {
-                users: rule.users,
-                repositories,
-            });
+            allow.push(self.allow_rule(i, rule, raw.htpasswd.is_some(), upstreams)?);
         }
         if raw.anonymous_ping
             && !allow
@@ -109,6 +68,64 @@ impl Checker<'_> {
             realm,
             anonymous_ping: raw.anonymous_ping,
             allow,
+        })
+    }
+
+    /// One `[[auth.allow]]` rule (the `i`th): users that can sign in, patterns of configured
+    /// upstreams.
+    fn allow_rule(
+        &self,
+        i: usize,
+        rule: RawAllow,
+        htpasswd: bool,
+        upstreams: &[super::UpstreamConfig],
+    ) -> Result<AllowRule, ConfigError> {
+        let key = |k: &str| format!("auth.allow[{i}].{k}");
+        if rule.users.is_empty() {
+            return Err(self.bad(
+                &key("users"),
+                "must name at least one user (or \"anonymous\", or \"*\")",
+            ));
+        }
+        for u in &rule.users {
+            if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) {
+                return Err(self.bad(&key("users"), format!("{u:?} is not a user name")));
+            }
+            if u != "anonymous" && !htpasswd {
+                return Err(self.bad(
+                    &key("users"),
+                    format!("{u:?} can never sign in: auth.htpasswd is not set"),
+                ));
+            }
+        }
+        if rule.repositories.is_empty() {
+            return Err(self.bad(&key("repositories"), "must list at least one pattern"));
+        }
+        let mut repositories = Vec::new();
+        for (j, r) in rule.repositories.iter().enumerate() {
+            let key = format!("auth.allow[{i}].repositories[{j}]");
+            let Some((up, pattern)) = r.split_once('/') else {
+                return Err(self.bad(&key, format!("{r:?} must be <upstream name>/<repository pattern>, like docker.io/library/**")));
+            };
+            if !upstreams.iter().any(|u| u.name == up) {
+                return Err(self.bad(
+                    &key,
+                    format!("{up:?} is not the name of a configured [[upstream]]"),
+                ));
+            }
+            let pattern = RepoPattern::parse(pattern).ok_or_else(|| {
+                self.bad(
+                    &key,
+                    format!(
+                        "{pattern:?} is not a repository pattern (lowercase components, * and **)"
+                    ),
+                )
+            })?;
+            repositories.push((up.to_owned(), pattern));
+        }
+        Ok(AllowRule {
+            users: rule.users,
+            repositories,
         })
     }
 }

@@ -168,7 +168,7 @@ impl Checker<'_> {
             (None, None) => Ok(None),
             (Some(_), None) => Err(self.bad("server.tls_key", "tls_cert is set: set tls_key too")),
             (None, Some(_)) => Err(self.bad("server.tls_cert", "tls_key is set: set tls_cert too")),
-            (Some(cert), Some(key)) => match crate::server::load_tls(&cert, &key) {
+            (Some(cert), Some(key)) => match crate::pem::load_pair(&cert, &key) {
                 Ok(_) => Ok(Some((cert, key))),
                 Err(e) => Err(self.bad("server.tls_cert/tls_key", e.to_string())),
             },
@@ -184,8 +184,7 @@ impl Checker<'_> {
                 "needs tls_cert and tls_key: client certificates come with TLS",
             ));
         }
-        crate::server::client_roots(&ca)
-            .map_err(|e| self.bad("server.client_ca", e.to_string()))?;
+        crate::pem::load_roots(&ca).map_err(|e| self.bad("server.client_ca", e.to_string()))?;
         Ok(Some(ca))
     }
 

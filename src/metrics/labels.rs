@@ -48,21 +48,21 @@ pub(crate) enum FillFailure {
 
 /// Where served bytes came from (`served_bytes_total{source}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Source {
+pub(crate) enum ServedFrom {
     /// A stored file, or a manifest the cache holds.
     Cache,
     /// A blob being fetched from its upstream.
     Fill,
 }
 
-impl Source {
+impl ServedFrom {
     /// Every value, so each series exists (at 0) from the start.
-    pub(crate) const ALL: [Source; 2] = [Source::Cache, Source::Fill];
+    pub(crate) const ALL: [ServedFrom; 2] = [ServedFrom::Cache, ServedFrom::Fill];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Source::Cache => "cache",
-            Source::Fill => "fill",
+            ServedFrom::Cache => "cache",
+            ServedFrom::Fill => "fill",
         }
     }
 }

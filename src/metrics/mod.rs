@@ -17,7 +17,7 @@ use prometheus::{
 };
 
 pub(crate) use labels::{
-    AuthFailure, Content, FillFailure, Lookup, LookupResult, NO_ANSWER, Source, UpstreamCall,
+    AuthFailure, Content, FillFailure, Lookup, LookupResult, NO_ANSWER, ServedFrom, UpstreamCall,
 };
 pub(crate) use request::{RequestNote, note_upstream, note_user, noting};
 
@@ -76,10 +76,8 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         let registry = Registry::new_custom(Some("entrepot".into()), None).expect("valid prefix");
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register_int_counter_vec_with_registry!(Opts::new(name, help), labels, registry)
-                .expect("metric names are unique and valid")
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter(&registry, name, help, labels);
         let requests = counter(
             "requests_total",
             "Client requests by route, method and status.",
@@ -110,80 +108,20 @@ impl Metrics {
             "Bytes evicted from the cache by the LRU.",
             &["kind"],
         );
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let buckets = vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                300.0,
-            ];
-            register_histogram_vec_with_registry!(
-                HistogramOpts::new(name, help).buckets(buckets),
-                labels,
-                registry
-            )
-            .expect("metric names are unique and valid")
-        };
-        let request_duration = histogram(
-            "request_duration_seconds",
-            "Seconds from a request's arrival until its response was sent, by route.",
-            &["route"],
-        );
-        let upstream_duration = histogram(
-            "upstream_request_duration_seconds",
-            "Seconds until an upstream's response headers arrived, by upstream and kind.",
-            &["upstream", "kind"],
-        );
+        let (request_duration, upstream_duration) = durations(&registry);
         let fill_failures = counter(
             "fill_failures_total",
             "Upstream fetches that were rejected or failed, by reason.",
             &["reason"],
-        );
-        let token_requests = counter(
-            "token_requests_total",
-            "Requests to upstream token services.",
-            &["upstream", "status"],
         );
         let evictions = counter(
             "evictions_total",
             "Entries evicted from the cache by the LRU.",
             &["kind"],
         );
-        let auth_failures = counter(
-            "auth_failures_total",
-            "Client requests refused by [auth] (or answered late after repeated failures), by reason.",
-            &["reason"],
-        );
-        for reason in AuthFailure::ALL {
-            auth_failures.with_label_values(&[reason.label()]);
-        }
-        let shared = counter(
-            "shared_requests_total",
-            "Shared-tier ([shared]) operations, by operation (get_blob, get_manifest, get_tag, put_blob, put_manifest, put_tag) and result (hit, miss, ok, error, corrupt).",
-            &["op", "result"],
-        );
-        for (op, results) in SHARED_SERIES {
-            for r in *results {
-                shared.with_label_values(&[op, r]);
-            }
-        }
+        let (token_requests, auth_failures, shared) = access_counters(&registry);
         let g = gauges(&registry);
-        // Series with bounded labels exist at 0 from the start, so rules and dashboards see
-        // them before the first event (an absent series is not a zero to `rate`).
-        for kind in Lookup::ALL {
-            for result in LookupResult::ALL {
-                cache_lookups.with_label_values(&[kind.label(), result.label()]);
-            }
-        }
-        for reason in FillFailure::ALL {
-            fill_failures.with_label_values(&[reason.label()]);
-        }
-        for kind in Content::ALL {
-            evictions.with_label_values(&[kind.label()]);
-            evicted_bytes.with_label_values(&[kind.label()]);
-            for source in Source::ALL {
-                served_bytes.with_label_values(&[kind.label(), source.label()]);
-            }
-        }
-        Metrics {
+        let metrics = Metrics {
             registry,
             requests,
             cache_lookups,
@@ -202,6 +140,38 @@ impl Metrics {
             cache_max_bytes: g.cache_max_bytes,
             evictions,
             ratelimit_remaining: g.ratelimit_remaining,
+        };
+        metrics.zero_series();
+        metrics
+    }
+
+    /// Series with bounded labels exist at 0 from the start, so rules and dashboards see them
+    /// before the first event (an absent series is not a zero to `rate`).
+    fn zero_series(&self) {
+        for reason in AuthFailure::ALL {
+            self.auth_failures.with_label_values(&[reason.label()]);
+        }
+        for (op, results) in SHARED_SERIES {
+            for r in *results {
+                self.shared.with_label_values(&[op, r]);
+            }
+        }
+        for kind in Lookup::ALL {
+            for result in LookupResult::ALL {
+                self.cache_lookups
+                    .with_label_values(&[kind.label(), result.label()]);
+            }
+        }
+        for reason in FillFailure::ALL {
+            self.fill_failures.with_label_values(&[reason.label()]);
+        }
+        for kind in Content::ALL {
+            self.evictions.with_label_values(&[kind.label()]);
+            self.evicted_bytes.with_label_values(&[kind.label()]);
+            for source in ServedFrom::ALL {
+                self.served_bytes
+                    .with_label_values(&[kind.label(), source.label()]);
+            }
         }
     }
 
@@ -272,7 +242,7 @@ impl Metrics {
             .inc_by(bytes);
     }
 
-    pub(crate) fn served(&self, kind: Content, source: Source, bytes: u64) {
+    pub(crate) fn served(&self, kind: Content, source: ServedFrom, bytes: u64) {
         self.served_bytes
             .with_label_values(&[kind.label(), source.label()])
             .inc_by(bytes);
@@ -326,6 +296,62 @@ impl Metrics {
 }
 
 /// The gauges.
+/// A counter with labels, registered.
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register_int_counter_vec_with_registry!(Opts::new(name, help), labels, registry)
+        .expect("metric names are unique and valid")
+}
+
+/// The counters of requests to token services, `[auth]` refusals, and shared-tier operations.
+fn access_counters(registry: &Registry) -> (IntCounterVec, IntCounterVec, IntCounterVec) {
+    let token_requests = counter(
+        registry,
+        "token_requests_total",
+        "Requests to upstream token services.",
+        &["upstream", "status"],
+    );
+    let auth_failures = counter(
+        registry,
+        "auth_failures_total",
+        "Client requests refused by [auth] (or answered late after repeated failures), by reason.",
+        &["reason"],
+    );
+    let shared = counter(
+        registry,
+        "shared_requests_total",
+        "Shared-tier ([shared]) operations, by operation (get_blob, get_manifest, get_tag, put_blob, put_manifest, put_tag) and result (hit, miss, ok, error, corrupt).",
+        &["op", "result"],
+    );
+    (token_requests, auth_failures, shared)
+}
+
+/// The two duration histograms: requests (by route), and upstream answers (by upstream and
+/// kind).
+fn durations(registry: &Registry) -> (HistogramVec, HistogramVec) {
+    let histogram = |name: &str, help: &str, labels: &[&str]| {
+        let buckets = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        register_histogram_vec_with_registry!(
+            HistogramOpts::new(name, help).buckets(buckets),
+            labels,
+            registry
+        )
+        .expect("metric names are unique and valid")
+    };
+    let request_duration = histogram(
+        "request_duration_seconds",
+        "Seconds from a request's arrival until its response was sent, by route.",
+        &["route"],
+    );
+    let upstream_duration = histogram(
+        "upstream_request_duration_seconds",
+        "Seconds until an upstream's response headers arrived, by upstream and kind.",
+        &["upstream", "kind"],
+    );
+    (request_duration, upstream_duration)
+}
+
 struct Gauges {
     cache_bytes: IntGauge,
     cache_max_bytes: IntGauge,

@@ -16,22 +16,46 @@ pub(crate) struct ImageName {
     pub(crate) reference: Reference,
 }
 
+/// A string that is not an image name, and which part of it is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{name:?} is not an image name: {problem}")]
+pub(crate) struct ImageNameError {
+    name: String,
+    problem: ImageNameProblem,
+}
+
+/// The part of an image name that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImageNameProblem {
+    #[error("the digest after @ is not valid")]
+    Digest,
+    #[error("the repository must be lowercase components like library/busybox")]
+    Repository,
+    #[error("the tag is not valid")]
+    Tag,
+}
+
+/// Whether the first component of a name is a registry host, as dockerd reads names: it holds a
+/// `.` or a `:`, or it is `localhost`.
+fn is_registry_host(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
 impl ImageName {
-    pub(crate) fn parse(s: &str) -> Result<ImageName, String> {
-        let bad = |why: &str| format!("{s:?} is not an image name: {why}");
+    pub(crate) fn parse(s: &str) -> Result<ImageName, ImageNameError> {
+        let bad = |problem| ImageNameError {
+            name: s.to_owned(),
+            problem,
+        };
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (
                 r,
-                Some(Digest::parse(d).map_err(|_| bad("the digest after @ is not valid"))?),
+                Some(Digest::parse(d).map_err(|_| bad(ImageNameProblem::Digest))?),
             ),
             None => (s, None),
         };
         let (registry, path) = match rest.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (Some(first.to_owned()), path)
-            }
+            Some((first, path)) if is_registry_host(first) => (Some(first.to_owned()), path),
             _ => (None, rest),
         };
         // A tag follows the last ':' of the last component.
@@ -40,13 +64,11 @@ impl ImageName {
             Some(i) => (&path[..last_slash + i], Some(&path[last_slash + i + 1..])),
             None => (path, None),
         };
-        let repo = RepoName::parse(repo).ok_or_else(|| {
-            bad("the repository must be lowercase components like library/busybox")
-        })?;
+        let repo = RepoName::parse(repo).ok_or_else(|| bad(ImageNameProblem::Repository))?;
         let reference = match (digest, tag) {
             (Some(d), _) => Reference::Digest(d),
             (None, Some(t)) => {
-                Reference::Tag(Tag::parse(t).ok_or_else(|| bad("the tag is not valid"))?)
+                Reference::Tag(Tag::parse(t).ok_or_else(|| bad(ImageNameProblem::Tag))?)
             }
             (None, None) => Reference::Tag(Tag::parse("latest").expect("a valid tag")),
         };

@@ -9,7 +9,6 @@
 //! nothing of registries: it serves whatever handler it is given.
 
 mod send_timeout;
-mod shutdown;
 mod stream;
 mod tls;
 
@@ -29,15 +28,16 @@ use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
 use send_timeout::Watch;
-pub(crate) use shutdown::Shutdown;
 pub(crate) use stream::ClientName;
 use stream::Stream;
-pub(crate) use tls::{TlsError, client_roots, load as load_tls};
 use tokio_rustls::TlsAcceptor;
+
+use crate::pem::PemError;
+use crate::shutdown::Shutdown;
 
 /// The TLS acceptor for `[server] tls_cert` and `tls_key`, if set: the pair is loaded now (a
 /// failure stops start-up) and reloaded whenever the files change.
-pub(crate) fn tls_acceptor(cfg: &ServerConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+pub(crate) fn tls_acceptor(cfg: &ServerConfig) -> Result<Option<TlsAcceptor>, PemError> {
     match &cfg.tls {
         None => Ok(None),
         Some((cert, key)) => tls::Reloading::start(cert, key, cfg.client_ca.as_deref()).map(Some),
@@ -88,22 +88,8 @@ pub(crate) async fn serve<H, F, B>(
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         let (send_timeout, handshake_timeout) = (cfg.send_timeout, cfg.header_read_timeout);
         tokio::spawn(async move {
-            let stream = prepare(stream);
-            let io = match tls {
-                None => Stream::Plain(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Stream::Tls(Box::new(s)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
+            let Some(io) = handshake(prepare(stream), tls, handshake_timeout, peer).await else {
+                return;
             };
             let client = io.client_name();
             let service = service_fn(move |mut req: Request<Incoming>| {
@@ -133,6 +119,30 @@ pub(crate) async fn serve<H, F, B>(
     }
     drop(listener);
     drain(graceful).await;
+}
+
+/// The connection's byte stream: plain, or TLS once the handshake is done within `timeout`
+/// (None, said at debug, when it fails or times out).
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) -> Option<Stream> {
+    let Some(acceptor) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// HTTP/1.1 and HTTP/2 with the configured header limits.

@@ -10,62 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
+use crate::pem::{PemError, load_pair, load_roots, pem_error};
+
 /// How often the certificate files are looked at.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
-
-/// A certificate and key that cannot be used, naming the file and the problem.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {problem}")]
-pub(crate) struct TlsError {
-    path: String,
-    problem: String,
-}
-
-fn tls_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
-    TlsError {
-        path: path.display().to_string(),
-        problem: problem.to_string(),
-    }
-}
-
-/// Reads a PEM certificate chain and private key into a signing key for rustls.
-pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls_error(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_error(cert, e))?;
-    if chain.is_empty() {
-        return Err(tls_error(cert, "no PEM certificate in the file"));
-    }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, e))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
-        .map_err(|e| tls_error(key, format!("unusable private key: {e}")))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| tls_error(key, format!("does not match the certificate: {e}")))?;
-    Ok(certified)
-}
-
-/// The CA certificates (PEM) that client certificates must chain to (`[server] client_ca`).
-pub(crate) fn client_roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_error(ca, e))? {
-        roots
-            .add(cert.map_err(|e| tls_error(ca, e))?)
-            .map_err(|e| tls_error(ca, e))?;
-    }
-    if roots.is_empty() {
-        return Err(tls_error(ca, "no PEM certificate in the file"));
-    }
-    Ok(roots)
-}
 
 /// The subject's common name of a client certificate (verified by then), which names the user.
 pub(super) fn common_name(der: &[u8]) -> Option<String> {
@@ -110,8 +62,8 @@ impl Reloading {
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
-    ) -> Result<TlsAcceptor, TlsError> {
-        let first = load(cert, key)?;
+    ) -> Result<TlsAcceptor, PemError> {
+        let first = load_pair(cert, key)?;
         let reloading = Arc::new(Reloading {
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -120,17 +72,17 @@ impl Reloading {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(cert, e))?;
+            .map_err(|e| pem_error(cert, e))?;
         let config = match client_ca {
             None => config.with_no_client_auth(),
             Some(ca) => {
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(client_roots(ca)?),
+                    Arc::new(load_roots(ca)?),
                     provider.clone(),
                 )
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| tls_error(ca, e))?;
+                .map_err(|e| pem_error(ca, e))?;
                 config.with_client_cert_verifier(verifier)
             }
         };
@@ -148,13 +100,13 @@ impl Reloading {
         loop {
             tokio::time::sleep(RELOAD_CHECK).await;
             let (c, k) = (cert.clone(), key.clone());
-            let checked = tokio::task::spawn_blocking(move || {
+            let checked = crate::blocking::off_the_workers(move || {
                 let now = stamp(&c, &k);
-                let loaded = (now != seen).then(|| load(&c, &k));
+                let loaded = (now != seen).then(|| load_pair(&c, &k));
                 (now, loaded)
             })
             .await;
-            let Ok((now, Some(loaded))) = checked else {
+            let (now, Some(loaded)) = checked else {
                 continue;
             };
             match loaded {

@@ -72,11 +72,32 @@ pub(crate) struct SharedError {
     reason: String,
 }
 
+/// Why the `[shared]` store could not be set up (at start-up).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SharedOpenError {
+    #[error(transparent)]
+    Url(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error("{path}: {source}")]
+    SecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} stores are not supported")]
+    Unsupported(String),
+}
+
 impl Shared {
     /// The store a `[shared]` section names (credentials from the section, else the store's
     /// usual environment variables).
-    pub(crate) fn open(cfg: &SharedConfig, metrics: Arc<Metrics>) -> Result<Shared, String> {
-        let (scheme, path) = ObjectStoreScheme::parse(&cfg.url).map_err(|e| e.to_string())?;
+    pub(crate) fn open(
+        cfg: &SharedConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Shared, SharedOpenError> {
+        let (scheme, path) =
+            ObjectStoreScheme::parse(&cfg.url).map_err(|e| SharedOpenError::Url(Box::new(e)))?;
         let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::AmazonS3 => {
                 let mut options = client_options();
@@ -105,32 +126,34 @@ impl Shared {
                 match &cfg.secret_access_key {
                     Some(SharedSecret::Value(v)) => b = b.with_secret_access_key(v.expose()),
                     Some(SharedSecret::File(f)) => {
-                        let key = std::fs::read_to_string(f)
-                            .map_err(|e| format!("{}: {e}", f.display()))?;
+                        let key = std::fs::read_to_string(f).map_err(|source| {
+                            SharedOpenError::SecretFile {
+                                path: f.display().to_string(),
+                                source,
+                            }
+                        })?;
                         b = b.with_secret_access_key(key.trim());
                     }
                     None => {}
                 }
-                Arc::new(b.build().map_err(|e| e.to_string())?)
+                Arc::new(b.build()?)
             }
             ObjectStoreScheme::GoogleCloudStorage => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(cfg.url.as_str())
                     .with_client_options(client_options())
                     .with_retry(retry_config())
-                    .build()
-                    .map_err(|e| e.to_string())?,
+                    .build()?,
             ),
             ObjectStoreScheme::MicrosoftAzure => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(cfg.url.as_str())
                     .with_client_options(client_options())
                     .with_retry(retry_config())
-                    .build()
-                    .map_err(|e| e.to_string())?,
+                    .build()?,
             ),
             ObjectStoreScheme::Local => Arc::new(object_store::local::LocalFileSystem::new()),
-            other => return Err(format!("{other:?} stores are not supported")),
+            other => return Err(SharedOpenError::Unsupported(format!("{other:?}"))),
         };
         Ok(Shared {
             store,

@@ -8,12 +8,15 @@
 //! header parsing live in this module and nowhere else. Files: `transport.rs` (client, TLS,
 //! retries, cool-down, the request bound), `token.rs` (tokens and grants), `auth.rs` (challenges
 //! and where credentials may go), `credentials.rs` (where they come from), `body.rs`, `error.rs`.
+//! `set.rs` holds every configured upstream as one [`Upstreams`]: the one place that knows which
+//! upstream a name means.
 
 mod auth;
 mod body;
 mod calls;
 mod credentials;
 mod error;
+mod set;
 mod token;
 mod transport;
 
@@ -31,6 +34,7 @@ pub(crate) use body::BlobBody;
 pub(crate) use calls::ReferrersAnswer;
 use credentials::Credentials;
 pub(crate) use error::{BuildError, Origin, Resource, UpstreamError};
+pub(crate) use set::{PathUnresolved, Unresolved, Upstreams};
 use token::CachedToken;
 
 /// How long a token is kept at most, whatever lifetime the token service gave it.

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Staged, Staging, each_entry};
+use super::{ImportError, Staged, Staging, each_entry};
 use crate::airgap::progress::Progress;
 use crate::manifest::Descriptor;
 use crate::reference::Digest;
@@ -29,9 +29,8 @@ pub(super) struct SavedImage {
     layers: Vec<String>,
 }
 
-pub(super) fn parse(manifest_json: &[u8]) -> Result<Vec<SavedImage>, String> {
-    serde_json::from_slice(manifest_json)
-        .map_err(|e| format!("a `docker save` archive whose manifest.json cannot be read: {e}"))
+pub(super) fn parse(manifest_json: &[u8]) -> Result<Vec<SavedImage>, ImportError> {
+    serde_json::from_slice(manifest_json).map_err(ImportError::SavedManifest)
 }
 
 /// Every file the images name.
@@ -68,8 +67,29 @@ impl Staging<'_> {
         &mut self,
         source: &Path,
         saved: &[SavedImage],
-    ) -> Result<Vec<(Descriptor, String)>, String> {
-        let wanted = files(saved);
+    ) -> Result<Vec<(Descriptor, String)>, ImportError> {
+        let by_path = self.stage_saved_files(source, &files(saved))?;
+        let mut out = Vec::new();
+        for image in saved {
+            let names = image.repo_tags.clone().unwrap_or_default();
+            if names.is_empty() {
+                eprintln!("skipping {}: saved without a name", image.config);
+                continue;
+            }
+            let descriptor = self.saved_manifest(image, &by_path)?;
+            // Docker's short names (`busybox:latest`) read as dockerd reads them.
+            out.extend(names.into_iter().map(|n| (descriptor.clone(), n)));
+        }
+        Ok(out)
+    }
+
+    /// Reads (hashing each) the `wanted` files of the archive; returns each one's digest and
+    /// size by path, links included (a link has its target's).
+    fn stage_saved_files(
+        &mut self,
+        source: &Path,
+        wanted: &[String],
+    ) -> Result<HashMap<String, (Digest, u64)>, ImportError> {
         let progress = Progress::new(0, "bytes");
         let bar = progress.overall().clone();
         let mut by_path: HashMap<String, (Digest, u64)> = HashMap::new();
@@ -101,92 +121,89 @@ impl Staging<'_> {
             }
         }
         progress.finish();
-        let mut out = Vec::new();
-        for image in saved {
-            let names = image.repo_tags.clone().unwrap_or_default();
-            if names.is_empty() {
-                eprintln!("skipping {}: saved without a name", image.config);
-                continue;
-            }
-            let file = |p: &String| {
-                by_path
-                    .get(p)
-                    .cloned()
-                    .ok_or_else(|| format!("{p}, named in manifest.json, is not in the archive"))
-            };
-            let (config, config_size) = file(&image.config)?;
-            let diff_ids = self.diff_ids(&config, &image.config)?;
-            if diff_ids.len() != image.layers.len() {
-                return Err(format!(
-                    "{}: the config lists {} layers, manifest.json {}",
-                    image.config,
-                    diff_ids.len(),
-                    image.layers.len()
-                ));
-            }
-            let mut layers = Vec::new();
-            for (l, diff_id) in image.layers.iter().zip(&diff_ids) {
-                let (d, size) = file(l)?;
-                // A saved layer is the uncompressed tar whose digest the config gives.
-                if d.to_string() != *diff_id {
-                    return Err(format!(
-                        "{l} does not match its diff_id {diff_id} in the image config: the archive is corrupt"
-                    ));
-                }
-                layers.push(json!({
-                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
-                    "size": size,
-                    "digest": d.to_string(),
-                }));
-            }
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": DOCKER_MANIFEST,
-                "config": {
-                    "mediaType": "application/vnd.docker.container.image.v1+json",
-                    "size": config_size,
-                    "digest": config.to_string(),
-                },
-                "layers": layers,
+        Ok(by_path)
+    }
+
+    /// Checks a saved image's layers against its config's `diff_ids`, and writes its manifest
+    /// under `tmp/`; returns the manifest's descriptor.
+    fn saved_manifest(
+        &mut self,
+        image: &SavedImage,
+        by_path: &HashMap<String, (Digest, u64)>,
+    ) -> Result<Descriptor, ImportError> {
+        let file = |p: &String| {
+            by_path
+                .get(p)
+                .cloned()
+                .ok_or_else(|| ImportError::SavedFileMissing(p.clone()))
+        };
+        let (config, config_size) = file(&image.config)?;
+        let diff_ids = self.diff_ids(&config, &image.config)?;
+        if diff_ids.len() != image.layers.len() {
+            return Err(ImportError::LayerCount {
+                config: image.config.clone(),
+                in_config: diff_ids.len(),
+                in_manifest: image.layers.len(),
             });
-            let bytes = serde_json::to_vec_pretty(&manifest).expect("JSON values serialize");
-            let digest = Digest::sha256_of(&bytes);
-            let temp = self.cache.temp_path(&digest);
-            // Recorded first, so a failed write is cleaned up.
-            let staged = Staged {
-                temp: Some(temp.clone()),
-                size: bytes.len() as u64,
-            };
-            self.files.insert(digest.clone(), staged);
-            let written = File::create(&temp).and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &bytes)?;
-                f.sync_all()
-            });
-            written.map_err(|e| format!("cache tmp/: {e}"))?;
-            let descriptor = Descriptor {
-                digest,
-                size: bytes.len() as u64,
-                media_type: Some(DOCKER_MANIFEST.into()),
-                platform: None,
-            };
-            // Docker's short names (`busybox:latest`) read as dockerd reads them.
-            out.extend(names.into_iter().map(|n| (descriptor.clone(), n)));
         }
-        Ok(out)
+        let mut layers = Vec::new();
+        for (l, diff_id) in image.layers.iter().zip(&diff_ids) {
+            let (d, size) = file(l)?;
+            // A saved layer is the uncompressed tar whose digest the config gives.
+            if d.to_string() != *diff_id {
+                return Err(ImportError::DiffId {
+                    layer: l.clone(),
+                    diff_id: diff_id.clone(),
+                });
+            }
+            layers.push(json!({
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                "size": size,
+                "digest": d.to_string(),
+            }));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": config_size,
+                "digest": config.to_string(),
+            },
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("JSON values serialize");
+        let digest = Digest::sha256_of(&bytes);
+        let temp = self.cache.temp_path(&digest);
+        // Recorded first, so a failed write is cleaned up.
+        let staged = Staged {
+            temp: Some(temp.clone()),
+            size: bytes.len() as u64,
+        };
+        self.files.insert(digest.clone(), staged);
+        let written = File::create(&temp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()
+        });
+        written.map_err(ImportError::Tmp)?;
+        Ok(Descriptor {
+            digest,
+            size: bytes.len() as u64,
+            media_type: Some(DOCKER_MANIFEST.into()),
+            platform: None,
+        })
     }
 }
 
 impl Staging<'_> {
     /// The layer digests an image config gives (`rootfs.diff_ids`), after checking the config
     /// against its file name (Docker names it by its digest).
-    fn diff_ids(&self, config: &Digest, path: &str) -> Result<Vec<String>, String> {
+    fn diff_ids(&self, config: &Digest, path: &str) -> Result<Vec<String>, ImportError> {
         let named = path
             .trim_start_matches("blobs/sha256/")
             .trim_end_matches(".json");
         if named.len() == 64 && named != config.hex() {
-            return Err(format!(
-                "{path} does not match its name: the archive is corrupt"
-            ));
+            return Err(ImportError::ConfigName(path.to_owned()));
         }
         #[derive(Deserialize)]
         struct RootFs {
@@ -197,8 +214,11 @@ impl Staging<'_> {
             rootfs: RootFs,
         }
         let bytes = self.read(config)?;
-        let c: Config = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{path} is not an image config: {e}"))?;
+        let c: Config =
+            serde_json::from_slice(&bytes).map_err(|source| ImportError::NotAConfig {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(c.rootfs.diff_ids)
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{self, Entry};
 use super::progress::size;
-use super::{CommandError, locate, open};
+use super::{CommandError, Failure, open};
 use crate::app::App;
 use crate::cache::{Cache, Load};
 use crate::config::Config;
@@ -36,16 +36,23 @@ pub struct ImportOptions {
 const MAX_MANIFEST: u64 = 4 << 20;
 
 mod docker_save;
+mod error;
 mod staging;
 
+pub(crate) use error::ImportError;
 use staging::{Staged, Staging};
 
 pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> {
     let app = open(config)?;
     let cache = &app.cache;
     let source = &opts.source;
-    let fail =
-        |e: String| CommandError::new(format!("{}: {e}; nothing was loaded", source.display()));
+    let fail = |problem: ImportError| -> CommandError {
+        Failure::Import {
+            archive: source.display().to_string(),
+            problem,
+        }
+        .into()
+    };
     let survey = survey(source).map_err(fail)?;
     let mut staged = Staging::new(cache);
     let roots = match (&survey.index_json, &survey.docker_manifest) {
@@ -70,19 +77,41 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
             }
             roots
         }
-        _ => return Err(fail("not an OCI image layout: no index.json".into())),
+        _ => return Err(fail(ImportError::NoIndex)),
     };
     if roots.is_empty() {
-        return Err(fail("it names no image to load".into()));
+        return Err(fail(ImportError::NamesNoImage));
     }
+    let load = load_of(&staged, &roots, !opts.unpinned).map_err(fail)?;
+    let images = load.tags.len();
+    let loaded: u64 = load
+        .files
+        .iter()
+        .filter(|f| f.1.is_some())
+        .map(|f| f.2)
+        .sum();
+    cache.load(load).map_err(|e| fail(e.into()))?;
+    eprintln!(
+        "imported {images} images from {}: {} new, {} already held{}",
+        source.display(),
+        size(loaded),
+        size(staged.held_bytes),
+        if opts.unpinned { "" } else { "; pinned" }
+    );
+    Ok(())
+}
+
+/// What to load for these images, each walked from its root: every file once (one digest
+/// can be both a blob and a manifest), every manifest under its repository, every tag.
+fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportError> {
     let mut load = Load {
-        pin: !opts.unpinned,
+        pin,
         ..Load::default()
     };
     // Each file once; one digest can be both a blob and a manifest.
     let mut files: HashMap<Digest, usize> = HashMap::new();
-    for (root, up, repo, tag) in &roots {
-        let walked = staged.walk(root).map_err(fail)?;
+    for (root, up, repo, tag) in roots {
+        let walked = staged.walk(root)?;
         for (d, size, is_manifest) in walked.files {
             match files.get(&d) {
                 Some(&i) => load.files[i].3 |= is_manifest,
@@ -102,29 +131,14 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
                 .push((up.clone(), repo.clone(), tag.clone(), root.digest.clone()));
         }
     }
-    let images = load.tags.len();
-    let loaded: u64 = load
-        .files
-        .iter()
-        .filter(|f| f.1.is_some())
-        .map(|f| f.2)
-        .sum();
-    cache.load(load).map_err(|e| fail(e.to_string()))?;
-    eprintln!(
-        "imported {images} images from {}: {} new, {} already held{}",
-        source.display(),
-        size(loaded),
-        size(staged.held_bytes),
-        if opts.unpinned { "" } else { "; pinned" }
-    );
-    Ok(())
+    Ok(load)
 }
 
 /// An image to load: its root manifest, upstream, repository, and tag (if named by one).
 type Root = (Descriptor, String, String, Option<String>);
 
 /// The images an OCI layout's `index.json` names.
-fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, String> {
+fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, ImportError> {
     let mut roots = Vec::new();
     for entry in layout::entries(index_json)? {
         match entry {
@@ -133,9 +147,13 @@ fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, String> {
                 roots.push((d, up, repo, tag));
             }
             Entry::Referrer(d, repository) => {
-                let (up, repo, _) =
-                    locate(app, &repository).map_err(|e| format!("referrer {}: {e}", d.digest))?;
-                roots.push((d, up, repo, None));
+                let (up, repo, _) = app.upstreams.locate(&repository).map_err(|source| {
+                    ImportError::BadReferrer {
+                        digest: d.digest.clone(),
+                        source,
+                    }
+                })?;
+                roots.push((d, up.name.clone(), repo.to_string(), None));
             }
             Entry::Unnamed(d) => eprintln!(
                 "skipping {}: index.json gives it no name (org.opencontainers.image.ref.name with a full reference)",
@@ -147,13 +165,19 @@ fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, String> {
 }
 
 /// Upstream, repository and tag (None for a digest) of an image's full name.
-fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), String> {
-    let (up, repo, reference) = locate(app, name).map_err(|e| format!("image {name:?}: {e}"))?;
+fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), ImportError> {
+    let (up, repo, reference) =
+        app.upstreams
+            .locate(name)
+            .map_err(|source| ImportError::BadName {
+                name: name.to_owned(),
+                source,
+            })?;
     let tag = match reference {
         Reference::Tag(t) => Some(t.as_str().to_owned()),
         Reference::Digest(_) => None,
     };
-    Ok((up, repo, tag))
+    Ok((up.name.clone(), repo.to_string(), tag))
 }
 
 /// Whether content of these sizes (not counting digests the cache holds) fits beside what is
@@ -161,19 +185,18 @@ fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), Stri
 fn fits<'d>(
     cache: &Cache,
     files: impl Iterator<Item = (Option<&'d Digest>, u64)>,
-) -> Result<(), String> {
+) -> Result<(), ImportError> {
     let new: u64 = files
         .filter(|(d, _)| d.is_none_or(|d| cache.holds(d).is_none()))
         .map(|(_, s)| s)
         .sum();
     let pinned = cache.pinned_bytes();
     if pinned + new > cache.max_size() {
-        return Err(format!(
-            "does not fit: {} new + {} already pinned is more than cache.max_size ({})",
-            size(new),
-            size(pinned),
-            size(cache.max_size())
-        ));
+        return Err(ImportError::DoesNotFit {
+            new: size(new),
+            pinned: size(pinned),
+            max: size(cache.max_size()),
+        });
     }
     Ok(())
 }
@@ -187,7 +210,7 @@ struct Survey {
     sizes: HashMap<String, u64>,
 }
 
-fn survey(source: &Path) -> Result<Survey, String> {
+fn survey(source: &Path) -> Result<Survey, ImportError> {
     let mut s = Survey {
         index_json: None,
         docker_manifest: None,
@@ -198,14 +221,14 @@ fn survey(source: &Path) -> Result<Survey, String> {
         s.index_json = match std::fs::read(source.join(layout::INDEX_JSON)) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("index.json: {e}")),
+            Err(e) => return Err(ImportError::ReadIndex(e)),
         };
         for alg in ["sha256", "sha512"] {
             let Ok(dir) = std::fs::read_dir(source.join("blobs").join(alg)) else {
                 continue;
             };
             for f in dir {
-                let f = f.map_err(|e| e.to_string())?;
+                let f = f?;
                 let name = format!("blobs/{alg}/{}", f.file_name().to_string_lossy());
                 if let (Some(d), Ok(m)) = (layout::blob_at(&name), f.metadata())
                     && m.is_file()
@@ -221,9 +244,9 @@ fn survey(source: &Path) -> Result<Survey, String> {
             return Ok(());
         }
         s.sizes.insert(path.to_owned(), entry.size());
-        let mut small = || -> Result<Vec<u8>, String> {
+        let mut small = || -> Result<Vec<u8>, ImportError> {
             if entry.size() > layout::MAX_INDEX_JSON {
-                return Err(format!("{path} is too large"));
+                return Err(ImportError::TooLarge(path.to_owned()));
             }
             let mut b = Vec::new();
             entry.read_to_end(&mut b).map_err(not_a_tar)?;
@@ -245,9 +268,9 @@ fn survey(source: &Path) -> Result<Survey, String> {
 /// whose data `f` does not read are skipped with a seek.
 fn each_entry(
     source: &Path,
-    mut f: impl FnMut(&str, tar::Entry<'_, File>) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut archive = tar::Archive::new(File::open(source).map_err(|e| e.to_string())?);
+    mut f: impl FnMut(&str, tar::Entry<'_, File>) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let mut archive = tar::Archive::new(File::open(source)?);
     for entry in archive.entries_with_seek().map_err(not_a_tar)? {
         let entry = entry.map_err(not_a_tar)?;
         let path = entry
@@ -260,6 +283,6 @@ fn each_entry(
     Ok(())
 }
 
-fn not_a_tar(e: std::io::Error) -> String {
-    format!("not a readable tar archive or OCI layout directory: {e}")
+fn not_a_tar(e: std::io::Error) -> ImportError {
+    ImportError::NotATar(e)
 }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{MAX_MANIFEST, Survey, each_entry};
+use super::{ImportError, MAX_MANIFEST, Survey, each_entry};
 use crate::airgap::layout;
 use crate::airgap::progress::Progress;
 use crate::cache::Cache;
@@ -55,14 +55,17 @@ impl<'a> Staging<'a> {
     }
 
     /// Reads every blob of the source, checking it against its name.
-    pub(super) fn stage(&mut self, source: &Path, survey: &Survey) -> Result<(), String> {
+    pub(super) fn stage(&mut self, source: &Path, survey: &Survey) -> Result<(), ImportError> {
         let total = survey.blobs.values().sum();
         let progress = Progress::new(total, "bytes");
         let bar = progress.overall().clone();
         if source.is_dir() {
             for d in survey.blobs.keys() {
                 let path = source.join(layout::blob_path(d));
-                let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let f = File::open(&path).map_err(|source| ImportError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 self.take(d, f, &bar)?;
             }
         } else {
@@ -85,7 +88,7 @@ impl<'a> Staging<'a> {
         digest: &Digest,
         from: impl Read,
         bar: &indicatif::ProgressBar,
-    ) -> Result<(), String> {
+    ) -> Result<(), ImportError> {
         let held = self.cache.holds(digest).is_some();
         let temp = (!held).then(|| self.cache.temp_path(digest));
         // Recorded before the first write, so a failure removes the partial copy.
@@ -94,12 +97,15 @@ impl<'a> Staging<'a> {
             size: 0,
         };
         self.files.insert(digest.clone(), staged);
-        let (actual, size) = copy_hashed(from, temp.as_deref(), digest.algorithm(), bar)
-            .map_err(|e| format!("blob {digest}: {e}"))?;
+        let (actual, size) =
+            copy_hashed(from, temp.as_deref(), digest.algorithm(), bar).map_err(|e| {
+                ImportError::Blob {
+                    digest: digest.clone(),
+                    source: Box::new(e),
+                }
+            })?;
         if actual != *digest {
-            return Err(format!(
-                "blob {digest} does not match its digest: the archive is corrupt"
-            ));
+            return Err(ImportError::Mismatch(digest.clone()));
         }
         if held {
             self.held_bytes += size;
@@ -114,7 +120,7 @@ impl<'a> Staging<'a> {
         &mut self,
         from: impl Read,
         bar: &indicatif::ProgressBar,
-    ) -> Result<(Digest, u64), String> {
+    ) -> Result<(Digest, u64), ImportError> {
         let temp = self.cache.temp_path(&Digest::sha256_of(b"unnamed"));
         let copied = copy_hashed(from, Some(&temp), crate::reference::Algorithm::Sha256, bar);
         let (digest, size) = match copied {
@@ -150,21 +156,24 @@ impl<'a> Staging<'a> {
     }
 
     /// A verified manifest's bytes, from the source or the cache.
-    pub(super) fn read(&self, d: &Digest) -> Result<Vec<u8>, String> {
+    pub(super) fn read(&self, d: &Digest) -> Result<Vec<u8>, ImportError> {
         let path = match self.files.get(d).and_then(|f| f.temp.clone()) {
             Some(p) => p,
             None => self
                 .cache
                 .stored_file(d)
                 .map(|(p, _)| p)
-                .ok_or_else(|| format!("{d} is gone"))?,
+                .ok_or_else(|| ImportError::Gone(d.clone()))?,
         };
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|f| f.take(MAX_MANIFEST + 1).read_to_end(&mut bytes))
-            .map_err(|e| format!("manifest {d}: {e}"))?;
+            .map_err(|source| ImportError::ReadManifest {
+                digest: d.clone(),
+                source,
+            })?;
         if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(format!("manifest {d} is larger than 4 MiB"));
+            return Err(ImportError::ManifestTooLarge(d.clone()));
         }
         Ok(bytes)
     }
@@ -172,7 +181,7 @@ impl<'a> Staging<'a> {
     /// Checks an image from its root: each manifest and blob it lists must be here (in the
     /// source or the cache) with its descriptor's size. An index's child manifest may be absent
     /// (a platform left out by `warm --platform`).
-    pub(super) fn walk(&self, root: &Descriptor) -> Result<Walked, String> {
+    pub(super) fn walk(&self, root: &Descriptor) -> Result<Walked, ImportError> {
         let mut out = Walked {
             files: Vec::new(),
             manifests: Vec::new(),
@@ -185,28 +194,30 @@ impl<'a> Staging<'a> {
             }
             let Some(size) = self.size_of(&m.digest) else {
                 if required {
-                    return Err(format!(
-                        "manifest {} is neither in the archive nor in the cache",
-                        m.digest
-                    ));
+                    return Err(ImportError::MissingManifest(m.digest));
                 }
                 continue;
             };
             check_size(&m, size)?;
             let bytes = self.read(&m.digest)?;
-            let media_type = manifest_media_type(m.media_type.as_deref(), &bytes)
-                .map_err(|e| format!("{}: {e}", m.digest))?;
-            let listing = Listing::parse(&m.digest, &bytes).map_err(|e| e.to_string())?;
+            let media_type = manifest_media_type(m.media_type.as_deref(), &bytes).map_err(|e| {
+                ImportError::BadManifest {
+                    digest: m.digest.clone(),
+                    problem: e.to_string(),
+                }
+            })?;
+            let listing = Listing::parse(&m.digest, &bytes)
+                .map_err(|e| ImportError::BadListing(e.to_string()))?;
             for child in listing.manifests {
                 todo.push((child, false));
             }
             for b in listing.blobs {
-                let size = self.size_of(&b.digest).ok_or_else(|| {
-                    format!(
-                        "blob {} of {} is neither in the archive nor in the cache",
-                        b.digest, m.digest
-                    )
-                })?;
+                let size = self
+                    .size_of(&b.digest)
+                    .ok_or_else(|| ImportError::MissingBlob {
+                        blob: b.digest.clone(),
+                        manifest: m.digest.clone(),
+                    })?;
                 check_size(&b, size)?;
                 out.files.push((b.digest, size, false));
             }
@@ -223,39 +234,39 @@ fn copy_hashed(
     to: Option<&Path>,
     algorithm: crate::reference::Algorithm,
     bar: &indicatif::ProgressBar,
-) -> Result<(Digest, u64), String> {
+) -> Result<(Digest, u64), ImportError> {
     let mut out = match to {
-        Some(t) => Some(File::create(t).map_err(|e| format!("cache tmp/: {e}"))?),
+        Some(t) => Some(File::create(t).map_err(ImportError::Tmp)?),
         None => None,
     };
     let mut hasher = Hasher::new(algorithm);
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = from.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         if let Some(out) = &mut out {
-            out.write_all(&buf[..n])
-                .map_err(|e| format!("cache tmp/: {e}"))?;
+            out.write_all(&buf[..n]).map_err(ImportError::Tmp)?;
         }
         size += n as u64;
         bar.inc(n as u64);
     }
     if let Some(out) = out {
-        out.sync_all().map_err(|e| format!("cache tmp/: {e}"))?;
+        out.sync_all().map_err(ImportError::Tmp)?;
     }
     Ok((hasher.finish(), size))
 }
 
-fn check_size(d: &Descriptor, actual: u64) -> Result<(), String> {
+fn check_size(d: &Descriptor, actual: u64) -> Result<(), ImportError> {
     if d.size != u64::MAX && d.size != actual {
-        return Err(format!(
-            "{} is {actual} bytes but its descriptor says {}",
-            d.digest, d.size
-        ));
+        return Err(ImportError::WrongSize {
+            digest: d.digest.clone(),
+            actual,
+            said: d.size,
+        });
     }
     Ok(())
 }

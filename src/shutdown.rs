@@ -1,4 +1,5 @@
-//! Shutdown as a small type: a receiver that completes once SIGTERM or SIGINT arrives.
+//! Shutdown as a small type: a receiver that completes once SIGTERM or SIGINT arrives, and says
+//! whether it has (`/readyz` answers 503 from that moment, while requests drain).
 //!
 //! The handlers are installed before the mirror starts serving, so a process that cannot watch
 //! for its stop signal refuses to start with a clear error, rather than running unstoppable or,
@@ -34,6 +35,11 @@ impl Shutdown {
             let _ = tx.send(true);
         });
         Ok(Shutdown { rx })
+    }
+
+    /// Whether shutdown has been signalled.
+    pub(crate) fn begun(&self) -> bool {
+        *self.rx.borrow()
     }
 
     /// Completes when shutdown has been signalled.
