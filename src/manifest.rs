@@ -1,12 +1,17 @@
-//! What a manifest lists: child manifests (with their platforms) for an index, config and layers
-//! for an image, and the `subject` of a referrer. Read by the offline commands, which walk an
-//! image from its root manifest to every blob.
+//! The one manifest reader: what a manifest lists (child manifests with their platforms for an
+//! index, config and layers for an image) and the `subject` of a referrer. (`media_type.rs`
+//! reads only a manifest's head, to decide its type.)
 //!
 //! A manifest's bytes are checked against its digest before this reads them, but its JSON is the
-//! upstream's (or an archive's) word: descriptors that do not parse are an error here, as a
-//! walk that silently skipped one would export or import an image with a hole in it.
+//! upstream's (or an archive's) word. Two entry points read it accordingly:
+//! - strict, [`Listing::parse`], for the offline commands, which walk an image from its root
+//!   manifest to every blob: descriptors that do not parse are an error, as a walk that silently
+//!   skipped one would export or import an image with a hole in it;
+//! - lenient, [`descriptors`] and [`referrer_of`], for the cache's links and referrers: what
+//!   does not parse is skipped, as a link it cannot make only sends a request upstream.
 
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
 use crate::reference::Digest;
 
@@ -138,9 +143,137 @@ pub(crate) fn platform_matches(platform: Option<&str>, wanted: &[String]) -> boo
     })
 }
 
+/// The lenient reader, for links: what a manifest lists, with sizes where it gives them.
+/// The content a manifest lists (config, layers, child manifests, artifact blobs, and schema 1
+/// layers, which have no size), with sizes. Malformed descriptors are skipped: the manifest's
+/// bytes were verified against its digest, but its JSON is the upstream's word.
+pub(crate) fn descriptors(manifest: &[u8]) -> Vec<(Digest, Option<u64>)> {
+    #[derive(Deserialize)]
+    struct Descriptor {
+        digest: String,
+        size: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Schema1Layer {
+        #[serde(rename = "blobSum")]
+        blob_sum: String,
+    }
+    #[derive(Deserialize)]
+    struct Listing {
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+        #[serde(default)]
+        blobs: Vec<Descriptor>,
+        #[serde(default, rename = "fsLayers")]
+        fs_layers: Vec<Schema1Layer>,
+    }
+    let Ok(listing) = serde_json::from_slice::<Listing>(manifest) else {
+        return Vec::new();
+    };
+    let sized = listing
+        .config
+        .into_iter()
+        .chain(listing.layers)
+        .chain(listing.manifests)
+        .chain(listing.blobs)
+        .map(|d| (d.digest, d.size));
+    let unsized_ = listing.fs_layers.into_iter().map(|l| (l.blob_sum, None));
+    sized
+        .chain(unsized_)
+        .filter_map(|(d, size)| Digest::parse(&d).ok().map(|d| (d, size)))
+        .collect()
+}
+
+/// If this manifest refers to another (it has a `subject`), that subject and the descriptor the
+/// referrers API lists for it: media type, digest, size, artifact type and annotations.
+pub(crate) fn referrer_of(
+    digest: &Digest,
+    media_type: &str,
+    bytes: &[u8],
+) -> Option<(Digest, String)> {
+    #[derive(Deserialize)]
+    struct Subject {
+        digest: String,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Referrer {
+        subject: Option<Subject>,
+        #[serde(rename = "artifactType")]
+        artifact_type: Option<String>,
+        config: Option<Config>,
+        annotations: Option<Map<String, Value>>,
+    }
+    let r: Referrer = serde_json::from_slice(bytes).ok()?;
+    let subject = Digest::parse(&r.subject?.digest).ok()?;
+    let mut d = json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": bytes.len(),
+    });
+    // The spec: `artifactType`, else the config's media type.
+    if let Some(t) = r.artifact_type.or(r.config.and_then(|c| c.media_type)) {
+        d["artifactType"] = Value::String(t);
+    }
+    if let Some(a) = r.annotations.filter(|a| !a.is_empty()) {
+        d["annotations"] = Value::Object(a);
+    }
+    Some((subject, d.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn descriptors_of_every_manifest_kind() {
+        let (a, b, c) = (
+            Digest::sha256_of(b"a"),
+            Digest::sha256_of(b"b"),
+            Digest::sha256_of(b"c"),
+        );
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}","size":7}},"layers":[{{"digest":"{b}","size":9}},{{"digest":"nonsense","size":1}}]}}"#
+        );
+        assert_eq!(
+            descriptors(image.as_bytes()),
+            vec![(a.clone(), Some(7)), (b.clone(), Some(9))]
+        );
+        let index = format!(r#"{{"manifests":[{{"digest":"{c}","size":3}}]}}"#);
+        assert_eq!(descriptors(index.as_bytes()), vec![(c, Some(3))]);
+        let schema1 = format!(r#"{{"fsLayers":[{{"blobSum":"{a}"}}]}}"#);
+        assert_eq!(descriptors(schema1.as_bytes()), vec![(a, None)]);
+        assert!(descriptors(b"not json").is_empty());
+        assert!(descriptors(br#"{"layers":[{"digest":1}]}"#).is_empty());
+    }
+
+    #[test]
+    fn a_signature_is_a_referrer_and_an_image_is_not() {
+        let subject = Digest::sha256_of(b"image");
+        let sig = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.dev.cosign.artifact.sig.v1+json","digest":"{subject}","size":2}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":9}},"annotations":{{"k":"v"}}}}"#
+        );
+        let d = Digest::sha256_of(sig.as_bytes());
+        let t = "application/vnd.oci.image.manifest.v1+json";
+        let (s, descriptor) = referrer_of(&d, t, sig.as_bytes()).unwrap();
+        assert_eq!(s, subject);
+        let v: Value = serde_json::from_str(&descriptor).unwrap();
+        assert_eq!(
+            v["artifactType"],
+            "application/vnd.dev.cosign.artifact.sig.v1+json"
+        );
+        assert_eq!(v["size"], sig.len());
+        assert_eq!(v["annotations"]["k"], "v");
+        assert!(referrer_of(&d, t, br#"{"schemaVersion":2,"layers":[]}"#).is_none());
+    }
 
     #[test]
     fn an_index_and_an_image() {

@@ -61,14 +61,11 @@ fn secured_with(reg: &Registry, server_extra: &str) -> Secured {
 
 /// `curl` over TLS with the private CA: status and response headers.
 fn curl(port: u16, path: &str, user: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
-        .arg(&pki().ca_cert)
-        .arg(format!("https://127.0.0.1:{port}{path}"));
+    let mut args = vec!["-o", "/dev/null", "-D", "-"];
     if let Some(u) = user {
-        cmd.args(["-u", u]);
+        args.extend(["-u", u]);
     }
-    let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    let out = support::auth::curl_tls(port, path, &args);
     let status = out
         .split_whitespace()
         .nth(1)
@@ -78,17 +75,10 @@ fn curl(port: u16, path: &str, user: Option<&str>) -> (u16, String) {
 }
 
 fn skopeo(s: &Secured, reference: &str, creds: Option<&str>, dest: &Path) -> std::process::Output {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["copy", "--retry-times", "0", "--src-cert-dir"])
-        .arg(s.certs.path());
-    match creds {
-        Some(c) => cmd.args(["--src-creds", c]),
-        None => cmd.arg("--src-no-creds"),
-    };
-    cmd.arg(format!("docker://127.0.0.1:{}/{reference}", s.m.port))
-        .arg(format!("dir:{}", dest.display()))
+    Skopeo::pull(&format!("127.0.0.1:{}/{reference}", s.m.port), dest)
+        .cert_dir(s.certs.path())
+        .creds(creds)
         .output()
-        .unwrap()
 }
 
 #[test]

@@ -37,20 +37,7 @@ fn up_with<'a>(name: &'a str, url: String, extra: String) -> Up<'a> {
 /// Pulls `repo` (by tag) through the mirror's `reg.example` upstream with skopeo; the digest.
 fn pull(m: &Mirror, repo: &str, dir: &std::path::Path) -> Result<String, String> {
     let img = seed().image(repo);
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false", "--retry-times", "0"])
-        .arg(format!(
-            "docker://{}/reg.example/{repo}:{}",
-            m.host(),
-            img.tag
-        ))
-        .arg(format!("dir:{}", dir.display()))
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(sha256(&fs::read(dir.join("manifest.json")).unwrap()))
+    Skopeo::pull(&format!("{}/reg.example/{repo}:{}", m.host(), img.tag), dir).try_digest()
 }
 
 #[test]

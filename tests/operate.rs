@@ -59,21 +59,18 @@ fn served_subject(port: u16) -> String {
 
 /// One request over TLS with curl, trusting only the test CA: (status, HTTP version).
 fn curl(port: u16, path: &str, http2: bool) -> (String, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
+    let protocol = if http2 { "--http2" } else { "--http1.1" };
+    let text = support::auth::curl_tls(
+        port,
+        path,
+        &[
             "-o",
             "/dev/null",
             "-w",
             "%{http_code} %{http_version}",
-            "--cacert",
-        ])
-        .arg(&pki().ca_cert)
-        .arg(if http2 { "--http2" } else { "--http1.1" })
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+            protocol,
+        ],
+    );
     let (status, version) = text.split_once(' ').unwrap_or((&text, ""));
     (status.to_owned(), version.to_owned())
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use super::State;
 use super::{ApiError, Body, full, query_param};
@@ -26,9 +26,12 @@ pub(super) async fn get(
         .await?;
     let mut b = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, answer.content_type)
+        .header(header::CONTENT_TYPE, header_value(&answer.content_type))
         .header(header::CONTENT_LENGTH, answer.body.len());
-    if let Some(f) = answer.filters_applied {
+    if let Some(f) = answer
+        .filters_applied
+        .and_then(|f| HeaderValue::from_str(&f).ok())
+    {
         b = b.header("oci-filters-applied", f);
     }
     Ok(b.body(if head {
@@ -37,4 +40,11 @@ pub(super) async fn get(
         full(answer.body)
     })
     .expect("valid"))
+}
+
+/// The content type from the cache's text (an upstream's visible ASCII, or our own); anything
+/// else becomes the index type, so a response is always well formed.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/vnd.oci.image.index.v1+json"))
 }

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::blocking::off_the_workers;
-use crate::config::{AllowRule, AuthConfig};
+use crate::config::{AllowRule, AuthConfig, UserMatch};
 use crate::htpasswd::{HtpasswdError, Users, load_htpasswd};
 use crate::metrics::{AuthFailure, Metrics};
 use crate::shutdown::Shutdown;
@@ -174,9 +174,11 @@ impl Auth {
     /// user may pull what anonymous clients may.
     pub(crate) fn allows(&self, who: &Identity, upstream: &str, repo: &str) -> bool {
         self.rules.iter().any(|rule| {
-            let user_matches = rule.users.iter().any(|u| match who {
-                Identity::Anonymous => u == "anonymous",
-                Identity::User(name) => u == "anonymous" || u == "*" || u == name,
+            let user_matches = rule.users.iter().any(|u| match (u, who) {
+                (UserMatch::Anonymous, _) => true,
+                (UserMatch::AnySignedIn, Identity::User(_)) => true,
+                (UserMatch::User(allowed), Identity::User(name)) => allowed == name,
+                (_, Identity::Anonymous) => false,
             });
             user_matches
                 && rule
@@ -246,7 +248,7 @@ mod tests {
             allow: rules
                 .into_iter()
                 .map(|(users, repos)| AllowRule {
-                    users: users.into_iter().map(String::from).collect(),
+                    users: users.into_iter().map(UserMatch::parse).collect(),
                     repositories: repos
                         .into_iter()
                         .map(|(u, p)| (u.to_owned(), RepoPattern::parse(p).unwrap()))

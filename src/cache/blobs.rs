@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::fill::Reader;
 use super::index::KIND_BLOB;
-use super::links::scope;
+use super::links::{Scope, scope};
 use super::{Cache, CacheError, Fill, blocking};
 use crate::metrics::{Lookup, LookupResult};
 use crate::reference::{Digest, RepoName};
@@ -156,7 +156,7 @@ impl Cache {
         up: &Arc<Upstream>,
         repo: &RepoName,
         digest: &Digest,
-        scope: String,
+        scope: Scope,
     ) -> Result<Option<BlobSource>, CacheError> {
         let (d, temp) = (digest.clone(), self.store.temp_path(digest));
         let (fill, tx) = blocking(move || Fill::create(d, temp, scope)).await?;

@@ -13,6 +13,7 @@
 //! past the oldest one it would drop ([`Fill::make_room`]). Each client is a [`Reader`] that says
 //! how far it has got.
 
+use super::links::Scope;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
@@ -59,7 +60,7 @@ pub(crate) struct Fill {
     pub digest: Digest,
     /// `upstream\0repository` of the request that started it: its GET there proves the content
     /// is that repository's (others join only if linked, `links.rs`).
-    pub(super) scope: String,
+    pub(super) scope: Scope,
     pub temp_path: PathBuf,
     /// The temp file, open for reading and writing; readers get duplicates of it, so they keep
     /// working after it is renamed into place (or unlinked).
@@ -113,10 +114,10 @@ impl Drop for Reader {
 impl Fill {
     /// Creates the temp file and the fill's state channel. Returns the shared fill and the sender
     /// the fill task reports progress on.
-    pub(crate) fn create(
+    pub(super) fn create(
         digest: Digest,
         temp_path: PathBuf,
-        scope: String,
+        scope: Scope,
     ) -> io::Result<(Arc<Fill>, watch::Sender<FillState>)> {
         super::assert_off_the_workers();
         let file = std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@
 //!
 //! A blob that cannot fit (its length is more than `max_size`) is streamed through: no file, and
 //! the upstream is read at the pace of the slowest client. One of unknown length that grows past
-//! `max_size` fails. Either way the bytes under the cache never pass `max_size` (invariant 3).
+//! `max_size` fails. Either way the bytes under the cache never pass `max_size` (ARCHITECTURE.md, invariant 4).
 
 use std::io;
 use std::sync::Arc;
@@ -249,7 +249,7 @@ impl Cache {
             .with_index(move |ix| {
                 ix.put_entries(&[(d.clone(), meta)])?;
                 if new_link {
-                    ix.put_links(&[(d, scope, Some(size))])?;
+                    ix.put_links(&[(d, scope.as_str().to_owned(), Some(size))])?;
                 }
                 ix.note_repo(&upstream, &repo, now_millis())
             })

@@ -146,7 +146,9 @@ impl Cache {
         repo: &str,
         subject: &Digest,
     ) -> Result<Vec<Digest>, CacheError> {
-        let found = self.index.referrers(subject, &scope(upstream, repo))?;
+        let found = self
+            .index
+            .referrers(subject, scope(upstream, repo).as_str())?;
         let s = self.lock();
         Ok(found
             .into_iter()

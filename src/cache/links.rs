@@ -14,9 +14,8 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use super::{Cache, CacheError};
+use crate::manifest::descriptors;
 use crate::reference::{Digest, RepoName};
 
 /// The links of every digest the cache knows of.
@@ -26,21 +25,56 @@ pub(super) struct Links {
 }
 
 struct Link {
-    /// `upstream\0repository`.
-    scope: String,
+    scope: Scope,
     size: Option<u64>,
 }
 
-/// How a link names an (upstream, repository) pair.
-pub(super) fn scope(upstream: &str, repo: impl std::fmt::Display) -> String {
-    format!("{upstream}\0{repo}")
+/// An (upstream, repository) pair as a link names it: which repository of which upstream may be
+/// served a digest. The index stores it as `upstream\0repository` (no name holds a NUL); this
+/// type is the only place that spelling is made.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Scope(String);
+
+impl Scope {
+    /// A scope as the index stores it.
+    pub(super) fn stored(text: String) -> Scope {
+        Scope(text)
+    }
+
+    /// As the index stores it.
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What [`Links`] accepts as a scope: a [`Scope`] (and, in unit tests, its stored text).
+pub(super) trait AsScope {
+    fn scope_text(&self) -> &str;
+}
+
+impl AsScope for Scope {
+    fn scope_text(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl AsScope for str {
+    fn scope_text(&self) -> &str {
+        self
+    }
+}
+
+/// The scope of (upstream, repository).
+pub(super) fn scope(upstream: &str, repo: impl std::fmt::Display) -> Scope {
+    Scope(format!("{upstream}\0{repo}"))
 }
 
 impl Links {
-    pub(super) fn has(&self, digest: &Digest, scope: &str) -> bool {
+    pub(super) fn has(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
         self.by_digest
             .get(digest)
-            .is_some_and(|l| l.iter().any(|l| l.scope == scope))
+            .is_some_and(|l| l.iter().any(|l| l.scope.0 == scope.scope_text()))
     }
 
     /// The size some manifest gave for this digest, if any did.
@@ -49,9 +83,14 @@ impl Links {
     }
 
     /// Adds a link; true if it is new (or now carries a size it lacked).
-    pub(super) fn add(&mut self, digest: &Digest, scope: &str, size: Option<u64>) -> bool {
+    pub(super) fn add(
+        &mut self,
+        digest: &Digest,
+        scope: &(impl AsScope + ?Sized),
+        size: Option<u64>,
+    ) -> bool {
         let links = self.by_digest.entry(digest.clone()).or_default();
-        match links.iter_mut().find(|l| l.scope == scope) {
+        match links.iter_mut().find(|l| l.scope.0 == scope.scope_text()) {
             Some(l) if l.size.is_none() && size.is_some() => {
                 l.size = size;
                 true
@@ -59,7 +98,7 @@ impl Links {
             Some(_) => false,
             None => {
                 links.push(Link {
-                    scope: scope.to_owned(),
+                    scope: Scope(scope.scope_text().to_owned()),
                     size,
                 });
                 true
@@ -70,49 +109,6 @@ impl Links {
     pub(super) fn forget(&mut self, digest: &Digest) {
         self.by_digest.remove(digest);
     }
-}
-
-/// The content a manifest lists (config, layers, child manifests, artifact blobs, and schema 1
-/// layers, which have no size), with sizes. Malformed descriptors are skipped: the manifest's
-/// bytes were verified against its digest, but its JSON is the upstream's word.
-pub(super) fn descriptors(manifest: &[u8]) -> Vec<(Digest, Option<u64>)> {
-    #[derive(Deserialize)]
-    struct Descriptor {
-        digest: String,
-        size: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    struct Schema1Layer {
-        #[serde(rename = "blobSum")]
-        blob_sum: String,
-    }
-    #[derive(Deserialize)]
-    struct Listing {
-        config: Option<Descriptor>,
-        #[serde(default)]
-        layers: Vec<Descriptor>,
-        #[serde(default)]
-        manifests: Vec<Descriptor>,
-        #[serde(default)]
-        blobs: Vec<Descriptor>,
-        #[serde(default, rename = "fsLayers")]
-        fs_layers: Vec<Schema1Layer>,
-    }
-    let Ok(listing) = serde_json::from_slice::<Listing>(manifest) else {
-        return Vec::new();
-    };
-    let sized = listing
-        .config
-        .into_iter()
-        .chain(listing.layers)
-        .chain(listing.manifests)
-        .chain(listing.blobs)
-        .map(|d| (d.digest, d.size));
-    let unsized_ = listing.fs_layers.into_iter().map(|l| (l.blob_sum, None));
-    sized
-        .chain(unsized_)
-        .filter_map(|(d, size)| Digest::parse(&d).ok().map(|d| (d, size)))
-        .collect()
 }
 
 impl Cache {
@@ -134,7 +130,7 @@ impl Cache {
             items
                 .into_iter()
                 .filter(|(d, size)| s.links.add(d, &scope, *size))
-                .map(|(d, size)| (d, scope.clone(), size))
+                .map(|(d, size)| (d, scope.as_str().to_owned(), size))
                 .collect()
         };
         if new.is_empty() {
@@ -160,28 +156,6 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn descriptors_of_every_manifest_kind() {
-        let (a, b, c) = (
-            Digest::sha256_of(b"a"),
-            Digest::sha256_of(b"b"),
-            Digest::sha256_of(b"c"),
-        );
-        let image = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"{a}","size":7}},"layers":[{{"digest":"{b}","size":9}},{{"digest":"nonsense","size":1}}]}}"#
-        );
-        assert_eq!(
-            descriptors(image.as_bytes()),
-            vec![(a.clone(), Some(7)), (b.clone(), Some(9))]
-        );
-        let index = format!(r#"{{"manifests":[{{"digest":"{c}","size":3}}]}}"#);
-        assert_eq!(descriptors(index.as_bytes()), vec![(c, Some(3))]);
-        let schema1 = format!(r#"{{"fsLayers":[{{"blobSum":"{a}"}}]}}"#);
-        assert_eq!(descriptors(schema1.as_bytes()), vec![(a, None)]);
-        assert!(descriptors(b"not json").is_empty());
-        assert!(descriptors(br#"{"layers":[{"digest":1}]}"#).is_empty());
-    }
 
     #[test]
     fn links_are_per_scope_and_keep_sizes() {

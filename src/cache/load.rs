@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 
 use super::index::{Batch, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
-use super::links::{descriptors, scope};
+use super::links::scope;
 use super::lru::remove_victims;
-use super::referrers::referrer_of;
 use super::{Cache, CacheError, now_millis};
+use crate::manifest::{descriptors, referrer_of};
 use crate::reference::Digest;
 
 /// Content to load, all of it verified.
@@ -65,7 +65,7 @@ impl Cache {
                     .chain(descriptors(bytes));
                 for (d, size) in listed {
                     s.links.add(&d, &scope, size);
-                    batch.links.push((d, scope.clone(), size));
+                    batch.links.push((d, scope.as_str().to_owned(), size));
                 }
                 batch.manifests.push((
                     upstream.clone(),
@@ -74,9 +74,12 @@ impl Cache {
                     media_type.clone(),
                 ));
                 if let Some((subject, descriptor)) = referrer_of(digest, media_type, bytes) {
-                    batch
-                        .referrers
-                        .push((subject, scope, digest.clone(), descriptor));
+                    batch.referrers.push((
+                        subject,
+                        scope.as_str().to_owned(),
+                        digest.clone(),
+                        descriptor,
+                    ));
                 }
             }
         }

@@ -205,7 +205,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     let mut unheld = Vec::new();
     for (digest, scope, size) in index.links()? {
         if state.entries.contains_key(&digest) {
-            state.links.add(&digest, &scope, size);
+            state.links.add(&digest, &links::Scope::stored(scope), size);
         } else {
             unheld.push(digest);
         }

@@ -22,9 +22,40 @@ pub(crate) struct AuthConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct AllowRule {
     /// `anonymous`, `*` (any authenticated user), or user names.
-    pub(crate) users: Vec<String>,
+    pub(crate) users: Vec<UserMatch>,
     /// Upstream name and repository pattern.
     pub(crate) repositories: Vec<(String, RepoPattern)>,
+}
+
+/// Whom an allow rule names, read once at start-up: the words `anonymous` and `*` are not
+/// compared as strings per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum UserMatch {
+    /// `anonymous`: clients without credentials (and so everyone).
+    Anonymous,
+    /// `*`: any user who signs in.
+    AnySignedIn,
+    /// One user of the htpasswd file (or a client certificate's name).
+    User(String),
+}
+
+impl UserMatch {
+    pub(crate) fn parse(word: &str) -> UserMatch {
+        match word {
+            "anonymous" => UserMatch::Anonymous,
+            "*" => UserMatch::AnySignedIn,
+            name => UserMatch::User(name.to_owned()),
+        }
+    }
+
+    /// As written in the configuration.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            UserMatch::Anonymous => "anonymous",
+            UserMatch::AnySignedIn => "*",
+            UserMatch::User(name) => name,
+        }
+    }
 }
 
 impl Checker<'_> {
@@ -56,7 +87,7 @@ impl Checker<'_> {
         if raw.anonymous_ping
             && !allow
                 .iter()
-                .any(|r| r.users.iter().any(|u| u == "anonymous"))
+                .any(|r| r.users.contains(&UserMatch::Anonymous))
         {
             return Err(self.bad(
                 "auth.anonymous_ping",
@@ -124,7 +155,7 @@ impl Checker<'_> {
             repositories.push((up.to_owned(), pattern));
         }
         Ok(AllowRule {
-            users: rule.users,
+            users: rule.users.iter().map(|u| UserMatch::parse(u)).collect(),
             repositories,
         })
     }
@@ -148,6 +179,7 @@ impl AuthConfig {
             s.push_str("anonymous_ping = true\n");
         }
         for rule in &self.allow {
+            let users: Vec<String> = rule.users.iter().map(|u| u.as_str().to_owned()).collect();
             let repos: Vec<String> = rule
                 .repositories
                 .iter()
@@ -155,7 +187,7 @@ impl AuthConfig {
                 .collect();
             s.push_str(&format!(
                 "\n[[auth.allow]]\nusers = [{}]\nrepositories = [{}]\n",
-                quote(&rule.users),
+                quote(&users),
                 quote(&repos)
             ));
         }

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use auth::{AllowRule, AuthConfig};
+pub(crate) use auth::{AllowRule, AuthConfig, UserMatch};
 pub(crate) use credentials::{CredentialSource, Secret};
 pub(crate) use patterns::RepoPattern;
 use schema::{RawCache, RawConfig, RawServer};

@@ -49,11 +49,11 @@ pub(crate) struct TagsPage {
     pub(crate) more: bool,
 }
 
-/// A referrers answer, passed on as it came.
+/// A referrers answer, passed on as it came (header values as text: the cache speaks no HTTP).
 pub(crate) struct ReferrersAnswer {
-    pub(crate) content_type: HeaderValue,
+    pub(crate) content_type: String,
     /// `OCI-Filters-Applied`, if the upstream applied the `artifactType` filter.
-    pub(crate) filters_applied: Option<HeaderValue>,
+    pub(crate) filters_applied: Option<String>,
     pub(crate) body: Bytes,
 }
 
@@ -179,12 +179,15 @@ impl Upstream {
                 Resource::Referrers,
             )
             .await?;
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("application/vnd.oci.image.index.v1+json"));
-        let filters_applied = resp.headers().get("oci-filters-applied").cloned();
+        let text = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = text(header::CONTENT_TYPE.as_str())
+            .unwrap_or_else(|| "application/vnd.oci.image.index.v1+json".to_owned());
+        let filters_applied = text("oci-filters-applied");
         let body = read_body(&mut resp, MAX_REFERRERS_BYTES, &self.name).await?;
         Ok(ReferrersAnswer {
             content_type,

@@ -35,6 +35,20 @@ pub struct Pki {
     token_cert_der_b64: String,
 }
 
+/// `curl -s` to `https://127.0.0.1:PORT/PATH`, trusting only the test CA, with `args` (what to
+/// print, a user, a protocol): its standard output. The one curl the TLS tests use.
+pub fn curl_tls(port: u16, path: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .arg("--cacert")
+        .arg(&pki().ca_cert)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {

@@ -12,17 +12,94 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// One `skopeo copy` of `docker://REFERENCE` (the mirror, usually) into a `dir:` layout: the
+/// one way tests pull with skopeo. Without [`Skopeo::cert_dir`] the source's TLS is not
+/// verified; it never retries, so a refusal shows at once.
+pub struct Skopeo {
+    reference: String,
+    dest: PathBuf,
+    all: bool,
+    cert_dir: Option<PathBuf>,
+    creds: Option<Option<String>>,
+}
+
+impl Skopeo {
+    pub fn pull(reference: &str, dest: &Path) -> Skopeo {
+        Skopeo {
+            reference: reference.to_owned(),
+            dest: dest.to_owned(),
+            all: false,
+            cert_dir: None,
+            creds: None,
+        }
+    }
+
+    /// Every platform of an index (`--all`), if `all`.
+    pub fn all(mut self, all: bool) -> Skopeo {
+        self.all = all;
+        self
+    }
+
+    /// Verify the source's TLS against the CA certificates in `dir` (`--src-cert-dir`).
+    pub fn cert_dir(mut self, dir: &Path) -> Skopeo {
+        self.cert_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// `--src-creds USER:PASSWORD`, or `--src-no-creds` for None.
+    pub fn creds(mut self, creds: Option<&str>) -> Skopeo {
+        self.creds = Some(creds.map(str::to_owned));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--retry-times", "0"]);
+        match &self.cert_dir {
+            Some(dir) => cmd.arg("--src-cert-dir").arg(dir),
+            None => cmd.arg("--src-tls-verify=false"),
+        };
+        match &self.creds {
+            Some(Some(c)) => {
+                cmd.args(["--src-creds", c]);
+            }
+            Some(None) => {
+                cmd.arg("--src-no-creds");
+            }
+            None => {}
+        }
+        if self.all {
+            cmd.arg("--all");
+        }
+        cmd.arg(format!("docker://{}", self.reference))
+            .arg(format!("dir:{}", self.dest.display()));
+        cmd
+    }
+
+    /// What skopeo printed and how it ended.
+    pub fn output(self) -> std::process::Output {
+        self.command().output().unwrap()
+    }
+
+    /// The copied manifest's digest, or skopeo's complaint.
+    pub fn try_digest(self) -> Result<String, String> {
+        let out = self.command().output().unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(sha256(&fs::read(self.dest.join("manifest.json")).unwrap()))
+    }
+
+    /// The copied manifest's digest; a failed copy is a panic with skopeo's output.
+    pub fn digest(self) -> String {
+        run(&mut self.command());
+        sha256(&fs::read(self.dest.join("manifest.json")).unwrap())
+    }
+}
+
 /// `skopeo copy` from the mirror into a `dir:` layout; returns the copied manifest's digest.
 pub fn skopeo_pull(reference: &str, dest: &Path, all: bool) -> String {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["copy", "--src-tls-verify=false", "--retry-times", "0"]);
-    if all {
-        cmd.arg("--all");
-    }
-    cmd.arg(format!("docker://{reference}"))
-        .arg(format!("dir:{}", dest.display()));
-    run(&mut cmd);
-    sha256(&fs::read(dest.join("manifest.json")).unwrap())
+    Skopeo::pull(reference, dest).all(all).digest()
 }
 
 /// A containerd daemon with its root, state and socket in a temp dir.
