@@ -5,22 +5,71 @@
 //! gave it, and never relabels it. An answer that is not a manifest (an HTML error page, a JSON
 //! value of another shape) is refused here, before anything is stored.
 
-/// Manifest media types we store and serve, and ask upstreams for.
-pub(crate) const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    "application/vnd.docker.distribution.manifest.v1+json",
+use std::fmt;
+
+/// A manifest's media type, parsed once where it enters (an upstream's answer, a document, the
+/// index): one of the types the mirror stores and serves, or another, kept as written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum MediaType {
+    OciIndex,
+    OciManifest,
+    DockerList,
+    DockerManifest,
+    /// Schema 1, signed: what schema 1 manifests are stored as when the upstream does not say.
+    Schema1Signed,
+    Schema1,
+    /// Not a manifest type we serve (parameters already dropped), kept as written.
+    Other(String),
+}
+
+/// Manifest media types we store and serve, and ask upstreams for: the one list of them.
+pub(crate) const MANIFEST_TYPES: [MediaType; 6] = [
+    MediaType::OciIndex,
+    MediaType::OciManifest,
+    MediaType::DockerList,
+    MediaType::DockerManifest,
+    MediaType::Schema1Signed,
+    MediaType::Schema1,
 ];
 
-/// What schema 1 manifests are stored as when the upstream does not say.
-const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+impl MediaType {
+    /// A media type as written (parameters already dropped).
+    pub(crate) fn parse(text: &str) -> MediaType {
+        MANIFEST_TYPES
+            .iter()
+            .find(|t| t.as_str() == text)
+            .cloned()
+            .unwrap_or_else(|| MediaType::Other(text.to_owned()))
+    }
 
-/// Whether `media_type` (parameters already dropped) is a manifest type we serve.
-pub(crate) fn is_manifest_type(media_type: &str) -> bool {
-    MANIFEST_TYPES.contains(&media_type)
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            MediaType::OciIndex => "application/vnd.oci.image.index.v1+json",
+            MediaType::OciManifest => "application/vnd.oci.image.manifest.v1+json",
+            MediaType::DockerList => "application/vnd.docker.distribution.manifest.list.v2+json",
+            MediaType::DockerManifest => "application/vnd.docker.distribution.manifest.v2+json",
+            MediaType::Schema1Signed => "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            MediaType::Schema1 => "application/vnd.docker.distribution.manifest.v1+json",
+            MediaType::Other(text) => text,
+        }
+    }
+
+    /// Whether it is a manifest type we store and serve.
+    pub(crate) fn is_manifest(&self) -> bool {
+        !matches!(self, MediaType::Other(_))
+    }
+}
+
+impl fmt::Display for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for MediaType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// `application/json; charset=utf-8` -> `application/json`
@@ -51,7 +100,7 @@ pub(crate) enum NotAManifest {
 pub(crate) fn manifest_media_type(
     content_type: Option<&str>,
     bytes: &[u8],
-) -> Result<String, NotAManifest> {
+) -> Result<MediaType, NotAManifest> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Head {
@@ -63,14 +112,22 @@ pub(crate) fn manifest_media_type(
         error,
         content_type: shown(),
     })?;
-    if let Some(ct) = content_type.filter(|ct| is_manifest_type(ct)) {
-        return Ok(ct.to_owned());
+    if let Some(ct) = content_type
+        .map(MediaType::parse)
+        .filter(MediaType::is_manifest)
+    {
+        return Ok(ct);
     }
-    if let Some(mt) = head.media_type.filter(|mt| is_manifest_type(mt)) {
+    if let Some(mt) = head
+        .media_type
+        .as_deref()
+        .map(MediaType::parse)
+        .filter(MediaType::is_manifest)
+    {
         return Ok(mt);
     }
     if head.schema_version == Some(1) {
-        return Ok(SCHEMA1_SIGNED.into());
+        return Ok(MediaType::Schema1Signed);
     }
     Err(NotAManifest::UnknownType {
         content_type: shown(),

@@ -27,7 +27,7 @@ pub(super) async fn get(
         .manifest(up, repo, &reference, head)
         .await
         .map_err(|e| ApiError::from(&*e))?;
-    if !accepts(headers, &m.media_type) {
+    if !accepts(headers, m.media_type.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
@@ -52,7 +52,7 @@ pub(super) async fn get(
     }
     let b = b
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, &m.media_type)
+        .header(header::CONTENT_TYPE, m.media_type.as_str())
         .header(header::CONTENT_LENGTH, m.size);
     let body = match (head, m.bytes) {
         (true, _) => full(Vec::new()),

@@ -162,11 +162,10 @@ impl Cache {
         let (fill, tx) = blocking(move || Fill::create(d, temp, scope)).await?;
         let reader = {
             let mut s = self.lock();
-            if s.entries.contains_key(digest) || s.fills.contains_key(digest) {
-                None
-            } else {
-                s.fills.insert(digest.clone(), fill.clone());
+            if !s.entries.contains_key(digest) && s.fills.start(&fill) {
                 Some(fill.join())
+            } else {
+                None
             }
         };
         let Some(reader) = reader else {

@@ -43,10 +43,12 @@ struct Fetched {
     writes: PendingWrites,
 }
 
-/// Where a fill's bytes came from, for what happens after it.
+/// What one fetch leaves behind for the fill task, whether it succeeds or fails: where its bytes
+/// came from (what happens after it), and the bytes reserved so far (given back on failure).
 #[derive(Default)]
-struct Origin {
+struct Attempt {
     shared: bool,
+    reserved: u64,
 }
 
 type Progress = Arc<watch::Sender<FillState>>;
@@ -55,13 +57,7 @@ impl Cache {
     /// Forgets a fill in flight (if it is still the one for its digest), so the next client of
     /// that digest starts another.
     pub(super) fn forget_fill(&self, fill: &Arc<Fill>) {
-        let mut s = self.lock();
-        if s.fills
-            .get(&fill.digest)
-            .is_some_and(|f| Arc::ptr_eq(f, fill))
-        {
-            s.fills.remove(&fill.digest);
-        }
+        self.lock().fills.forget(fill);
     }
 
     /// Runs a fill to its end: fetched, verified and kept, or failed with nothing kept.
@@ -72,11 +68,8 @@ impl Cache {
         fill: Arc<Fill>,
         tx: Progress,
     ) {
-        let mut reserved = 0;
-        let mut origin = Origin::default();
-        let fetched = self
-            .fetch_into(&up, &repo, &fill, &tx, &mut reserved, &mut origin)
-            .await;
+        let mut attempt = Attempt::default();
+        let fetched = self.fetch_into(&up, &repo, &fill, &tx, &mut attempt).await;
         let (result, verified) = match fetched {
             Ok(fetched) => {
                 // The digest matched: every client may have its last byte now, before the fsync
@@ -86,7 +79,7 @@ impl Cache {
                     s.outcome = Outcome::Verified;
                 });
                 let kept = self.keep_fill(&up, &repo, &fill, fetched).await;
-                if kept.is_ok() && !origin.shared {
+                if kept.is_ok() && !attempt.shared {
                     self.share_blob(&fill.digest).await;
                 }
                 (kept, true)
@@ -94,7 +87,7 @@ impl Cache {
             Err(e) => (Err(e), false),
         };
         if let Err(e) = &result
-            && origin.shared
+            && attempt.shared
             && !verified
         {
             // The shared tier's copy is wrong (or unreadable): the next fill asks the upstream,
@@ -117,25 +110,24 @@ impl Cache {
                 tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
             }
             self.forget_fill(&fill);
-            self.release(reserved);
+            self.release(attempt.reserved);
         }
     }
 
     /// Fetches the blob into the fill's temp file (or only through memory, if it cannot fit),
-    /// hashing as it goes, and checks its length and digest. `reserved` counts the bytes
-    /// reserved so far, for the caller to give back if this fails.
+    /// hashing as it goes, and checks its length and digest. `attempt` says where the bytes came
+    /// from and counts the bytes reserved so far, for the caller to give back if this fails.
     async fn fetch_into(
         &self,
         up: &Upstream,
         repo: &RepoName,
         fill: &Arc<Fill>,
         tx: &Progress,
-        reserved: &mut u64,
-        origin: &mut Origin,
+        attempt: &mut Attempt,
     ) -> Result<Fetched, CacheError> {
         let digest = &fill.digest;
         let mut body = self.blob_source(up, repo, digest).await?;
-        origin.shared = body.is_shared();
+        attempt.shared = body.is_shared();
         let source = body.name(up);
         let length = body.content_length();
         // A manifest the cache holds may already say how long this blob is.
@@ -159,7 +151,7 @@ impl Cache {
         tx.send_modify(|s| s.total = total);
         let mut intake = Intake {
             cache: self,
-            up: (!origin.shared).then_some(up),
+            up: (!attempt.shared).then_some(up),
             fill,
             tx,
             writer: FillWriter::start(
@@ -168,7 +160,7 @@ impl Cache {
                 tx.clone(),
             ),
             received: 0,
-            reserved,
+            reserved: &mut attempt.reserved,
             keep,
         };
         intake.take_body(&mut body, total, &source).await?;
@@ -190,7 +182,7 @@ impl Cache {
         Ok(Fetched {
             size: pos,
             keep,
-            reserved: *reserved,
+            reserved: attempt.reserved,
             writes,
         })
     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Lru;
 
 use super::index::TagEntry;
+use crate::media_type::MediaType;
 use crate::reference::Digest;
 
 /// How many tags, and how many bytes of manifests, are kept in memory.
@@ -20,7 +21,7 @@ pub(super) struct Hot {
     /// (upstream, repository, tag) -> the tag's cached answer.
     tags: Lru<(String, String, String), TagEntry>,
     /// (upstream, digest) -> media type and bytes.
-    manifests: Lru<(String, Digest), (String, Bytes)>,
+    manifests: Lru<(String, Digest), (MediaType, Bytes)>,
     /// Image manifest digest -> the cache's removal count when every blob it lists was held
     /// (layer prefetch skips parsing it again while nothing has been removed since).
     held_all: Lru<Digest, u64>,
@@ -31,8 +32,8 @@ impl Hot {
         Hot {
             tags: Lru::new(HOT_TAGS),
             manifests: Lru::builder()
-                .weigher(|_, (t, b): &(String, Bytes)| {
-                    u32::try_from(t.len() + b.len()).unwrap_or(u32::MAX)
+                .weigher(|_, (t, b): &(MediaType, Bytes)| {
+                    u32::try_from(t.as_str().len() + b.len()).unwrap_or(u32::MAX)
                 })
                 .max_capacity(HOT_MANIFEST_BYTES)
                 .build(),
@@ -50,7 +51,7 @@ impl Hot {
         self.tags.insert(key, entry.clone());
     }
 
-    pub(super) fn manifest(&self, upstream: &str, digest: &Digest) -> Option<(String, Bytes)> {
+    pub(super) fn manifest(&self, upstream: &str, digest: &Digest) -> Option<(MediaType, Bytes)> {
         self.manifests.get(&(upstream.to_owned(), digest.clone()))
     }
 
@@ -58,11 +59,11 @@ impl Hot {
         &self,
         upstream: &str,
         digest: &Digest,
-        media_type: &str,
+        media_type: &MediaType,
         bytes: Bytes,
     ) {
         let key = (upstream.to_owned(), digest.clone());
-        self.manifests.insert(key, (media_type.to_owned(), bytes));
+        self.manifests.insert(key, (media_type.clone(), bytes));
     }
 
     /// The removal count at which every blob `manifest` lists was last seen held.

@@ -6,22 +6,30 @@
 //! (90%). Access times change in memory on every hit and reach the index in batches.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
+use super::fills::Fills;
 use super::index::{EntryMeta, Index, KIND_BLOB, KIND_PINNED};
 use super::links::Links;
 use super::store::BlobStore;
-use super::{Cache, CacheError, Fill, blocking, now_millis};
+use super::{Cache, CacheError, blocking, now_millis};
 use crate::metrics::{Content, Metrics};
 use crate::reference::Digest;
 
 /// Everything under the cache's lock: the in-memory view of what is stored and what is in flight.
+///
+/// One lock, because the decisions that read it span its parts in one step: "stored and linked,
+/// else in flight, else start a fill" (entries, links, fills) and "reserve, or evict first"
+/// (entries and the byte counts). Each part that is an idea of its own is a type of its own:
+/// [`Fills`] (single-flight), `Links` (who may be served what); the entries and byte counts here
+/// are the LRU's accounting. The lock is held for map operations only, never across an await or
+/// a system call (invariant 11).
 #[derive(Default)]
 pub(super) struct State {
     pub(super) entries: HashMap<Digest, EntryMeta>,
     /// Entries whose access time changed since the last flush to the index.
     pub(super) dirty: HashSet<Digest>,
-    pub(super) fills: HashMap<Digest, Arc<Fill>>,
+    /// Blob fills in flight (`fills.rs`).
+    pub(super) fills: Fills,
     /// Bytes of stored files.
     pub(super) committed: u64,
     /// Bytes promised to fills in flight.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::index::{Index, KIND_MANIFEST};
 use super::store::BlobStore;
 use super::{Cache, CacheError, blocking};
-use crate::media_type::manifest_media_type;
+use crate::media_type::{MediaType, manifest_media_type};
 use crate::metrics::{FillFailure, Lookup, LookupResult};
 use crate::reference::{Digest, Reference, RepoName};
 use crate::upstream::Upstream;
@@ -18,7 +18,7 @@ use crate::upstream::Upstream;
 #[derive(Clone, Debug)]
 pub(crate) struct Manifest {
     pub(crate) digest: Digest,
-    pub(crate) media_type: String,
+    pub(crate) media_type: MediaType,
     pub(crate) size: u64,
     pub(crate) bytes: Option<Bytes>,
 }
@@ -130,6 +130,7 @@ impl Cache {
     ) -> Manifest {
         self.lock().touch(digest);
         let bytes = Bytes::from(bytes);
+        let media_type = MediaType::parse(&media_type);
         self.hot
             .put_manifest(&up.name, digest, &media_type, bytes.clone());
         Manifest {
@@ -182,7 +183,7 @@ impl Cache {
         self.link_manifest(&up.name, repo, &digest, &bytes).await?;
         let bytes = Bytes::from(bytes);
         if let Some(shared) = &self.shared {
-            shared.upload_manifest(digest.clone(), media_type.clone(), bytes.clone());
+            shared.upload_manifest(digest.clone(), media_type.to_string(), bytes.clone());
         }
         Ok(Manifest {
             digest,
@@ -197,7 +198,7 @@ impl Cache {
         up: &Upstream,
         repo: &RepoName,
         digest: &Digest,
-        media_type: &str,
+        media_type: &MediaType,
         bytes: &[u8],
     ) -> Result<(), CacheError> {
         let size = bytes.len() as u64;
@@ -220,11 +221,11 @@ impl Cache {
             up.name.clone(),
             repo.to_string(),
             digest.clone(),
-            media_type.to_owned(),
+            media_type.to_string(),
         );
         self.with_index(move |ix| ix.put_manifest(&upstream, &r, &d, meta, &t))
             .await?;
-        self.note_referrer(&up.name, repo, digest, media_type, bytes)
+        self.note_referrer(&up.name, repo, digest, media_type.as_str(), bytes)
             .await?;
         self.publish_size();
         Ok(())

@@ -17,6 +17,7 @@ mod file_reader;
 mod fill;
 mod fill_task;
 mod fill_writer;
+mod fills;
 mod hot;
 mod index;
 mod inventory;

@@ -44,7 +44,7 @@ impl Cache {
                 .into_iter()
                 .map(|b| b.digest)
                 .filter(|d| {
-                    let flying = s.fills.contains_key(d);
+                    let flying = s.fills.contains(d);
                     in_flight |= flying;
                     !s.entries.contains_key(d) && !flying
                 })

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 
 use super::manifests::Manifest;
 use super::{Cache, CacheError};
-use crate::media_type::is_manifest_type;
+use crate::media_type::MediaType;
 use crate::reference::{Digest, RepoName, Tag};
 use crate::shared::SharedBlob;
 use crate::upstream::{BlobBody, Upstream, UpstreamError};
@@ -103,7 +103,8 @@ impl Cache {
                 return Ok(None);
             }
         };
-        if digest.of_same_kind(&bytes) != *digest || !is_manifest_type(&media_type) {
+        let media_type = MediaType::parse(&media_type);
+        if digest.of_same_kind(&bytes) != *digest || !media_type.is_manifest() {
             self.metrics.shared("get_manifest", "corrupt");
             tracing::warn!(%digest, "shared tier copy of a manifest refused: it does not match");
             return Ok(None);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::index::TagEntry;
 use super::manifests::{Manifest, read_manifest};
 use super::{Cache, CacheError, blocking, now_millis};
-use crate::media_type::is_manifest_type;
+use crate::media_type::MediaType;
 use crate::metrics::{Lookup, LookupResult};
 use crate::reference::{Digest, Reference, RepoName, Tag};
 use crate::upstream::Upstream;
@@ -68,7 +68,11 @@ impl Cache {
             Some(d) => match self.load_manifest(up, &d).await? {
                 Some(m) => m,
                 None if head_only => {
-                    let media_type = head.media_type.filter(|t| is_manifest_type(t));
+                    let media_type = head
+                        .media_type
+                        .as_deref()
+                        .map(MediaType::parse)
+                        .filter(MediaType::is_manifest);
                     match (media_type, head.size) {
                         (Some(media_type), Some(size)) => {
                             // The mapping is confirmed; the bytes come with the client's GET.

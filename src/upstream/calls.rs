@@ -11,14 +11,15 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use super::Upstream;
 use super::body::{BlobBody, UpstreamResponse, read_body};
 use super::error::{Resource, UpstreamError};
-use crate::media_type::{MANIFEST_TYPES, media_type_of};
+use crate::media_type::{MANIFEST_TYPES, MediaType, media_type_of};
 use crate::reference::{Digest, Reference, RepoName, Tag};
 
 /// Largest manifest we accept from an upstream (distribution's own limit is 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// The `Accept` header of every manifest request: all of [`MANIFEST_TYPES`] at once.
 static ACCEPT_MANIFESTS: LazyLock<HeaderValue> = LazyLock::new(|| {
-    HeaderValue::from_str(&MANIFEST_TYPES.join(", ")).expect("media types are valid header text")
+    let types: Vec<&str> = MANIFEST_TYPES.iter().map(MediaType::as_str).collect();
+    HeaderValue::from_str(&types.join(", ")).expect("media types are valid header text")
 });
 
 /// Largest tags list we read.

@@ -222,7 +222,8 @@ impl<'a> Staging<'a> {
                 out.files.push((b.digest, size, false));
             }
             out.files.push((m.digest.clone(), size, true));
-            out.manifests.push((m.digest, media_type, bytes));
+            out.manifests
+                .push((m.digest, media_type.to_string(), bytes));
         }
         Ok(out)
     }
