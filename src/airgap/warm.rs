@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use super::progress::{Progress, size, table};
 use super::{CommandError, Failure, full_name, open, short};
 use crate::app::App;
-use crate::cache::{BlobSource, CacheError, Manifest, off_the_workers};
+use crate::cache::{Blob, CacheError, Manifest, off_the_workers};
 use crate::config::Config;
 use crate::manifest::{Descriptor, Listing, platform_matches};
 use crate::reference::{Digest, ImageName, Reference, RepoName, Tag};
@@ -377,11 +377,11 @@ async fn fetch_blob(
         problem: e.to_string(),
     };
     match app.cache.blob(up, repo, &blob.digest).await {
-        Ok(BlobSource::Stored { size, .. }) => {
+        Ok(Blob::Stored { size, .. }) => {
             inc(size);
             Ok(0)
         }
-        Ok(BlobSource::Filling { reader, file }) => {
+        Ok(Blob::Filling { reader, file }) => {
             let total = reader.fill().total().await.map_err(|e| fail(&e))?;
             let mut body = std::pin::pin!(reader.stream(file, 0, total));
             while let Some(chunk) = body.next().await {

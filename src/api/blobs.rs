@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, StreamBody};
 use super::State;
 use super::range::{self, ByteRange};
 use super::{ApiError, Body, full};
-use crate::cache::{BlobSource, FileReader};
+use crate::cache::{Blob, FileReader};
 use crate::metrics::{Content, Metrics, ServedFrom};
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
@@ -36,8 +36,8 @@ pub(super) async fn get(
 
     let source = app.cache.blob(up, repo, &digest).await?;
     let size = match &source {
-        BlobSource::Stored { size, .. } => *size,
-        BlobSource::Filling { reader, .. } => reader
+        Blob::Stored { size, .. } => *size,
+        Blob::Filling { reader, .. } => reader
             .fill()
             .total()
             .await
@@ -87,11 +87,11 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
 }
 
 /// The bytes `[start, end)` of the blob as a response body, counted as they go out.
-fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
+fn body(source: Blob, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
     use futures_util::StreamExt as _;
     let from = match &source {
-        BlobSource::Stored { .. } => ServedFrom::Cache,
-        BlobSource::Filling { .. } => ServedFrom::Fill,
+        Blob::Stored { .. } => ServedFrom::Cache,
+        Blob::Filling { .. } => ServedFrom::Fill,
     };
     let count = move |r: &std::io::Result<bytes::Bytes>| {
         if let Ok(b) = r {
@@ -99,13 +99,13 @@ fn body(source: BlobSource, start: u64, end: u64, metrics: Arc<Metrics>) -> Body
         }
     };
     match source {
-        BlobSource::Stored { file, .. } => {
+        Blob::Stored { file, .. } => {
             let s = FileReader::new(file, start, end)
                 .into_stream()
                 .inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-        BlobSource::Filling { reader, file } => {
+        Blob::Filling { reader, file } => {
             let s = reader.stream(file, start, end).inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }

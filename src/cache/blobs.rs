@@ -14,7 +14,7 @@ use crate::reference::{Digest, RepoName};
 use crate::upstream::{Resource, Upstream, UpstreamError};
 
 /// A blob to serve: a stored file, or a fill in progress.
-pub(crate) enum BlobSource {
+pub(crate) enum Blob {
     Stored { file: std::fs::File, size: u64 },
     Filling { reader: Reader, file: std::fs::File },
 }
@@ -81,7 +81,7 @@ impl Cache {
         up: &Arc<Upstream>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<BlobSource, CacheError> {
+    ) -> Result<Blob, CacheError> {
         let scope = scope(&up.name, repo);
         let mut confirmed = false;
         loop {
@@ -108,13 +108,13 @@ impl Cache {
                     if let Some(file) = self.open_stored(digest).await {
                         self.lock().touch(digest);
                         self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
-                        return Ok(BlobSource::Stored { file, size });
+                        return Ok(Blob::Stored { file, size });
                     }
                 }
                 Found::Filling(reader) => {
                     self.metrics.lookup(Lookup::Blob, LookupResult::Join);
                     let file = reader.fill().file()?;
-                    return Ok(BlobSource::Filling { reader, file });
+                    return Ok(Blob::Filling { reader, file });
                 }
                 Found::Nothing if up.offline => {
                     // No fill, no temp file: there is nowhere to fetch from.
@@ -157,7 +157,7 @@ impl Cache {
         repo: &RepoName,
         digest: &Digest,
         scope: Scope,
-    ) -> Result<Option<BlobSource>, CacheError> {
+    ) -> Result<Option<Blob>, CacheError> {
         let (d, temp) = (digest.clone(), self.store.temp_path(digest));
         let (fill, tx) = blocking(move || Fill::create(d, temp, scope)).await?;
         let reader = {
@@ -183,6 +183,6 @@ impl Cache {
             this.run_fill(up, repo, fill, tx).await;
             metrics.fills_in_flight(-1);
         });
-        Ok(Some(BlobSource::Filling { reader, file }))
+        Ok(Some(Blob::Filling { reader, file }))
     }
 }

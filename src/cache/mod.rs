@@ -42,7 +42,7 @@ pub(crate) use crate::blocking::off_the_workers;
 use crate::metrics::Metrics;
 use crate::reference::Digest;
 use crate::shared::Shared;
-pub(crate) use blobs::BlobSource;
+pub(crate) use blobs::Blob;
 pub(crate) use error::CacheError;
 pub(crate) use file_reader::FileReader;
 pub(crate) use fill::Fill;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 
-use super::{BlobSource, Cache, Manifest};
+use super::{Blob, Cache, Manifest};
 use crate::manifest::Listing;
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
@@ -64,13 +64,13 @@ impl Cache {
                     let (this, up, repo) = (this.clone(), up.clone(), repo.clone());
                     async move {
                         match this.blob(&up, &repo, &d).await {
-                            Ok(BlobSource::Filling { reader, .. }) => {
+                            Ok(Blob::Filling { reader, .. }) => {
                                 // Not a client: let go at once, and wait for the fill's end.
                                 let fill = reader.fill().clone();
                                 drop(reader);
                                 fill.finished().await;
                             }
-                            Ok(BlobSource::Stored { .. }) => {}
+                            Ok(Blob::Stored { .. }) => {}
                             Err(e) => tracing::debug!(digest = %d, error = %e, "prefetch failed"),
                         }
                     }
