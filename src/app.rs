@@ -83,6 +83,10 @@ pub struct TlsSetupError(crate::pem::PemError);
 #[error(transparent)]
 pub struct CacheSetupError(CacheError);
 
+/// How long a stop waits, once requests have drained, for fills still running to store and
+/// record their blobs (their clients may already have every byte).
+const SETTLE: Duration = Duration::from_secs(10);
+
 /// How often batched access times are written to the index.
 const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -184,6 +188,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let state = Arc::new(app.api_state(shutdown.clone()));
     let handler = move |req| crate::api::handle(state.clone(), req);
     server::serve(listener, &config.server, tls, shutdown, handler).await;
+    // A fill whose clients have every byte still fsyncs, renames and records its blob: let it,
+    // so a rolling restart fetches nothing again.
+    if tokio::time::timeout(SETTLE, app.cache.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            fills = app.metrics.fills_running(),
+            "fills still running at stop: their blobs will be fetched again"
+        );
+    }
     let _ = flusher.await;
     if let Err(e) = app.cache.flush_access_times().await {
         tracing::warn!(error = %e, "could not write access times to the index");

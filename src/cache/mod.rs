@@ -174,7 +174,9 @@ impl Cache {
 }
 
 /// The in-memory view of what is stored, from the index and the files: entries without a file
-/// are forgotten, files the index does not know are deleted.
+/// are forgotten; a file the index does not know is kept (as a blob, linked to no repository)
+/// if it still matches its name, since a file is renamed into place only once verified and only
+/// its record can have been lost, and deleted otherwise.
 fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     let on_disk: HashMap<Digest, u64> = store.list()?.into_iter().collect();
     let mut state = State::default();
@@ -196,11 +198,28 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
         );
         index.remove_entries(&lost)?;
     }
-    for digest in on_disk.keys() {
-        if !state.entries.contains_key(digest) {
+    let mut adopted = Vec::new();
+    for (digest, &size) in &on_disk {
+        if state.entries.contains_key(digest) {
+            continue;
+        }
+        if store.matches_its_name(digest).unwrap_or(false) {
+            tracing::info!(%digest, size, "verified file missing from the index: kept");
+            let meta = EntryMeta {
+                size,
+                last_access_ms: now_millis(),
+                kinds: index::KIND_BLOB,
+            };
+            state.committed += size;
+            state.entries.insert(digest.clone(), meta);
+            adopted.push((digest.clone(), meta));
+        } else {
             tracing::warn!(%digest, "file unknown to the index: removing it");
             store.remove(digest)?;
         }
+    }
+    if !adopted.is_empty() {
+        index.put_entries(&adopted)?;
     }
     // Links of content no longer held (listed by a manifest, never fetched) go.
     let mut unheld = Vec::new();
@@ -252,5 +271,34 @@ mod tests {
         assert!(caught.unwrap_err().is_panic());
         let off = rt.block_on(off_the_workers(move || index.entries()));
         assert!(off.unwrap().is_empty());
+    }
+
+    /// A verified file whose record was lost (a stop between its rename and its index write) is
+    /// kept at start-up; a file that no longer matches its name goes.
+    #[test]
+    fn a_verified_file_the_index_lost_is_kept_and_a_damaged_one_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let (good, bad) = (b"kept bytes".as_slice(), b"other bytes".as_slice());
+        let (kept, damaged) = (Digest::sha256_of(good), Digest::sha256_of(bad));
+        store.write_verified(&kept, good).unwrap();
+        store.write_verified(&damaged, bad).unwrap();
+        std::fs::write(store.path(&damaged), b"flipped bytes").unwrap();
+        let state = reconcile(&store, &index).unwrap();
+        assert_eq!(
+            state.entries.get(&kept).map(|m| m.size),
+            Some(good.len() as u64)
+        );
+        assert_eq!(state.committed, good.len() as u64);
+        assert!(!state.entries.contains_key(&damaged));
+        assert!(!store.path(&damaged).exists());
+        let recorded: Vec<Digest> = index
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(recorded, vec![kept], "the kept file is in the index again");
     }
 }

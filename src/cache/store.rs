@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::reference::{Algorithm, Digest};
+use crate::reference::{Algorithm, Digest, Hasher};
 
 pub(super) struct BlobStore {
     blobs: PathBuf,
@@ -53,6 +53,23 @@ impl BlobStore {
         let written = fs::write(&probe, b"ready").and_then(|()| fs::File::open(&probe)?.sync_all());
         let removed = fs::remove_file(&probe);
         written.and(removed)
+    }
+
+    /// Whether the stored file for `digest` still holds exactly the bytes its name promises
+    /// (read and hashed whole). Blocking.
+    pub(super) fn matches_its_name(&self, digest: &Digest) -> io::Result<bool> {
+        super::assert_off_the_workers();
+        let mut file = fs::File::open(self.path(digest))?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher.finish() == *digest)
     }
 
     /// Where the verified content for `digest` lives.

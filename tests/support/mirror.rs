@@ -142,6 +142,13 @@ impl Mirror {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Stops the process as a service manager does (SIGTERM), and waits until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c);
+        }
+    }
+
     /// Kills the process without warning (SIGKILL).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
