@@ -551,3 +551,41 @@ fn log_lines_stay_whole_when_batched() {
     }
     assert_eq!(requests, 401, "{text}");
 }
+
+/// A first path component that is a registry host by dockerd's rule (a dot, a colon, or
+/// `localhost`) and names no configured upstream gets 404 NAME_UNKNOWN naming it, and no upstream
+/// is asked (issue 24, point 8): before, `/v2/ghcr.io/foo/bar/...` went to Docker Hub as the
+/// repository `ghcr.io/foo/bar`.
+#[test]
+fn an_unknown_registry_host_is_never_looked_up_on_the_default_upstream() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let zeros = "0".repeat(64);
+    for (path, host) in [
+        ("/v2/ghcr.io/foo/bar/manifests/latest".to_owned(), "ghcr.io"),
+        (
+            format!("/v2/localhost/foo/blobs/sha256:{zeros}"),
+            "localhost",
+        ),
+        (
+            "/v2/registry.example:5000/a/tags/list".to_owned(),
+            "registry.example:5000",
+        ),
+    ] {
+        let r = raw_request(m.port, "GET", &path, &[]);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(error_code(&r), "NAME_UNKNOWN", "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains(host), "{path}: {body}");
+    }
+    // skopeo, as a user would pull it, is told why.
+    let out = scratch("unknown-host");
+    let refused = Skopeo::pull(&format!("{}/ghcr.io/foo/bar:latest", m.host()), out.path())
+        .try_digest()
+        .unwrap_err();
+    assert!(refused.contains("not configured"), "{refused}");
+    for host in ["ghcr.io", "localhost/foo", "registry.example"] {
+        assert_eq!(reg.count(host), 0, "the upstream was asked about {host}");
+    }
+}

@@ -45,14 +45,16 @@ fn pick_upstream(
         .for_path(name, ns.as_deref())
         .map_err(|e| match e {
             PathUnresolved::NameInvalid => ApiError::name_invalid(name),
-            PathUnresolved::UnknownNamespace(ns) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
-                format!(
-                    "registry {:?} is not configured on this mirror",
-                    ns.chars().take(100).collect::<String>()
-                ),
-            ),
+            PathUnresolved::UnknownNamespace(ns) | PathUnresolved::UnknownRegistry(ns) => {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NAME_UNKNOWN",
+                    format!(
+                        "registry {:?} is not configured on this mirror",
+                        ns.chars().take(100).collect::<String>()
+                    ),
+                )
+            }
             PathUnresolved::NoDefault => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NAME_UNKNOWN",

@@ -37,7 +37,7 @@ pub(crate) enum ImageNameProblem {
 
 /// Whether the first component of a name is a registry host, as dockerd reads names: it holds a
 /// `.` or a `:`, or it is `localhost`.
-fn is_registry_host(first: &str) -> bool {
+pub(crate) fn is_registry_host(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost"
 }
 

@@ -11,7 +11,7 @@ mod image;
 use std::fmt;
 
 pub(crate) use digest::{Algorithm, Digest, DigestError, Hasher};
-pub(crate) use image::{ImageName, ImageNameError};
+pub(crate) use image::{ImageName, ImageNameError, is_registry_host};
 
 /// Longest repository name we accept (the spec caps registry host + `/` + name at 255).
 pub(crate) const MAX_NAME_LEN: usize = 255;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::Upstream;
-use crate::reference::{ImageName, ImageNameError, Reference, RepoName};
+use crate::reference::{ImageName, ImageNameError, Reference, RepoName, is_registry_host};
 
 /// Every configured upstream, and the default one (if any).
 pub(crate) struct Upstreams {
@@ -40,6 +40,9 @@ pub(crate) enum PathUnresolved {
     NameInvalid,
     /// `?ns=` names a registry no `[[upstream]]` is named (the value as given).
     UnknownNamespace(String),
+    /// The first component is a registry host by dockerd's rule (a `.` or a `:`, or
+    /// `localhost`) that no `[[upstream]]` is named: never looked up on the default upstream.
+    UnknownRegistry(String),
     /// The path names no registry, and no upstream is the default.
     NoDefault,
 }
@@ -73,7 +76,9 @@ impl Upstreams {
 
     /// A request path's name (`<name>` in `/v2/<name>/...`, with the request's `?ns=` value): a
     /// configured registry name as the first component, else `ns`, else the default upstream;
-    /// with the repository as that upstream spells it, and as the path wrote it.
+    /// with the repository as that upstream spells it, and as the path wrote it. Without `ns`, a
+    /// first component that is a registry host but names no upstream is refused: the default
+    /// upstream is not asked for `ghcr.io/foo/bar`.
     pub(crate) fn for_path(
         &self,
         name: &str,
@@ -84,6 +89,11 @@ impl Upstreams {
         {
             let repo = RepoName::parse(rest).ok_or(PathUnresolved::NameInvalid)?;
             return Ok((up.clone(), up.spell(repo.clone()), repo));
+        }
+        if let (Some((first, _)), None) = (name.split_once('/'), ns)
+            && is_registry_host(first)
+        {
+            return Err(PathUnresolved::UnknownRegistry(first.to_owned()));
         }
         let repo = RepoName::parse(name).ok_or(PathUnresolved::NameInvalid)?;
         let up = match ns {
