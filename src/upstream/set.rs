@@ -90,9 +90,13 @@ impl Upstreams {
             let repo = RepoName::parse(rest).ok_or(PathUnresolved::NameInvalid)?;
             return Ok((up.clone(), up.spell(repo.clone()), repo));
         }
-        if let (Some((first, _)), None) = (name.split_once('/'), ns)
+        if let (Some((first, rest)), None) = (name.split_once('/'), ns)
             && is_registry_host(first)
         {
+            // Only a well-formed name names a registry; anything else is not a name at all.
+            if !is_host_and_port(first) || RepoName::parse(rest).is_none() {
+                return Err(PathUnresolved::NameInvalid);
+            }
             return Err(PathUnresolved::UnknownRegistry(first.to_owned()));
         }
         let repo = RepoName::parse(name).ok_or(PathUnresolved::NameInvalid)?;
@@ -139,5 +143,53 @@ impl Upstreams {
         let image = ImageName::parse(name)?;
         let (up, repo) = self.for_image(&image)?;
         Ok((up, repo, image.reference))
+    }
+}
+
+/// `host[:port]`: dot-separated labels of letters, digits and inner hyphens, and a port of
+/// digits.
+fn is_host_and_port(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (text, None),
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.split('.').all(label)
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports() {
+        for ok in [
+            "ghcr.io",
+            "localhost",
+            "registry.example:5000",
+            "127.0.0.1:5000",
+            "a-b.c",
+        ] {
+            assert!(is_host_and_port(ok), "{ok}");
+        }
+        for bad in [
+            "..%2f..%2fetc",
+            ".io",
+            "a..b",
+            "-a.io",
+            "host:",
+            "host:port",
+            "a.io:123456",
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
     }
 }
