@@ -242,7 +242,12 @@ fn bad_input_gets_oci_errors() {
             400,
             "NAME_INVALID",
         ),
-        ("/v2/oci/app/manifests/.bad".into(), 400, "TAG_INVALID"),
+        ("/v2/oci/app/manifests/.bad".into(), 404, "MANIFEST_UNKNOWN"),
+        (
+            "/v2/oci/app/manifests/.INVALID_MANIFEST_NAME".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
         ("/v2/oci/app/blobs/sha256:abc".into(), 400, "DIGEST_INVALID"),
         (
             format!(
@@ -279,6 +284,14 @@ fn bad_input_gets_oci_errors() {
         assert_eq!(r.status, status, "{path}");
         assert_eq!(error_code(&r), code, "{path}");
     }
+    // The conformance suite's HEAD of a name no manifest can have.
+    let r = raw_request(
+        m.port,
+        "HEAD",
+        "/v2/oci/app/manifests/.INVALID_MANIFEST_NAME",
+        &[],
+    );
+    assert_eq!(r.status, 404);
     assert!(m.log_text().len() < 1_000_000);
 }
 

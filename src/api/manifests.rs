@@ -83,6 +83,23 @@ fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
             "unsupported digest algorithm",
         ),
         DigestError::Invalid if reference.contains(':') => ApiError::digest_invalid(reference),
+        // Spelled like a tag but not one (a leading `.` or `-`, over 128 characters): no
+        // manifest can have that name, so it is not found (the OCI conformance suite asks this of
+        // `.INVALID_MANIFEST_NAME`). Other characters (encodings, NUL) stay a bad request.
+        DigestError::Invalid
+            if reference
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) =>
+        {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                format!(
+                    "no manifest is named {:?}: it is not a valid tag",
+                    reference.chars().take(200).collect::<String>()
+                ),
+            )
+        }
         DigestError::Invalid => ApiError::new(
             StatusCode::BAD_REQUEST,
             "TAG_INVALID",
