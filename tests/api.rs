@@ -602,3 +602,37 @@ fn an_unknown_registry_host_is_never_looked_up_on_the_default_upstream() {
         assert_eq!(reg.count(host), 0, "the upstream was asked about {host}");
     }
 }
+
+/// The first pull of a tag is logged (and counted) as a miss, a pull within `tag_ttl` as a hit,
+/// and one after it as a revalidation (issue 24, point 9: every first pull said `revalidate`, so
+/// hit ratios read from the logs were wrong).
+#[test]
+fn the_first_pull_of_a_tag_is_a_miss_and_a_later_one_a_revalidation() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1s\"");
+    let out = scratch("tag-miss");
+    let tag_lines = |m: &Mirror| -> Vec<String> {
+        m.log_text()
+            .lines()
+            .filter(|l| l.contains("route=manifest") && l.contains("cache="))
+            .map(str::to_owned)
+            .collect()
+    };
+    Skopeo::pull(&format!("{}/oci/app:v1", m.host()), &out.path().join("a")).digest();
+    let first = tag_lines(&m);
+    assert!(first[0].contains("cache=miss"), "{first:?}");
+    assert!(
+        !first.iter().any(|l| l.contains("cache=revalidate")),
+        "{first:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    Skopeo::pull(&format!("{}/oci/app:v1", m.host()), &out.path().join("b")).digest();
+    let later = tag_lines(&m);
+    assert!(
+        later[first.len()..]
+            .iter()
+            .any(|l| l.contains("cache=revalidate")),
+        "{later:?}"
+    );
+}

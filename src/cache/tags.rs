@@ -29,7 +29,13 @@ impl Cache {
             self.metrics.lookup(Lookup::Tag, LookupResult::Hit);
             return Ok(m);
         }
-        match self.revalidate_tag(up, repo, tag, head_only).await {
+        // A tag never seen is a miss; one past its TTL is revalidated (the log and the hit ratio
+        // tell them apart).
+        let result = match cached {
+            Some(_) => LookupResult::Revalidate,
+            None => LookupResult::Miss,
+        };
+        match self.revalidate_tag(up, repo, tag, head_only, result).await {
             Ok(m) => Ok(m),
             Err(CacheError::Upstream(e)) if e.stale_ok() => {
                 if let Some(t) = &cached
@@ -54,15 +60,17 @@ impl Cache {
     }
 
     /// Asks the upstream what the tag points at now (a HEAD, which Docker Hub does not count),
-    /// and GETs the manifest only if that digest is not cached.
+    /// and GETs the manifest only if that digest is not cached. `result` is what the lookup
+    /// counts as: a miss for a tag never seen, a revalidation for one past its TTL.
     pub(super) async fn revalidate_tag(
         &self,
         up: &Upstream,
         repo: &RepoName,
         tag: &Tag,
         head_only: bool,
+        result: LookupResult,
     ) -> Result<Manifest, CacheError> {
-        self.metrics.lookup(Lookup::Tag, LookupResult::Revalidate);
+        self.metrics.lookup(Lookup::Tag, result);
         let head = up.head_manifest(repo, &Reference::Tag(tag.clone())).await?;
         let manifest = match head.digest {
             Some(d) => match self.load_manifest(up, &d).await? {
