@@ -636,3 +636,24 @@ fn the_first_pull_of_a_tag_is_a_miss_and_a_later_one_a_revalidation() {
         "{later:?}"
     );
 }
+
+/// A `/metrics` request that curl reads whole is logged `complete=true` (issue 24, point 9: it
+/// said `complete=false`, as its body carries no `Content-Length` header of its own).
+#[test]
+fn a_metrics_scrape_read_whole_is_logged_complete() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/metrics", m.url()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let text = m.log_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("route=metrics"))
+        .unwrap_or_else(|| panic!("no line for /metrics in\n{text}"));
+    assert!(line.contains("complete=true"), "{line}");
+}

@@ -81,12 +81,15 @@ pub(crate) async fn handle<B>(app: Arc<State>, req: Request<B>) -> Response<Body
         note,
         peer: req.extensions().get::<SocketAddr>().copied(),
         metrics: app.metrics.clone(),
+        // A body of known length without the header (`/metrics`) promises its length too:
+        // hyper sends it whole and stops without asking for the end.
         promised: if head {
             Some(0)
         } else {
             resp.headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or_else(|| hyper::body::Body::size_hint(resp.body()).exact())
         },
     };
     resp.map(|body| log::logged(body, line))
