@@ -657,3 +657,48 @@ fn a_metrics_scrape_read_whole_is_logged_complete() {
         .unwrap_or_else(|| panic!("no line for /metrics in\n{text}"));
     assert!(line.contains("complete=true"), "{line}");
 }
+
+/// Credentials written into an upstream's `url` or a `[shared]` endpoint are refused at start-up,
+/// naming the key and where credentials go instead, and never printed (issue 21, "Secrets and
+/// exposure": `check-config` printed them verbatim).
+#[test]
+fn credentials_in_urls_are_refused_naming_the_key_and_never_printed() {
+    let dir = scratch("config-userinfo");
+    let check = |text: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let up = "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\ndefault = true\n";
+    for (text, key, instead) in [
+        (
+            "[[upstream]]\nname = \"quay.io\"\nurl = \"https://robot:hunter2-secret@quay.io\"\n"
+                .to_owned(),
+            "upstream[0].url",
+            "password_file",
+        ),
+        (
+            format!(
+                "{up}[shared]\nurl = \"s3://bucket\"\nendpoint = \"http://key:hunter2-secret@127.0.0.1:3900\"\n"
+            ),
+            "shared.endpoint",
+            "secret_access_key_file",
+        ),
+    ] {
+        let out = check(&text);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{text} was accepted:\n{stdout}");
+        assert!(stderr.contains(key) && stderr.contains(instead), "{stderr}");
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "{stdout}{stderr}"
+        );
+    }
+}

@@ -45,9 +45,21 @@ impl Checker<'_> {
         if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
             return Err(self.bad("shared.url", "names no bucket"));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.bad(
+                "shared.url",
+                "must not carry credentials (user:password@): set access_key_id with secret_access_key_file instead",
+            ));
+        }
         if let Some(e) = &raw.endpoint {
-            Url::parse(e)
+            let endpoint = Url::parse(e)
                 .map_err(|err| self.bad("shared.endpoint", format!("{e:?} is not a URL: {err}")))?;
+            if !endpoint.username().is_empty() || endpoint.password().is_some() {
+                return Err(self.bad(
+                    "shared.endpoint",
+                    "must not carry credentials (user:password@): set access_key_id with secret_access_key_file instead",
+                ));
+            }
         }
         let secret_access_key = match (raw.secret_access_key, raw.secret_access_key_file) {
             (Some(_), Some(_)) => {

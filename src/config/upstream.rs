@@ -116,6 +116,12 @@ impl Checker<'_> {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(self.bad(key, "must not have a query or fragment"));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.bad(
+                key,
+                "must not carry credentials (user:password@): set username with password_file (or password) instead, which are never printed",
+            ));
+        }
         Ok(url)
     }
 
