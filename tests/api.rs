@@ -298,15 +298,7 @@ fn bad_input_gets_oci_errors() {
 #[test]
 fn config_mistakes_name_the_key_and_secrets_never_print() {
     let dir = scratch("config");
-    let check = |text: &str| {
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, text).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .args(["check-config", "--config"])
-            .arg(&p)
-            .output()
-            .unwrap()
-    };
+    let check = |text: &str| check_config(dir.path(), text);
     let up = "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n";
     for (text, key) in [
         (
@@ -664,15 +656,7 @@ fn a_metrics_scrape_read_whole_is_logged_complete() {
 #[test]
 fn credentials_in_urls_are_refused_naming_the_key_and_never_printed() {
     let dir = scratch("config-userinfo");
-    let check = |text: &str| {
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, text).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .args(["check-config", "--config"])
-            .arg(&p)
-            .output()
-            .unwrap()
-    };
+    let check = |text: &str| check_config(dir.path(), text);
     let up = "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\ndefault = true\n";
     for (text, key, instead) in [
         (
@@ -701,4 +685,15 @@ fn credentials_in_urls_are_refused_naming_the_key_and_never_printed() {
             "{stdout}{stderr}"
         );
     }
+}
+
+/// `entrepot check-config` on `text`, written as `dir/c.toml`.
+fn check_config(dir: &std::path::Path, text: &str) -> std::process::Output {
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["check-config", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap()
 }
