@@ -1,13 +1,9 @@
 //! Real clients: skopeo, and containerd and dockerd daemons with all their state in temp
 //! directories.
-#![allow(unused_imports)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::*;

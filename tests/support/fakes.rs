@@ -1,16 +1,9 @@
 //! Stand-ins for the misbehaviour no real registry can be made to show on cue: a slow or
 //! cutting TCP proxy, and a scripted HTTP upstream. Each says what real behaviour it imitates.
-#![allow(unused_imports)]
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use super::*;
+use std::time::Duration;
 
 /// A TCP proxy in front of an upstream that passes its answers back slowly, or cuts every
 /// connection after some bytes: a slow registry, or one whose connection dies mid-body.

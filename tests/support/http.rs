@@ -1,14 +1,9 @@
 //! HTTP as a client sees it: raw requests read to EOF, and streaming GETs that hash the body
 //! as it arrives (whether a body was complete, cut short, or the connection aborted).
-#![allow(unused_imports)]
 
-use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use super::*;
 

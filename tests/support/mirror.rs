@@ -1,9 +1,7 @@
 //! The mirror under test: the `entrepot` binary with a config a test writes.
-#![allow(unused_imports)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;

@@ -14,7 +14,7 @@
 //!
 //! Every process is killed when its handle drops. This file keeps what all of them share.
 // Each test binary uses some of it.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod auth;
 pub mod clients;
@@ -27,20 +27,15 @@ pub mod nginx;
 pub mod registry;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use clients::*;
-pub use fakes::*;
-pub use http::*;
-pub use images::Seed;
-pub use mirror::*;
-pub use nginx::*;
-pub use registry::*;
+// What a test binary does not use of these is fine.
+#[allow(unused_imports)]
+pub use self::{clients::*, fakes::*, http::*, images::Seed, mirror::*, nginx::*, registry::*};
 
 /// A port nobody is listening on right now.
 pub fn free_port() -> u16 {
@@ -126,4 +121,12 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stops a daemon as its service manager would: SIGTERM, then waits for it to exit.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

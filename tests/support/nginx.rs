@@ -1,13 +1,7 @@
 //! nginx in the foreground, as the front of the scale-out tests and a benchmark contender.
-#![allow(unused_imports)]
 
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -19,14 +13,6 @@ impl Drop for NginxProcess {
     fn drop(&mut self) {
         terminate(&mut self.0);
     }
-}
-
-/// Stops a daemon as its service manager would: SIGTERM, then waits for it to exit.
-pub fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 /// Runs nginx in the foreground with `dir` as its prefix and `dir/nginx.conf` as its config;

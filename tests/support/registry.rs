@@ -1,14 +1,9 @@
 //! The upstream: a real `docker-registry` (CNCF distribution) over a storage directory, the
 //! seeded storage and private copies of it, and upstream entries for a mirror's config.
-#![allow(unused_imports)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use super::*;
 
