@@ -158,7 +158,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Opening the cache reads the index and walks the store: blocking work.
     let app = {
         let config = config.clone();
-        Arc::new(crate::cache::off_the_workers(move || App::new(&config)).await?)
+        Arc::new(crate::blocking::off_the_workers(move || App::new(&config)).await?)
     };
     let shutdown = Shutdown::on_signals().map_err(StartError::Signals)?;
     let tls =

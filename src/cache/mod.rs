@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::blocking::assert_off_the_workers;
-pub(crate) use crate::blocking::off_the_workers;
+use crate::blocking::off_the_workers;
 use crate::metrics::Metrics;
 use crate::reference::Digest;
 use crate::shared::Shared;
