@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::fill::Reader;
+use super::fills::FillPermit;
 use super::index::KIND_BLOB;
 use super::links::{Scope, scope};
 use super::{Cache, CacheError, Fill, blocking};
@@ -42,7 +43,7 @@ impl Cache {
         let (fill, stored) = {
             let s = self.lock();
             let linked = s.links.has(digest, &scope);
-            match s.entries.get(digest) {
+            match s.lru.get(digest) {
                 Some(m) if m.kinds & KIND_BLOB == 0 => {
                     return Err(Arc::new(CacheError::NotABlob(digest.clone())));
                 }
@@ -88,7 +89,7 @@ impl Cache {
             let found = {
                 let s = self.lock();
                 let linked = confirmed || s.links.has(digest, &scope);
-                match (s.entries.get(digest), s.fills.get(digest)) {
+                match (s.lru.get(digest), s.fills.get(digest)) {
                     (Some(m), _) if m.kinds & KIND_BLOB == 0 => {
                         return Err(CacheError::NotABlob(digest.clone()));
                     }
@@ -106,7 +107,7 @@ impl Cache {
                 }
                 Found::Stored(size) => {
                     if let Some(file) = self.open_stored(digest).await {
-                        self.lock().touch(digest);
+                        self.lock().lru.touch(digest);
                         self.metrics.lookup(Lookup::Blob, LookupResult::Hit);
                         return Ok(Blob::Stored { file, size });
                     }
@@ -140,10 +141,7 @@ impl Cache {
             Ok(file) => Some(file),
             Err(e) => {
                 tracing::error!(%digest, error = %e, "stored blob cannot be opened: fetching it again");
-                let mut s = self.lock();
-                if let Some(m) = s.remove_entry(digest) {
-                    s.committed -= m.size;
-                }
+                self.lock().lru.forget(digest);
                 None
             }
         }
@@ -162,7 +160,7 @@ impl Cache {
         let (fill, tx) = blocking(move || Fill::create(d, temp, scope)).await?;
         let reader = {
             let mut s = self.lock();
-            if !s.entries.contains_key(digest) && s.fills.start(&fill) {
+            if !s.lru.holds(digest) && s.fills.start(&fill) {
                 Some(fill.join())
             } else {
                 None
@@ -172,17 +170,13 @@ impl Cache {
             fill.remove_temp().await;
             return Ok(None);
         };
+        // From here the permit ends the fill however this function or the task ends.
+        let permit = FillPermit::new(self.clone(), fill.clone(), tx);
         self.metrics.lookup(Lookup::Blob, LookupResult::Miss);
         let file = fill.file()?;
         let this = self.clone();
         let (up, repo) = (up.clone(), repo.clone());
-        let tx = Arc::new(tx);
-        let metrics = self.metrics.clone();
-        metrics.fills_in_flight(1);
-        tokio::spawn(async move {
-            this.run_fill(up, repo, fill, tx).await;
-            metrics.fills_in_flight(-1);
-        });
+        tokio::spawn(this.run_fill(up, repo, permit));
         Ok(Some(Blob::Filling { reader, file }))
     }
 }

@@ -13,11 +13,12 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::buffers::{BUFFER_SIZE, Buffer};
-use super::fill::{FillState, Outcome};
+use super::fill::Outcome;
 use super::fill_writer::{FillWriter, PendingWrites};
+use super::fills::{FillPermit, Progress};
 use super::index::KIND_BLOB;
 use super::links::scope;
 use super::source::FillSource;
@@ -43,16 +44,6 @@ struct Fetched {
     writes: PendingWrites,
 }
 
-/// What one fetch leaves behind for the fill task, whether it succeeds or fails: where its bytes
-/// came from (what happens after it), and the bytes reserved so far (given back on failure).
-#[derive(Default)]
-struct Attempt {
-    shared: bool,
-    reserved: u64,
-}
-
-type Progress = Arc<watch::Sender<FillState>>;
-
 impl Cache {
     /// Forgets a fill in flight (if it is still the one for its digest), so the next client of
     /// that digest starts another.
@@ -65,11 +56,10 @@ impl Cache {
         self: Arc<Self>,
         up: Arc<Upstream>,
         repo: RepoName,
-        fill: Arc<Fill>,
-        tx: Progress,
+        mut permit: FillPermit,
     ) {
-        let mut attempt = Attempt::default();
-        let fetched = self.fetch_into(&up, &repo, &fill, &tx, &mut attempt).await;
+        let fetched = self.fetch_into(&up, &repo, &mut permit).await;
+        let (fill, tx) = (permit.fill.clone(), permit.tx.clone());
         let (result, verified) = match fetched {
             Ok(fetched) => {
                 // The digest matched: every client may have its last byte now, before the fsync
@@ -79,7 +69,7 @@ impl Cache {
                     s.outcome = Outcome::Verified;
                 });
                 let kept = self.keep_fill(&up, &repo, &fill, fetched).await;
-                if kept.is_ok() && !attempt.shared {
+                if kept.is_ok() && !permit.shared {
                     self.share_blob(&fill.digest).await;
                 }
                 (kept, true)
@@ -87,7 +77,7 @@ impl Cache {
             Err(e) => (Err(e), false),
         };
         if let Err(e) = &result
-            && attempt.shared
+            && permit.shared
             && !verified
         {
             // The shared tier's copy is wrong (or unreadable): the next fill asks the upstream,
@@ -96,38 +86,45 @@ impl Cache {
             self.metrics.shared("get_blob", "corrupt");
             tracing::warn!(digest = %fill.digest, error = %e, "shared tier copy refused");
         }
-        if let Err(e) = result {
-            if matches!(e, CacheError::Abandoned) {
-                tracing::info!(digest = %fill.digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
-            } else {
-                self.metrics.fill_failed(e.failure_reason());
-                tracing::warn!(digest = %fill.digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
-            }
-            fill.remove_temp().await;
-            // After the digest matched, clients keep what they have: only keeping it failed.
-            // (A failed disk write has already ended the readers that needed the file.)
-            if !verified {
-                tx.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(e)));
-            }
-            self.forget_fill(&fill);
-            self.release(attempt.reserved);
+        match result {
+            Ok(()) => permit.finish(),
+            Err(e) => self.fill_failed(&up, permit, e, verified).await,
         }
     }
 
+    /// Logs and counts a failed fill, and ends it (`FillPermit::fail`): after the digest matched
+    /// (`verified`), clients keep what they have and only keeping it failed. (A failed disk write
+    /// has already ended the readers that needed the file.)
+    async fn fill_failed(&self, up: &Upstream, permit: FillPermit, e: CacheError, verified: bool) {
+        let digest = &permit.fill.digest;
+        if matches!(e, CacheError::Abandoned) {
+            tracing::info!(%digest, upstream = %up.name, "every client left a blob too large to keep: stopped streaming it");
+        } else {
+            self.metrics.fill_failed(e.failure_reason());
+            tracing::warn!(%digest, upstream = %up.name, origin = %e.origin(), error = %e, "fill failed; nothing kept");
+        }
+        permit.fail(e, verified).await;
+    }
+
     /// Fetches the blob into the fill's temp file (or only through memory, if it cannot fit),
-    /// hashing as it goes, and checks its length and digest. `attempt` says where the bytes came
-    /// from and counts the bytes reserved so far, for the caller to give back if this fails.
+    /// hashing as it goes, and checks its length and digest. The permit learns where the bytes
+    /// came from and counts the bytes reserved so far, to give back if this fails.
     async fn fetch_into(
         &self,
         up: &Upstream,
         repo: &RepoName,
-        fill: &Arc<Fill>,
-        tx: &Progress,
-        attempt: &mut Attempt,
+        permit: &mut FillPermit,
     ) -> Result<Fetched, CacheError> {
+        let FillPermit {
+            fill,
+            tx,
+            reserved,
+            shared,
+            ..
+        } = permit;
         let digest = &fill.digest;
         let mut body = self.blob_source(up, repo, digest).await?;
-        attempt.shared = body.is_shared();
+        *shared = body.is_shared();
         let source = body.name(up);
         let length = body.content_length();
         // A manifest the cache holds may already say how long this blob is.
@@ -151,7 +148,7 @@ impl Cache {
         tx.send_modify(|s| s.total = total);
         let mut intake = Intake {
             cache: self,
-            up: (!attempt.shared).then_some(up),
+            up: (!*shared).then_some(up),
             fill,
             tx,
             writer: FillWriter::start(
@@ -160,7 +157,7 @@ impl Cache {
                 tx.clone(),
             ),
             received: 0,
-            reserved: &mut attempt.reserved,
+            reserved,
             keep,
         };
         intake.take_body(&mut body, total, &source).await?;
@@ -182,7 +179,7 @@ impl Cache {
         Ok(Fetched {
             size: pos,
             keep,
-            reserved: attempt.reserved,
+            reserved: *reserved,
             writes,
         })
     }
@@ -230,7 +227,7 @@ impl Cache {
         let (meta, new_link) = {
             let mut s = self.lock();
             let new_link = s.links.add(&digest, &scope, Some(size));
-            (s.record(&digest, size, KIND_BLOB, reserved), new_link)
+            (s.lru.record(&digest, size, KIND_BLOB, reserved), new_link)
         };
         self.forget_fill(fill);
         // The file is verified and in place; if the index write fails, the next start forgets

@@ -107,7 +107,7 @@ impl Cache {
             }
             held.platforms.extend(platform);
             let s = self.lock();
-            if let Some(meta) = s.entries.get(&digest) {
+            if let Some(meta) = s.lru.get(&digest) {
                 held.bytes += meta.size;
                 held.last_used_ms = held.last_used_ms.max(meta.last_access_ms);
                 if digest == *root {
@@ -118,7 +118,7 @@ impl Cache {
                 if !seen.insert(b.digest.clone()) {
                     continue;
                 }
-                match s.entries.get(&b.digest) {
+                match s.lru.get(&b.digest) {
                     Some(meta) => {
                         held.bytes += meta.size;
                         held.last_used_ms = held.last_used_ms.max(meta.last_access_ms);
@@ -153,13 +153,13 @@ impl Cache {
         Ok(found
             .into_iter()
             .map(|(d, _)| d)
-            .filter(|d| s.entries.contains_key(d))
+            .filter(|d| s.lru.holds(d))
             .collect())
     }
 
     /// Where a held blob's bytes are, and its size.
     pub(crate) fn stored_file(&self, digest: &Digest) -> Option<(std::path::PathBuf, u64)> {
-        let size = self.lock().entries.get(digest)?.size;
+        let size = self.lock().lru.get(digest)?.size;
         Some((self.store.path(digest), size))
     }
 
@@ -222,7 +222,8 @@ impl Cache {
     pub(crate) fn gc(&self, grace: Duration) -> Result<(usize, u64), CacheError> {
         let entries: Vec<(Digest, u8, u64)> = {
             let s = self.lock();
-            s.entries
+            s.lru
+                .entries
                 .iter()
                 .map(|(d, m)| (d.clone(), m.kinds, m.last_access_ms))
                 .collect()
@@ -260,8 +261,7 @@ impl Cache {
             digests
                 .into_iter()
                 .filter_map(|d| {
-                    let m = s.remove_entry(&d)?;
-                    s.committed -= m.size;
+                    let m = s.lru.forget(&d)?;
                     s.links.forget(&d);
                     Some((d, m))
                 })
@@ -275,7 +275,8 @@ impl Cache {
     /// Bytes held pinned (imported), which the LRU never evicts.
     pub(crate) fn pinned_bytes(&self) -> u64 {
         let s = self.lock();
-        s.entries
+        s.lru
+            .entries
             .values()
             .filter(|m| m.kinds & KIND_PINNED != 0)
             .map(|m| m.size)
@@ -300,6 +301,6 @@ impl Cache {
 
     /// The size of a held entry.
     pub(crate) fn holds(&self, digest: &Digest) -> Option<u64> {
-        self.lock().entries.get(digest).map(|m| m.size)
+        self.lock().lru.get(digest).map(|m| m.size)
     }
 }

@@ -55,8 +55,8 @@ impl Cache {
                     } else {
                         KIND_BLOB
                     };
-                debug_assert!(temp.is_some() || s.entries.contains_key(digest));
-                let meta = s.record(digest, *size, kind, 0);
+                debug_assert!(temp.is_some() || s.lru.holds(digest));
+                let meta = s.lru.record(digest, *size, kind, 0);
                 batch.entries.push((digest.clone(), meta));
             }
             for (upstream, repo, digest, media_type, bytes) in &load.manifests {
@@ -97,7 +97,7 @@ impl Cache {
         self.index.write(&batch, now)?;
         let victims = self.lock().evict_to(self.low_watermark, self.max_size);
         remove_victims(&self.store, &self.index, &self.metrics, victims)?;
-        self.lock().deleting = 0;
+        self.lock().lru.deleting = 0;
         Ok(())
     }
 }

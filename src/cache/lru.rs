@@ -20,31 +20,87 @@ use crate::reference::Digest;
 /// One lock, because the decisions that read it span its parts in one step: "stored and linked,
 /// else in flight, else start a fill" (entries, links, fills) and "reserve, or evict first"
 /// (entries and the byte counts). Each part that is an idea of its own is a type of its own:
-/// [`Fills`] (single-flight), `Links` (who may be served what); the entries and byte counts here
-/// are the LRU's accounting. The lock is held for map operations only, never across an await or
-/// a system call (invariant 11).
+/// [`Lru`] (what is stored, and the bytes the bound is kept by), [`Fills`] (single-flight),
+/// `Links` (who may be served what). The lock is held for map operations only, never across an
+/// await or a system call (invariant 11).
 #[derive(Default)]
 pub(super) struct State {
+    /// What is stored and the byte counts (this file).
+    pub(super) lru: Lru,
+    /// Blob fills in flight (`fills.rs`).
+    pub(super) fills: Fills,
+    /// Which repositories may be served which digests (`links.rs`).
+    pub(super) links: Links,
+    /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
+    pub(super) shared_refused: HashSet<Digest>,
+}
+
+impl State {
+    /// Evicts as [`Lru::evict_to`] does, and forgets the links of what went.
+    pub(super) fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {
+        let victims = self.lru.evict_to(target, trigger);
+        self.forget_links(&victims);
+        victims
+    }
+
+    /// Evicts as [`Lru::evict_in_order`] does, and forgets the links of what went.
+    fn evict_in_order(
+        &mut self,
+        by_age: Vec<(u64, Digest)>,
+        target: u64,
+    ) -> Vec<(Digest, EntryMeta)> {
+        let victims = self.lru.evict_in_order(by_age, target);
+        self.forget_links(&victims);
+        victims
+    }
+
+    fn forget_links(&mut self, victims: &[(Digest, EntryMeta)]) {
+        for (d, _) in victims {
+            self.links.forget(d);
+        }
+    }
+}
+
+/// The LRU's accounting: every stored entry (size, last use, kinds) and the byte counts that keep
+/// the disk within `max_size`.
+///
+/// It exists because the bound is a sum over three kinds of bytes (stored, promised to fills in
+/// flight, evicted but not yet deleted) that must be decided on together with the entries: a fill
+/// reserves before it writes, and whoever finds the sum past `max_size` evicts the oldest entries
+/// first. It keeps `committed` equal to the sum of its entries' sizes; read its fields anywhere in
+/// the cache, but change them through its methods. It lives in [`State`], under the cache's lock.
+#[derive(Default)]
+pub(super) struct Lru {
     pub(super) entries: HashMap<Digest, EntryMeta>,
     /// Entries whose access time changed since the last flush to the index.
     pub(super) dirty: HashSet<Digest>,
-    /// Blob fills in flight (`fills.rs`).
-    pub(super) fills: Fills,
     /// Bytes of stored files.
     pub(super) committed: u64,
     /// Bytes promised to fills in flight.
     pub(super) reserved: u64,
     /// Bytes of evicted files not yet deleted from the disk.
     pub(super) deleting: u64,
-    /// Which repositories may be served which digests (`links.rs`).
-    pub(super) links: Links,
-    /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
-    pub(super) shared_refused: HashSet<Digest>,
     /// Entries removed since the start: while it is unchanged, whatever was held still is.
     pub(super) removals: u64,
 }
 
-impl State {
+impl Lru {
+    /// Whether `digest` is stored.
+    pub(super) fn holds(&self, digest: &Digest) -> bool {
+        self.entries.contains_key(digest)
+    }
+
+    /// The stored entry for `digest`.
+    pub(super) fn get(&self, digest: &Digest) -> Option<&EntryMeta> {
+        self.entries.get(digest)
+    }
+
+    /// Adds an entry found on disk at start-up (its file is there, its time as recorded).
+    pub(super) fn insert_found(&mut self, digest: Digest, meta: EntryMeta) {
+        self.committed += meta.size;
+        self.entries.insert(digest, meta);
+    }
+
     /// Records a stored file (or another kind for one already stored) as just used, and moves its
     /// bytes from `reserved` to `committed`.
     pub(super) fn record(
@@ -75,10 +131,12 @@ impl State {
         meta
     }
 
-    /// Removes an entry from the view (the caller settles its bytes and links).
-    pub(super) fn remove_entry(&mut self, digest: &Digest) -> Option<EntryMeta> {
+    /// Removes an entry and its bytes from the view (the caller deletes its file and links).
+    pub(super) fn forget(&mut self, digest: &Digest) -> Option<EntryMeta> {
         let m = self.entries.remove(digest)?;
         self.removals += 1;
+        self.committed -= m.size;
+        self.dirty.remove(digest);
         Some(m)
     }
 
@@ -88,6 +146,21 @@ impl State {
             m.last_access_ms = now_millis();
             self.dirty.insert(digest.clone());
         }
+    }
+
+    /// The entries used since the last flush, with their new times (taken: the next flush sends
+    /// only what changes after this).
+    pub(super) fn take_dirty(&mut self) -> Vec<(Digest, EntryMeta)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|d| self.entries.get(&d).map(|m| (d, *m)))
+            .collect()
+    }
+
+    /// Gives back bytes reserved for something that will not be stored.
+    pub(super) fn release(&mut self, size: u64) {
+        self.reserved = self.reserved.saturating_sub(size);
     }
 
     /// Removes least-recently-used entries until the stored bytes are at most `target`; only
@@ -109,7 +182,8 @@ impl State {
     }
 
     /// Removes entries in the order given until the stored bytes are at most `target`, skipping
-    /// any used since the order was taken (it is no longer old) and pinned ones (imported).
+    /// any used since the order was taken (it is no longer old) and pinned ones (imported). Their
+    /// bytes count as `deleting` until the caller has deleted the files.
     fn evict_in_order(
         &mut self,
         by_age: Vec<(u64, Digest)>,
@@ -127,11 +201,8 @@ impl State {
             {
                 continue;
             }
-            if let Some(m) = self.remove_entry(&d) {
-                self.committed -= m.size;
+            if let Some(m) = self.forget(&d) {
                 self.deleting += m.size;
-                self.dirty.remove(&d);
-                self.links.forget(&d);
                 victims.push((d, m));
             }
         }
@@ -155,18 +226,18 @@ impl Cache {
         }
         let over = {
             let mut s = self.lock();
-            s.reserved += size;
-            s.committed + s.deleting + s.reserved > self.max_size
+            s.lru.reserved += size;
+            s.lru.committed + s.lru.deleting + s.lru.reserved > self.max_size
         };
         if over {
             // One eviction at a time; whoever waited here finds the room the last one made.
             let _one = self.evicting.lock().await;
-            self.evict(|s| self.low_watermark.saturating_sub(s.reserved))
+            self.evict(|s| self.low_watermark.saturating_sub(s.lru.reserved))
                 .await?;
             let mut s = self.lock();
-            if s.committed + s.reserved > self.max_size {
+            if s.lru.committed + s.lru.reserved > self.max_size {
                 // Fills in flight alone would pass the bound: this one cannot go on.
-                s.reserved -= size;
+                s.lru.reserved -= size;
                 return Err(CacheError::NoRoom(self.max_size));
             }
         }
@@ -178,10 +249,10 @@ impl Cache {
     pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
         let ages = {
             let s = self.lock();
-            if s.committed <= target(&s) {
+            if s.lru.committed <= target(&s) {
                 return Ok(());
             }
-            s.ages()
+            s.lru.ages()
         };
         let by_age = oldest_first(ages);
         let victims = {
@@ -193,15 +264,14 @@ impl Cache {
         let (store, index, metrics) =
             (self.store.clone(), self.index.clone(), self.metrics.clone());
         let removed = blocking(move || remove_victims(&store, &index, &metrics, victims)).await;
-        self.lock().deleting -= freed;
+        self.lock().lru.deleting -= freed;
         self.publish_size();
         removed
     }
 
     /// Gives back bytes reserved for something that will not be stored.
     pub(super) fn release(&self, size: u64) {
-        let mut s = self.lock();
-        s.reserved = s.reserved.saturating_sub(size);
+        self.lock().lru.release(size);
     }
 }
 
@@ -236,7 +306,7 @@ mod tests {
 
     #[test]
     fn lru_evicts_oldest_first() {
-        let mut s = State::default();
+        let mut s = Lru::default();
         for (i, size) in [(1u8, 100u64), (2, 100), (3, 100)] {
             let d = Digest::sha256_of(&[i]);
             s.entries.insert(
@@ -263,7 +333,7 @@ mod tests {
 
     #[test]
     fn pinned_entries_are_never_evicted() {
-        let mut s = State::default();
+        let mut s = Lru::default();
         for (i, kinds) in [(1u8, KIND_BLOB | KIND_PINNED), (2, KIND_BLOB)] {
             s.entries.insert(
                 Digest::sha256_of(&[i]),

@@ -108,10 +108,10 @@ impl Cache {
     pub(super) fn hot_manifest(&self, up: &Upstream, digest: &Digest) -> Option<Manifest> {
         let (media_type, bytes) = self.hot.manifest(&up.name, digest)?;
         let mut s = self.lock();
-        if !s.entries.contains_key(digest) {
+        if !s.lru.holds(digest) {
             return None;
         }
-        s.touch(digest);
+        s.lru.touch(digest);
         Some(Manifest {
             digest: digest.clone(),
             media_type,
@@ -128,7 +128,7 @@ impl Cache {
         media_type: String,
         bytes: Vec<u8>,
     ) -> Manifest {
-        self.lock().touch(digest);
+        self.lock().lru.touch(digest);
         let bytes = Bytes::from(bytes);
         let media_type = MediaType::parse(&media_type);
         self.hot
@@ -202,7 +202,7 @@ impl Cache {
         bytes: &[u8],
     ) -> Result<(), CacheError> {
         let size = bytes.len() as u64;
-        let already = self.lock().entries.contains_key(digest);
+        let already = self.lock().lru.holds(digest);
         let mut reserved = 0;
         if !already {
             if !self.reserve(size).await? {
@@ -216,7 +216,10 @@ impl Cache {
                 return Err(e);
             }
         }
-        let meta = self.lock().record(digest, size, KIND_MANIFEST, reserved);
+        let meta = self
+            .lock()
+            .lru
+            .record(digest, size, KIND_MANIFEST, reserved);
         let (upstream, r, d, t) = (
             up.name.clone(),
             repo.to_string(),

@@ -121,7 +121,7 @@ impl Cache {
         });
         let victims = cache.lock().evict_to(cache.low_watermark, cache.max_size);
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;
-        cache.lock().deleting = 0;
+        cache.lock().lru.deleting = 0;
         cache.publish_size();
         cache.metrics.set_cache_max_bytes(max_size);
         Ok(cache)
@@ -134,20 +134,13 @@ impl Cache {
     }
 
     fn publish_size(&self) {
-        let committed = self.lock().committed;
+        let committed = self.lock().lru.committed;
         self.metrics.set_cache_bytes(committed);
     }
 
     /// Writes batched access times to the index. Called periodically and at shutdown.
     pub(crate) async fn flush_access_times(&self) -> Result<(), CacheError> {
-        let batch: Vec<(Digest, EntryMeta)> = {
-            let mut s = self.lock();
-            let dirty = std::mem::take(&mut s.dirty);
-            dirty
-                .into_iter()
-                .filter_map(|d| s.entries.get(&d).map(|m| (d, *m)))
-                .collect()
-        };
+        let batch: Vec<(Digest, EntryMeta)> = self.lock().lru.take_dirty();
         self.with_index(move |ix| ix.put_entries(&batch)).await
     }
 
@@ -169,7 +162,7 @@ impl Cache {
 
     /// Bytes of stored files.
     pub(crate) fn stored_bytes(&self) -> u64 {
-        self.lock().committed
+        self.lock().lru.committed
     }
 }
 
@@ -185,8 +178,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
         match on_disk.get(&digest) {
             Some(&size) => {
                 meta.size = size;
-                state.committed += size;
-                state.entries.insert(digest, meta);
+                state.lru.insert_found(digest, meta);
             }
             None => lost.push(digest),
         }
@@ -200,7 +192,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     }
     let mut adopted = Vec::new();
     for (digest, &size) in &on_disk {
-        if state.entries.contains_key(digest) {
+        if state.lru.holds(digest) {
             continue;
         }
         if store.matches_its_name(digest).unwrap_or(false) {
@@ -210,8 +202,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
                 last_access_ms: now_millis(),
                 kinds: index::KIND_BLOB,
             };
-            state.committed += size;
-            state.entries.insert(digest.clone(), meta);
+            state.lru.insert_found(digest.clone(), meta);
             adopted.push((digest.clone(), meta));
         } else {
             tracing::warn!(%digest, "file unknown to the index: removing it");
@@ -224,7 +215,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     // Links of content no longer held (listed by a manifest, never fetched) go.
     let mut unheld = Vec::new();
     for (digest, scope, size) in index.links()? {
-        if state.entries.contains_key(&digest) {
+        if state.lru.holds(&digest) {
             state.links.add(&digest, &links::Scope::stored(scope), size);
         } else {
             unheld.push(digest);
@@ -285,7 +276,7 @@ mod tests {
         store.write_verified(&kept, good).unwrap();
         store.write_verified(&damaged, bad).unwrap();
         std::fs::write(store.path(&damaged), b"flipped bytes").unwrap();
-        let state = reconcile(&store, &index).unwrap();
+        let state = reconcile(&store, &index).unwrap().lru;
         assert_eq!(
             state.entries.get(&kept).map(|m| m.size),
             Some(good.len() as u64)

@@ -29,7 +29,7 @@ impl Cache {
         let Some(bytes) = &manifest.bytes else { return };
         // A warm pull's manifest: everything it lists was held, and nothing has been removed
         // since, so nothing is missing and it need not be parsed again.
-        let removals = self.lock().removals;
+        let removals = self.lock().lru.removals;
         if self.hot.held_all(&manifest.digest) == Some(removals) {
             return;
         }
@@ -46,10 +46,10 @@ impl Cache {
                 .filter(|d| {
                     let flying = s.fills.contains(d);
                     in_flight |= flying;
-                    !s.entries.contains_key(d) && !flying
+                    !s.lru.holds(d) && !flying
                 })
                 .collect();
-            (missing, in_flight, s.removals)
+            (missing, in_flight, s.lru.removals)
         };
         if missing.is_empty() {
             if !in_flight {

@@ -59,7 +59,7 @@ impl Cache {
             let s = self.lock();
             found
                 .into_iter()
-                .filter(|(d, _)| s.entries.contains_key(d))
+                .filter(|(d, _)| s.lru.holds(d))
                 .filter_map(|(_, descriptor)| serde_json::from_str::<Value>(&descriptor).ok())
                 .filter(|d| artifact_type.is_none_or(|t| d["artifactType"] == t))
                 .collect()
