@@ -41,7 +41,7 @@ fn secured_with(reg: &Registry, server_extra: &str) -> Secured {
     htpasswd(&htpw, "bob", "bob-pass");
     // skopeo's --cert-dir wants the CA as `*.crt` in a directory.
     fs::copy(&pki().ca_cert, certs.path().join("ca.crt")).unwrap();
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let (cert, key) = (&pki().server_cert, &pki().server_key);
     m.reconfigure(|cfg| {
         let cfg = cfg.replace(
@@ -180,14 +180,11 @@ fn rules_decide_who_pulls_what_and_htpasswd_changes_apply_at_once() {
     // `deploy` has a rule but no password yet; adding one to the file works without a restart.
     assert_eq!(curl(port, &path, Some("deploy:d-pass")).0, 401);
     htpasswd(&s.htpasswd, "deploy", "d-pass");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while curl(port, &path, Some("deploy:d-pass")).0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new htpasswd was not picked up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the new htpasswd was not picked up",
+        || curl(port, &path, Some("deploy:d-pass")).0 == 200,
+    );
 
     // A burst of wrong passwords is answered, and slowed down past the first few.
     for _ in 0..7 {
@@ -409,7 +406,7 @@ fn dockerd_pulls_through_registry_mirrors_with_anonymous_ping() {
     let seed = seed();
     let img = seed.image("library/busybox");
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let dir = scratch("access-dockerd-mirror");
     let htpw = dir.path().join("htpasswd");
     htpasswd(&htpw, "ci", "ci-pass");

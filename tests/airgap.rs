@@ -312,10 +312,9 @@ fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd()
         .arg(format!("oci:{}:x", sk.path().join("l").display())));
 
     // Air-gapped: import into a fresh offline cache (twice: harmless), then serve.
-    let mut m = Mirror::start(
-        &[Up::default("docker.io", "http://127.0.0.1:9".into())],
-        "offline = true",
-    );
+    let mut m = Mirror::of(&[Up::default("docker.io", "http://127.0.0.1:9".into())])
+        .offline()
+        .start();
     m.kill9();
     let gapped = Site {
         dir: scratch("airgap-unused"),
@@ -609,10 +608,9 @@ fn imported_content_is_pinned_against_the_lru_unless_unpinned() {
     let (layer, _) = up.app.largest_blob();
     for (flags, kept) in [(&[][..], true), (&["--unpinned"][..], false)] {
         // A 200 KiB cache: the import (about 50 KB), then two 100 KB images pulled through it.
-        let mut m = Mirror::start(
-            &[Up::default("docker.io", up.reg.url())],
-            "max_size = \"200KiB\"",
-        );
+        let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())])
+            .max_size("200KiB")
+            .start();
         m.kill9();
         let site = Site {
             dir: scratch("airgap-pin"),
@@ -691,7 +689,7 @@ fn platform_leaves_the_other_platform_out_and_the_index_in() {
 #[test]
 fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrupted() {
     let up = upstream();
-    let mut m = Mirror::start(&[Up::default("docker.io", up.reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())]).start();
     let site = Site {
         dir: scratch("airgap-busy"),
         config: m.config.clone(),
@@ -716,11 +714,11 @@ fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrup
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while site.temp_files() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no fill started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually(
+        std::time::Duration::from_secs(30),
+        "no fill started",
+        || site.temp_files() > 0,
+    );
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -777,7 +775,7 @@ fn ls_rm_and_gc_look_after_the_cache() {
     }
     // gc: a blob no manifest lists (fetched by digest alone) goes once its grace period is
     // over, not before; what manifests list stays.
-    let mut m = Mirror::start(&[Up::default("docker.io", up.reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())]).start();
     m.kill9();
     let site2 = Site {
         dir: scratch("airgap-gc"),

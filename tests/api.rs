@@ -22,7 +22,7 @@ fn error_code(r: &RawResponse) -> String {
 fn base_endpoint_and_push_methods() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let r = raw_request(m.port, "GET", "/v2/", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"{}");
@@ -56,7 +56,9 @@ fn head_by_tag_costs_no_upstream_get() {
     let seed = seed();
     let img = seed.image("oci/app");
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1h\"");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .tag_ttl("1h")
+        .start();
     let r = raw_request(
         m.port,
         "HEAD",
@@ -124,7 +126,7 @@ fn accept_and_manifest_digests_as_blobs() {
     let seed = seed();
     let img = seed.image("multi/arch");
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let docker_only = [(
         "Accept",
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -172,13 +174,11 @@ fn accept_and_manifest_digests_as_blobs() {
 fn tags_list_catalog_and_referrers() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            Up::new("quay.io", reg.url()),
-        ],
-        "",
-    );
+    let m = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        Up::new("quay.io", reg.url()),
+    ])
+    .start();
     let r = raw_request(
         m.port,
         "GET",
@@ -230,7 +230,7 @@ fn tags_list_catalog_and_referrers() {
 fn bad_input_gets_oci_errors() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let zeros = "0".repeat(64);
     let cases: Vec<(String, u16, &str)> = vec![
         ("/v2/Upper/manifests/v1".into(), 400, "NAME_INVALID"),
@@ -349,10 +349,9 @@ fn metrics_pass_promtool() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     // No layer prefetch: the figures are those of the two manifest requests alone.
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "prefetch_layers = false",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .prefetch_layers(false)
+        .start();
     raw_request(m.port, "GET", "/v2/oci/app/manifests/v1", &[]);
     raw_request(m.port, "GET", "/v2/oci/app/manifests/nope", &[]);
     let r = raw_request(m.port, "GET", "/metrics", &[]);
@@ -402,7 +401,7 @@ fn concurrent_tag_lookups_are_coalesced() {
     let seed = seed();
     let img = seed.image("many/layers");
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
     let handles: Vec<_> = (0..16)
         .map(|_| {
@@ -431,7 +430,7 @@ fn health_readiness_and_header_case() {
     use std::io::{Read, Write};
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     assert_eq!(raw_request(m.port, "GET", "/healthz", &[]).status, 200);
     assert_eq!(raw_request(m.port, "GET", "/readyz", &[]).status, 200);
     assert_eq!(raw_request(m.port, "HEAD", "/readyz", &[]).status, 200);
@@ -470,7 +469,7 @@ fn health_readiness_and_header_case() {
 fn every_request_leaves_one_log_line() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let (digest, size) = seed.image("oci/app").largest_blob();
     let path = format!("/v2/oci/app/blobs/{digest}");
     let secret = "Basic c2VjcmV0LXVzZXI6aHVudGVyMg==";
@@ -528,10 +527,9 @@ fn every_request_leaves_one_log_line() {
 fn log_lines_stay_whole_when_batched() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "\n[log]\nformat = \"json\"\n",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .json_log()
+        .start();
     let image = seed.image("oci/app");
     let path = format!("/v2/oci/app/manifests/{}", image.digest);
     assert_eq!(raw_request(m.port, "GET", &path, &[]).status, 200);
@@ -565,7 +563,7 @@ fn log_lines_stay_whole_when_batched() {
 fn an_unknown_registry_host_is_never_looked_up_on_the_default_upstream() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let zeros = "0".repeat(64);
     for (path, host) in [
         ("/v2/ghcr.io/foo/bar/manifests/latest".to_owned(), "ghcr.io"),
@@ -602,7 +600,9 @@ fn an_unknown_registry_host_is_never_looked_up_on_the_default_upstream() {
 fn the_first_pull_of_a_tag_is_a_miss_and_a_later_one_a_revalidation() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1s\"");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .tag_ttl("1s")
+        .start();
     let out = scratch("tag-miss");
     let tag_lines = |m: &Mirror| -> Vec<String> {
         m.log_text()
@@ -635,7 +635,7 @@ fn the_first_pull_of_a_tag_is_a_miss_and_a_later_one_a_revalidation() {
 fn a_metrics_scrape_read_whole_is_logged_complete() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("{}/metrics", m.url()))

@@ -44,7 +44,7 @@ fn pull(m: &Mirror, repo: &str, dir: &std::path::Path) -> Result<String, String>
 fn token_auth_public_and_private_with_tokens_reused() {
     let ts = TokenService::start();
     let reg = token_registry(&ts, "127.0.0.1");
-    let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
+    let m = Mirror::of(&[up_with("reg.example", reg.url(), creds())]).start();
     let out = scratch("token-pulls");
     for repo in ["oci/app", "team/project/app", "many/layers"] {
         let d = pull(&m, repo, &out.path().join(repo.replace('/', "_"))).unwrap();
@@ -71,7 +71,7 @@ fn token_auth_public_and_private_with_tokens_reused() {
 fn without_credentials_private_repositories_are_refused_cleanly() {
     let ts = TokenService::start();
     let reg = token_registry(&ts, "127.0.0.1");
-    let m = Mirror::start(&[Up::new("reg.example", reg.url())], "");
+    let m = Mirror::of(&[Up::new("reg.example", reg.url())]).start();
     let out = scratch("anon");
     assert!(pull(&m, "oci/app", &out.path().join("a")).is_ok());
     let r = raw_request(
@@ -95,7 +95,7 @@ fn without_credentials_private_repositories_are_refused_cleanly() {
 fn plain_credentials_fall_back_to_the_oauth2_password_grant() {
     let ts = TokenService::start_with(true);
     let reg = token_registry(&ts, "127.0.0.1");
-    let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
+    let m = Mirror::of(&[up_with("reg.example", reg.url(), creds())]).start();
     let out = scratch("password-grant");
     let d = pull(&m, "team/project/app", &out.path().join("a")).unwrap();
     assert_eq!(d, seed().image("team/project/app").digest);
@@ -112,7 +112,7 @@ fn credentials_never_go_to_a_realm_on_another_host() {
     // The upstream is 127.0.0.1; the realm is 127.0.0.2: another host.
     let ts = TokenService::start_elsewhere();
     let reg = token_registry(&ts, "127.0.0.2");
-    let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
+    let m = Mirror::of(&[up_with("reg.example", reg.url(), creds())]).start();
     let out = scratch("foreign-realm");
     assert!(
         pull(&m, "oci/app", &out.path().join("a")).is_ok(),
@@ -171,7 +171,7 @@ fn credentials_from_a_file_a_docker_config_a_helper_and_an_identity_token() {
         format!("credential_helper = \"{}\"", helper.display()),
     ];
     for (i, extra) in variants.iter().enumerate() {
-        let mut m = Mirror::start(&[up_with("reg.example", reg.url(), extra.clone())], "");
+        let mut m = Mirror::of(&[up_with("reg.example", reg.url(), extra.clone())]).start();
         if i == 1 {
             m.reconfigure(|cfg| with_docker_config(&docker_config, cfg));
         }
@@ -194,7 +194,7 @@ fn credentials_from_a_file_a_docker_config_a_helper_and_an_identity_token() {
     assert_eq!(asked.trim(), format!("127.0.0.1:{}", reg.port));
 
     // An identitytoken is exchanged with the OAuth2 refresh-token POST.
-    let mut m = Mirror::start(&[up_with("reg.example", reg.url(), String::new())], "");
+    let mut m = Mirror::of(&[up_with("reg.example", reg.url(), String::new())]).start();
     m.reconfigure(|cfg| {
         with_docker_config(
             &docker_config,
@@ -219,19 +219,17 @@ fn tls_with_a_private_ca() {
     let reg = Registry::start_with(&seed().storage, &auth::tls_yaml(), None);
     let url = format!("https://127.0.0.1:{}", reg.port);
     let out = scratch("tls");
-    let trusted = Mirror::start(
-        &[up_with(
-            "reg.example",
-            url.clone(),
-            format!("ca_cert = \"{}\"", p.ca_cert.display()),
-        )],
-        "",
-    );
+    let trusted = Mirror::of(&[up_with(
+        "reg.example",
+        url.clone(),
+        format!("ca_cert = \"{}\"", p.ca_cert.display()),
+    )])
+    .start();
     assert_eq!(
         pull(&trusted, "oci/app", &out.path().join("a")).unwrap(),
         seed().image("oci/app").digest
     );
-    let untrusted = Mirror::start(&[Up::new("reg.example", url.clone())], "");
+    let untrusted = Mirror::of(&[Up::new("reg.example", url.clone())]).start();
     let r = raw_request(
         untrusted.port,
         "GET",
@@ -239,14 +237,12 @@ fn tls_with_a_private_ca() {
         &[],
     );
     assert_eq!(r.status, 503, "an unknown CA must be refused");
-    let insecure = Mirror::start(
-        &[up_with(
-            "reg.example",
-            url,
-            "tls_insecure_skip_verify = true".into(),
-        )],
-        "",
-    );
+    let insecure = Mirror::of(&[up_with(
+        "reg.example",
+        url,
+        "tls_insecure_skip_verify = true".into(),
+    )])
+    .start();
     assert!(pull(&insecure, "oci/app", &out.path().join("b")).is_ok());
     assert!(insecure.log_text().contains("NOT verified"));
 }
@@ -255,12 +251,12 @@ fn tls_with_a_private_ca() {
 fn htpasswd_basic_auth() {
     let reg = Registry::start_with(&seed().storage, &auth::htpasswd_yaml(), None);
     let out = scratch("basic");
-    let m = Mirror::start(&[up_with("reg.example", reg.url(), creds())], "");
+    let m = Mirror::of(&[up_with("reg.example", reg.url(), creds())]).start();
     assert_eq!(
         pull(&m, "team/project/app", &out.path().join("a")).unwrap(),
         seed().image("team/project/app").digest
     );
-    let anon = Mirror::start(&[Up::new("reg.example", reg.url())], "");
+    let anon = Mirror::of(&[Up::new("reg.example", reg.url())]).start();
     let r = raw_request(
         anon.port,
         "GET",
@@ -276,13 +272,11 @@ fn htpasswd_basic_auth() {
 fn containerd_pulls_a_private_image_through_the_mirror() {
     let ts = TokenService::start();
     let reg = token_registry(&ts, "127.0.0.1");
-    let m = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            up_with("reg.example", reg.url(), creds()),
-        ],
-        "",
-    );
+    let m = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        up_with("reg.example", reg.url(), creds()),
+    ])
+    .start();
     let ctd = Containerd::start();
     let img = seed().image("team/project/app");
     let reference = format!("reg.example/team/project/app:{}", img.tag);
@@ -298,14 +292,12 @@ fn containerd_pulls_a_private_image_through_the_mirror() {
 fn the_allow_list_refuses_other_repositories() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(
-        &[up_with(
-            "reg.example",
-            reg.url(),
-            "repositories = [\"oci/*\", \"many/**\"]".into(),
-        )],
-        "",
-    );
+    let m = Mirror::of(&[up_with(
+        "reg.example",
+        reg.url(),
+        "repositories = [\"oci/*\", \"many/**\"]".into(),
+    )])
+    .start();
     assert_eq!(
         raw_request(m.port, "GET", "/v2/reg.example/oci/app/manifests/v1", &[]).status,
         200
@@ -349,7 +341,7 @@ fn client_credentials_stay_home_and_redirects_drop_authorization() {
             FakeAnswer::new(404, "{}")
         }
     });
-    let m = Mirror::start(&[up_with("reg.example", registry.url(), creds())], "");
+    let m = Mirror::of(&[up_with("reg.example", registry.url(), creds())]).start();
     let r = try_stream_get(
         m.port,
         &format!("/v2/reg.example/app/x/blobs/{digest}"),
@@ -398,14 +390,12 @@ fn a_stale_helper_answer_is_refreshed_after_a_401() {
         .arg(&helper)
         .status()
         .unwrap();
-    let m = Mirror::start(
-        &[up_with(
-            "reg.example",
-            reg.url(),
-            format!("credential_helper = \"{}\"", helper.display()),
-        )],
-        "",
-    );
+    let m = Mirror::of(&[up_with(
+        "reg.example",
+        reg.url(),
+        format!("credential_helper = \"{}\"", helper.display()),
+    )])
+    .start();
     let d = pull(&m, "team/project/app", &dir.path().join("out")).unwrap();
     assert_eq!(d, seed().image("team/project/app").digest);
     assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);

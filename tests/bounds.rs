@@ -43,10 +43,9 @@ fn lru_evicts_the_least_recently_used_and_stays_within_the_bound() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let max = 220u64 << 20;
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "max_size = \"220MiB\"",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .max_size("220MiB")
+        .start();
     let (a, b, c) = (
         seed.image("lru/a").largest_blob(),
         seed.image("lru/b").largest_blob(),
@@ -87,10 +86,9 @@ fn lru_evicts_the_least_recently_used_and_stays_within_the_bound() {
 fn a_blob_larger_than_the_cache_is_streamed_through() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "max_size = \"50MiB\"",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .max_size("50MiB")
+        .start();
     let big = seed.image("big/blob").largest_blob();
     for _ in 0..2 {
         get_blob(&m, "big/blob", &big.0);
@@ -108,10 +106,9 @@ fn a_blob_larger_than_the_cache_is_streamed_through() {
 fn a_lowered_max_size_shrinks_the_cache_at_start() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "max_size = \"1GiB\"",
-    );
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .max_size("1GiB")
+        .start();
     let (b, c) = (
         seed.image("lru/b").largest_blob(),
         seed.image("lru/c").largest_blob(),
@@ -188,7 +185,9 @@ fn lying_upstream(good: Vec<(String, Vec<u8>)>) -> FakeUpstream {
 fn a_lying_content_length_evicts_nothing() {
     let good = good_blobs(4);
     let up = lying_upstream(good.clone());
-    let m = Mirror::start(&[Up::default("fake", up.url())], "max_size = \"64MiB\"");
+    let m = Mirror::of(&[Up::default("fake", up.url())])
+        .max_size("64MiB")
+        .start();
     for (d, _) in &good {
         get_blob(&m, "good/blob", d);
     }
@@ -213,7 +212,9 @@ fn an_endless_body_stays_within_the_bound() {
     let good = good_blobs(2);
     let up = lying_upstream(good.clone());
     let max = 32u64 << 20;
-    let m = Mirror::start(&[Up::default("fake", up.url())], "max_size = \"32MiB\"");
+    let m = Mirror::of(&[Up::default("fake", up.url())])
+        .max_size("32MiB")
+        .start();
     for (d, _) in &good {
         get_blob(&m, "good/blob", d);
     }
@@ -252,10 +253,9 @@ fn a_blob_larger_than_the_cache_never_lands_on_disk() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let max = 50u64 << 20;
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "max_size = \"50MiB\"",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .max_size("50MiB")
+        .start();
     let (digest, size) = seed.image("big/blob").largest_blob();
     assert!(size > max);
     let path = format!("/v2/big/blob/blobs/{digest}");

@@ -18,13 +18,11 @@ fn containerd_pulls_a_non_default_registry_through_hosts_toml() {
     let empty = scratch("empty-storage");
     let other = Registry::start(empty.path());
     // The default upstream holds nothing: the pull works only if `?ns=quay.io` picks `quay.io`.
-    let mirror = Mirror::start(
-        &[
-            Up::default("docker.io", other.url()),
-            Up::new("quay.io", reg.url()),
-        ],
-        "",
-    );
+    let mirror = Mirror::of(&[
+        Up::default("docker.io", other.url()),
+        Up::new("quay.io", reg.url()),
+    ])
+    .start();
     let ctd = Containerd::start();
     for repo in ["team/project/app", "multi/arch", "many/layers"] {
         let img = seed.image(repo);
@@ -46,7 +44,7 @@ fn dockerd_pulls_through_registry_mirrors() {
     let seed = seed();
     let img = seed.image("library/busybox");
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let ctd = Containerd::start();
     // The shipped daemon.json with the mirror's address.
     let dockerd = Dockerd::with_shipped_mirror(&ctd, &mirror.url());
@@ -89,7 +87,7 @@ fn skopeo_pulls_through_the_shipped_registries_conf() {
     let seed = seed();
     let img = seed.image("oci/app");
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let dir = scratch("registries-conf");
     // skopeo 1.9 reads only /etc/containers: give it its own, in a private mount namespace, with
     // the shipped registries.conf (and the machine's policy.json).

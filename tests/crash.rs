@@ -55,7 +55,7 @@ fn kill_9_during_a_slow_fill_leaves_nothing_partial() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let proxy = Proxy::slow(reg.port, 4 << 20);
-    let mut m = Mirror::start(&[Up::default("docker.io", proxy.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", proxy.url())]).start();
     let (digest, size) = seed.image("lru/c").largest_blob();
     let path = format!("/v2/lru/c/blobs/{digest}");
     let port = m.port;
@@ -87,10 +87,9 @@ fn kill_9_five_times_under_load_never_serves_wrong_bytes() {
     // A moderately slow upstream, so kills land mid-fill as well as mid-serve; and a cache too
     // small for everything, so they land mid-eviction too.
     let proxy = Proxy::slow(reg.port, 40 << 20);
-    let mut m = Mirror::start(
-        &[Up::default("docker.io", proxy.url())],
-        "max_size = \"150MiB\"",
-    );
+    let mut m = Mirror::of(&[Up::default("docker.io", proxy.url())])
+        .max_size("150MiB")
+        .start();
     let paths = catalogue(
         seed,
         &[
@@ -174,7 +173,7 @@ fn a_full_disk_fails_the_fill_cleanly() {
     }
     let _unmount = Unmount(mount.path().to_owned());
     let cache = mount.path().join("cache");
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let old_dir = format!("dir = \"{}\"", m.cache_dir.display());
     let new_dir = format!("dir = \"{}\"", cache.display());
     m.cache_dir = cache;
@@ -191,7 +190,11 @@ fn a_full_disk_fails_the_fill_cleanly() {
         !(r.status == 200 && r.complete()),
         "a fill that hit ENOSPC looked complete"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(
+        Duration::from_secs(10),
+        "the failed fill left its temp file",
+        || m.temp_files() == 0,
+    );
     assert_eq!(m.temp_files(), 0, "the failed fill left its temp file");
     assert!(!m.cached_files().contains(&big));
 
@@ -213,7 +216,7 @@ fn a_full_disk_fails_the_fill_cleanly() {
 fn a_graceful_stop_right_after_cold_fills_keeps_every_blob() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let mut paths = vec![format!(
         "/v2/lru/c/blobs/{}",
         seed.image("lru/c").largest_blob().0

@@ -95,13 +95,11 @@ impl Gen {
 fn thousands_of_random_paths_never_get_a_5xx_or_a_dropped_connection() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            Up::new("quay.io", reg.url()),
-        ],
-        "",
-    );
+    let m = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        Up::new("quay.io", reg.url()),
+    ])
+    .start();
     let mut g = Gen(0x2545_f491_4f6c_dd1d);
     let methods = ["GET", "HEAD", "GET", "PUT", "DELETE", "OPTIONS"];
     for i in 0..3000 {
@@ -156,7 +154,7 @@ fn thousands_of_random_paths_never_get_a_5xx_or_a_dropped_connection() {
 fn traversal_and_encodings_are_refused() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     for path in [
         "/v2/..%2f..%2fetc/passwd/manifests/latest",
         "/v2/oci/app%00/manifests/v1",
@@ -185,7 +183,7 @@ fn traversal_and_encodings_are_refused() {
 fn oversized_headers_get_431() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let huge = "x".repeat(200 * 1024);
     let r = raw_request(m.port, "GET", "/v2/", &[("X-Big", &huge)]);
     assert!(r.status == 431 || r.status == 400, "{}", r.status);
@@ -208,7 +206,7 @@ fn half_open(port: u16, n: usize) -> Vec<TcpStream> {
 fn slowloris_connections_do_not_starve_real_clients() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let idle = half_open(m.port, 300);
     let start = Instant::now();
     let r = raw_request(m.port, "GET", "/v2/", &[]);
@@ -226,7 +224,7 @@ fn slowloris_connections_do_not_starve_real_clients() {
 fn the_header_timeout_frees_capped_connections() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     m.reconfigure(|cfg| {
         cfg.replace(
             "[server]\n",
@@ -256,7 +254,7 @@ fn the_header_timeout_frees_capped_connections() {
 fn clients_that_stop_reading_are_cut_off_by_send_timeout() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let (digest, size) = seed.image("lru/a").largest_blob();
     let path = format!("/v2/lru/a/blobs/{digest}");
     // Cache it, so the stuck clients read a stored file at full speed until their buffers fill.
@@ -354,7 +352,7 @@ fn read_response(s: &mut TcpStream) -> (u16, u64) {
 fn idle_keep_alive_connections_are_closed() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     m.reconfigure(|cfg| cfg.replace("[server]\n", "[server]\nheader_read_timeout = \"1s\"\n"));
     let mut s = TcpStream::connect(("127.0.0.1", m.port)).unwrap();
     s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n")

@@ -18,13 +18,11 @@ use support::*;
 fn skopeo_pulls_every_image_with_the_right_digests() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            Up::new("quay.io", reg.url()),
-        ],
-        "",
-    );
+    let mirror = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        Up::new("quay.io", reg.url()),
+    ])
+    .start();
     let out = scratch("skopeo-out");
     for img in &seed.images {
         let all = !img.children.is_empty();
@@ -84,7 +82,7 @@ fn sixteen_concurrent_cold_gets_cause_one_upstream_fetch() {
     let img = seed.image("big/blob");
     let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let path = format!("/v2/big/blob/blobs/{digest}");
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
     let handles: Vec<_> = (0..16)
@@ -114,7 +112,7 @@ fn range_on_a_cold_blob_gets_the_right_bytes() {
     let img = seed.image("big/blob");
     let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let start = 100_000_001u64;
     let r = raw_request(
         mirror.port,
@@ -164,7 +162,7 @@ fn a_flipped_byte_upstream_never_yields_a_complete_wrong_body() {
     fs::write(&mpath, &m).unwrap();
 
     let reg = Registry::start(storage.path());
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     for _ in 0..2 {
         let r = stream_get(mirror.port, &format!("/v2/oci/app/blobs/{layer}"), &[]);
         assert!(
@@ -214,7 +212,7 @@ fn a_short_upstream_body_never_yields_a_complete_body() {
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let reg = Registry::start(storage.path());
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let r = stream_get(mirror.port, &format!("/v2/many/layers/blobs/{layer}"), &[]);
     assert!(!(r.status == 200 && r.complete()));
 
@@ -222,13 +220,11 @@ fn a_short_upstream_body_never_yields_a_complete_body() {
     let big = seed.image("big/blob");
     let (digest, size) = big.largest_blob();
     let proxy = Proxy::cutting(reg.port, 8 << 20);
-    let mirror2 = Mirror::start(
-        &[Up::default(
-            "docker.io",
-            format!("http://127.0.0.1:{}", proxy.port),
-        )],
-        "",
-    );
+    let mirror2 = Mirror::of(&[Up::default(
+        "docker.io",
+        format!("http://127.0.0.1:{}", proxy.port),
+    )])
+    .start();
     let r = stream_get(mirror2.port, &format!("/v2/big/blob/blobs/{digest}"), &[]);
     assert!(
         !(r.status == 200 && r.complete()),
@@ -248,13 +244,12 @@ fn a_short_upstream_body_never_yields_a_complete_body() {
 fn with_the_upstream_gone_a_restarted_mirror_serves_everything_cached() {
     let seed = seed();
     let mut reg = Registry::start(&seed.storage);
-    let mut mirror = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            Up::new("quay.io", reg.url()),
-        ],
-        "tag_ttl = \"1s\"",
-    );
+    let mut mirror = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        Up::new("quay.io", reg.url()),
+    ])
+    .tag_ttl("1s")
+    .start();
     let refs = [
         (
             format!("{}/busybox:latest", mirror.host()),
@@ -305,7 +300,7 @@ fn the_fill_finishes_when_every_client_leaves() {
     let img = seed.image("big/blob");
     let (digest, size) = img.largest_blob();
     let reg = Registry::start(&seed.storage);
-    let mirror = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", mirror.port)).unwrap();
         write!(
@@ -317,14 +312,11 @@ fn the_fill_finishes_when_every_client_leaves() {
         s.read_exact(&mut buf).unwrap();
         // Dropped here, long before the end.
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !mirror.cached_files().contains(&digest) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fill did not finish"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually(
+        std::time::Duration::from_secs(60),
+        "the fill did not finish",
+        || mirror.cached_files().contains(&digest),
+    );
     let r = stream_get(mirror.port, &format!("/v2/big/blob/blobs/{digest}"), &[]);
     assert!(r.complete() && r.digest == digest && r.declared == Some(size));
     assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
@@ -340,13 +332,11 @@ fn cached_content_is_served_only_where_it_belongs() {
     let mut reg = Registry::start(&seed.storage);
     let empty = scratch("empty-registry");
     let other = Registry::start(empty.path());
-    let mut m = Mirror::start(
-        &[
-            Up::default("docker.io", reg.url()),
-            Up::new("other.example", other.url()),
-        ],
-        "",
-    );
+    let mut m = Mirror::of(&[
+        Up::default("docker.io", reg.url()),
+        Up::new("other.example", other.url()),
+    ])
+    .start();
     // `oci/app` stands for a private image; `lru/b` is a repository it does not belong to.
     let private = seed.image("oci/app");
     let out = scratch("belongs");
@@ -409,7 +399,9 @@ fn offline_serves_the_cache_and_never_contacts_the_upstream() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let img = seed.image("oci/app");
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "tag_ttl = \"1s\"");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .tag_ttl("1s")
+        .start();
     let out = scratch("offline-mode");
     let reference = format!("{}/oci/app:{}", m.host(), img.tag);
     assert_eq!(
@@ -454,7 +446,7 @@ fn an_image_manifest_get_prefetches_its_layers_once() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
     let img = seed.image("many/layers");
-    let m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let r = raw_request(
         m.port,
         "GET",
@@ -483,10 +475,9 @@ fn an_image_manifest_get_prefetches_its_layers_once() {
         );
     }
 
-    let off = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        "prefetch_layers = false",
-    );
+    let off = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .prefetch_layers(false)
+        .start();
     let r = raw_request(
         off.port,
         "GET",
@@ -508,10 +499,9 @@ fn layers_evicted_after_a_warm_pull_are_prefetched_again() {
     let img = seed.image("many/layers");
     let (big, big_size) = seed.image("lru/b").largest_blob();
     // Room for the 64 MiB layer, not for it and the 25 small ones: keeping it evicts them.
-    let m = Mirror::start(
-        &[Up::default("docker.io", reg.url())],
-        &format!("max_size = \"{}\"", big_size + 20_000),
-    );
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .max_size(big_size + 20_000)
+        .start();
     let manifest = format!("/v2/many/layers/manifests/{}", img.tag);
     assert_eq!(raw_request(m.port, "GET", &manifest, &[]).status, 200);
     for (d, _) in &img.blobs {

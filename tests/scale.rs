@@ -66,7 +66,7 @@ impl Nginx {
 
 /// A replica whose `[shared]` tier is `garage` under `site-a`.
 fn replica(reg: &Registry, garage: &Garage, secret_file: Option<&Path>) -> Mirror {
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let shared = garage.shared_section("site-a", secret_file);
     m.reconfigure(|cfg| format!("{cfg}{shared}"));
     m
@@ -209,14 +209,11 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
     assert!(!fresh.cached_files().contains(&layer));
     let second = stream_get(fresh.port, &path, &[]);
     assert!(second.complete() && second.digest == layer);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sha256(&garage.get(&key).1) != layer {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the bucket kept the corrupt copy"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the bucket kept the corrupt copy",
+        || sha256(&garage.get(&key).1) == layer,
+    );
 
     // The upstream goes: a new replica with an empty disk serves every image from the shared
     // tier, by tag and by digest.
@@ -243,7 +240,7 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
 fn an_unreachable_shared_tier_degrades_to_upstream_fetches() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::start(&[Up::default("docker.io", reg.url())], "");
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let dead = format!(
         "\n[shared]\nurl = \"s3://entrepot/site-a\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"garage\"\naccess_key_id = \"GK0\"\nsecret_access_key = \"x\"\nallow_http = true\n",
         free_port()

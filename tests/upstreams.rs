@@ -48,7 +48,7 @@ fn html_pages_lying_lengths_and_redirect_loops_are_clean_errors() {
             FakeAnswer::new(404, "{}")
         }
     });
-    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
 
     let r = raw_request(m.port, "GET", "/v2/html/app/manifests/v1", &[]);
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
@@ -105,7 +105,7 @@ fn passing_server_errors_are_retried() {
             FakeAnswer::new(404, "{}")
         }
     });
-    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
     let r = stream_get(m.port, &format!("/v2/app/x/blobs/{digest}"), &[]);
     assert_eq!(r.status, 200);
     assert!(r.complete() && r.digest == digest);
@@ -137,7 +137,9 @@ fn rate_limits_serve_the_cache_and_honour_retry_after() {
             FakeAnswer::new(404, "{}")
         }
     });
-    let m = Mirror::start(&[Up::default("docker.io", up.url())], "tag_ttl = \"1s\"");
+    let m = Mirror::of(&[Up::default("docker.io", up.url())])
+        .tag_ttl("1s")
+        .start();
     let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
     assert_eq!(r.status, 200);
     assert!(
@@ -180,7 +182,7 @@ fn concurrency_per_upstream_is_bounded() {
     });
     let mut up_cfg = Up::default("docker.io", up.url());
     up_cfg.extra = "max_concurrent_requests = 2".into();
-    let m = Mirror::start(&[up_cfg], "");
+    let m = Mirror::of(&[up_cfg]).start();
     let port = m.port;
     let handles: Vec<_> = (0..6)
         .map(|i| {
@@ -218,7 +220,7 @@ fn a_stalled_upstream_times_out_cleanly() {
     });
     let mut cfg = Up::default("docker.io", up.url());
     cfg.extra = "read_timeout = \"500ms\"".into();
-    let m = Mirror::start(&[cfg], "tag_ttl = \"1s\"");
+    let m = Mirror::of(&[cfg]).tag_ttl("1s").start();
     assert_eq!(
         raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]).status,
         200
@@ -244,10 +246,7 @@ fn refused_connections_are_retried() {
     let manifest =
         format!(r#"{{"schemaVersion":2,"mediaType":"{OCI}","config":{{}},"layers":[]}}"#);
     let port = free_port();
-    let m = Mirror::start(
-        &[Up::default("docker.io", format!("http://127.0.0.1:{port}"))],
-        "",
-    );
+    let m = Mirror::of(&[Up::default("docker.io", format!("http://127.0.0.1:{port}"))]).start();
     // The registry comes up 150 ms after the request: after the first try (refused at once),
     // before the last (which comes after 100-150 ms and then 200-250 ms more of backoff).
     let server = std::thread::spawn(move || {
@@ -297,7 +296,7 @@ fn a_connect_that_hangs_times_out() {
     assert!(held.len() < 1000, "the accept queue never filled");
     let mut cfg = Up::default("docker.io", format!("http://127.0.0.1:{port}"));
     cfg.extra = "connect_timeout = \"500ms\"".into();
-    let m = Mirror::start(&[cfg], "");
+    let m = Mirror::of(&[cfg]).start();
     let start = std::time::Instant::now();
     let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
@@ -337,7 +336,7 @@ fn a_length_that_contradicts_the_manifest_is_refused_up_front() {
             FakeAnswer::new(404, "{}")
         }
     });
-    let m = Mirror::start(&[Up::default("docker.io", up.url())], "");
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
     let r = raw_request(
         m.port,
         "GET",

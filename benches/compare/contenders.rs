@@ -13,10 +13,11 @@ pub struct Running {
     _keep: Box<dyn std::any::Any>,
 }
 
-/// entrepot in front of `origin` with extra `[cache]` lines (the default `tag_ttl` unless they
-/// set one).
-pub fn entrepot(origin: &Registry, cache_extra: &str) -> Running {
-    let m = Mirror::start(&[Up::default("docker.io", origin.url())], cache_extra);
+/// entrepot in front of `origin` (the default `tag_ttl`), prefetching layers or not.
+pub fn entrepot(origin: &Registry, prefetch_layers: bool) -> Running {
+    let m = Mirror::of(&[Up::default("docker.io", origin.url())])
+        .prefetch_layers(prefetch_layers)
+        .start();
     Running {
         port: m.port,
         pid: m.pid().unwrap(),
@@ -42,8 +43,8 @@ pub fn distribution(origin: &Registry) -> Running {
 /// A fresh contender by name, as the tables print it.
 pub fn fresh(kind: &str, origin: &Registry) -> Running {
     match kind {
-        "entrepot" => entrepot(origin, ""),
-        "entrepot, no prefetch" => entrepot(origin, "prefetch_layers = false"),
+        "entrepot" => entrepot(origin, true),
+        "entrepot, no prefetch" => entrepot(origin, false),
         "distribution proxy" => distribution(origin),
         _ => unreachable!("{kind}"),
     }

@@ -19,8 +19,8 @@ pub fn auth() {
         .arg(&htpasswd)
         .args(["ci", "ci-pass"]));
     let up = [Up::default("docker.io", origin.url())];
-    let plain = Mirror::start(&up, "tag_ttl = \"5m\"");
-    let mut secured = Mirror::start(&up, "tag_ttl = \"5m\"");
+    let plain = Mirror::of(&up).tag_ttl("5m").start();
+    let mut secured = Mirror::of(&up).tag_ttl("5m").start();
     secured.reconfigure(|c| {
         format!("{c}\n[auth]\nhtpasswd = {htpasswd:?}\n[[auth.allow]]\nusers = [\"ci\"]\nrepositories = [\"docker.io/**\"]\n")
     });
@@ -50,7 +50,7 @@ pub fn shared() {
     let garage = garage::Garage::start();
     let section = garage.shared_section("bench", None);
     let replica = || {
-        let mut m = Mirror::start(&[Up::default("docker.io", origin.url())], "");
+        let mut m = Mirror::of(&[Up::default("docker.io", origin.url())]).start();
         m.reconfigure(|c| format!("{c}{section}"));
         m
     };

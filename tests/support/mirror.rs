@@ -23,24 +23,67 @@ pub struct Mirror {
     dir: tempfile::TempDir,
 }
 
-impl Mirror {
-    /// Starts a mirror with these upstreams and extra `[cache]` lines (e.g. `tag_ttl = "1s"`).
-    /// It binds port 0 and the port it got is read from its start-up line (no other process can
-    /// take a port between its choice and the bind); restarts keep that port.
-    pub fn start(upstreams: &[Up], cache_extra: &str) -> Mirror {
+/// What a test's mirror is configured with, said in words: `Mirror::of(&upstreams)`, then the
+/// settings the test is about, then `start()`. Anything else a test needs it writes into the
+/// config with [`Mirror::reconfigure`].
+#[must_use = "a mirror is only started by start()"]
+pub struct MirrorBuilder {
+    upstreams: String,
+    cache: Vec<String>,
+    sections: Vec<String>,
+}
+
+impl MirrorBuilder {
+    /// How long a tag's answer is fresh (`[cache] tag_ttl`, e.g. "1s").
+    pub fn tag_ttl(self, ttl: &str) -> Self {
+        self.cache_line(format!("tag_ttl = \"{ttl}\""))
+    }
+
+    /// The cache's size bound (`[cache] max_size`: "64MiB", or a number of bytes).
+    pub fn max_size(self, size: impl std::fmt::Display) -> Self {
+        self.cache_line(format!("max_size = \"{size}\""))
+    }
+
+    /// Never asks an upstream (`[cache] offline`).
+    pub fn offline(self) -> Self {
+        self.cache_line("offline = true".into())
+    }
+
+    /// Whether a manifest pull fetches its layers ahead (`[cache] prefetch_layers`).
+    pub fn prefetch_layers(self, on: bool) -> Self {
+        self.cache_line(format!("prefetch_layers = {on}"))
+    }
+
+    /// Logs JSON lines (`[log] format = "json"`).
+    pub fn json_log(mut self) -> Self {
+        self.sections.push("[log]\nformat = \"json\"\n".into());
+        self
+    }
+
+    fn cache_line(mut self, line: String) -> Self {
+        self.cache.push(line);
+        self
+    }
+
+    /// Starts the mirror. It binds port 0 and the port it got is read from its start-up line (no
+    /// other process can take a port between its choice and the bind); restarts keep that port.
+    pub fn start(self) -> Mirror {
         let dir = scratch("mirror");
         let port = 0;
         let cache_dir = dir.path().join("cache");
         let mut cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[cache]\ndir = \"{}\"\n{cache_extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[cache]\ndir = \"{}\"\n",
             cache_dir.display()
         );
-        for u in upstreams {
-            cfg.push_str(&format!(
-                "\n[[upstream]]\nname = \"{}\"\nurl = \"{}\"\ndefault = {}\n{}\n",
-                u.name, u.url, u.default, u.extra
-            ));
+        for line in &self.cache {
+            cfg.push_str(line);
+            cfg.push('\n');
         }
+        for section in &self.sections {
+            cfg.push('\n');
+            cfg.push_str(section);
+        }
+        cfg.push_str(&self.upstreams);
         let config = dir.path().join("config.toml");
         fs::write(&config, cfg).unwrap();
         let log = dir.path().join("mirror.log");
@@ -54,6 +97,24 @@ impl Mirror {
         };
         m.restart();
         m
+    }
+}
+
+impl Mirror {
+    /// A mirror of these upstreams, to configure further and start.
+    pub fn of(upstreams: &[Up]) -> MirrorBuilder {
+        let mut blocks = String::new();
+        for u in upstreams {
+            blocks.push_str(&format!(
+                "\n[[upstream]]\nname = \"{}\"\nurl = \"{}\"\ndefault = {}\n{}\n",
+                u.name, u.url, u.default, u.extra
+            ));
+        }
+        MirrorBuilder {
+            upstreams: blocks,
+            cache: Vec::new(),
+            sections: Vec::new(),
+        }
     }
 
     /// (Re)starts the process on the same port, config and cache.

@@ -8,11 +8,13 @@
 //! - `registry.rs`: [`Registry`] runs `docker-registry` over a storage directory, with its access
 //!   log captured so tests can count upstream requests; `auth.rs` adds token auth, htpasswd and
 //!   TLS with a private CA; `garage.rs` runs Garage for the shared tier.
-//! - `mirror.rs`: [`Mirror`] runs the `entrepot` binary with a config a test writes.
+//! - `mirror.rs`: [`Mirror`] runs the `entrepot` binary: `Mirror::of(&upstreams)`, the settings
+//!   a test is about in words (`.tag_ttl("1s")`, `.max_size(..)`, `.offline()`), `.start()`.
 //! - `clients.rs`: skopeo, containerd and dockerd; `http.rs`: raw and streaming HTTP requests.
 //! - `fakes.rs`: stand-ins for misbehaviour no real registry shows on cue; `nginx.rs`: nginx.
 //!
-//! Every process is killed when its handle drops. This file keeps what all of them share.
+//! Every process is killed when its handle drops. This file keeps what all of them share,
+//! [`eventually`] among it: the wait before an assertion, instead of a fixed sleep.
 // Each test binary uses some of it.
 #![allow(dead_code)]
 
@@ -62,16 +64,24 @@ pub fn with_mirror(text: &str, mirror_url: &str) -> String {
     text.replace("mirror.example:5000", address)
 }
 
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
+/// Waits until `done` is true, asking again every 25 ms, and panics with `failure` if it is not
+/// within `within`. The wait before a negative assertion: wait for the state that would show the
+/// thing happened (a fill settled, a temp file gone), never a fixed sleep.
+pub fn eventually(within: Duration, failure: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{failure}");
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("{what} did not start listening on {port}");
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{what} did not start listening on {port}"),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 /// Where shared fixtures live: under the cargo target directory, so they survive between test
