@@ -207,8 +207,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Writes the cache's batched access times to the index every [`ACCESS_FLUSH_INTERVAL`], until
-/// shutdown.
+/// Writes the cache's batched access times to the index every [`ACCESS_FLUSH_INTERVAL`], and
+/// measures the room on its filesystem again (`cache/room.rs`), until shutdown.
 async fn flush_access_times(cache: Arc<Cache>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
     loop {
@@ -219,5 +219,6 @@ async fn flush_access_times(cache: Arc<Cache>, mut shutdown: Shutdown) {
         if let Err(e) = cache.flush_access_times().await {
             tracing::warn!(error = %e, "could not write access times to the index");
         }
+        cache.refresh_room().await;
     }
 }

@@ -16,12 +16,7 @@ thread_local! {
 pub(crate) async fn off_the_workers<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let marked = move || {
-        OFF_THE_WORKERS.set(true);
-        let out = work();
-        OFF_THE_WORKERS.set(false);
-        out
-    };
+    let marked = move || marked_off_the_workers(work);
     #[allow(
         clippy::disallowed_methods,
         reason = "the one bare spawn_blocking: it marks the thread"
@@ -31,6 +26,15 @@ pub(crate) async fn off_the_workers<T: Send + 'static>(
         Ok(out) => out,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+/// Runs `work` on this thread marked as off the workers: for a blocking-pool thread started
+/// otherwise than by [`off_the_workers`] (a fill's writer, joined through its handle).
+pub(crate) fn marked_off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    OFF_THE_WORKERS.set(true);
+    let out = work();
+    OFF_THE_WORKERS.set(false);
+    out
 }
 
 /// In debug builds (so in every test), blocking work on an async worker thread is a panic: the

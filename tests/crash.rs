@@ -1,6 +1,6 @@
 //! Issue 3's crash safety: `kill -9` at any moment, then restart, leaves no partial or unverified
-//! file, an index that agrees with the files, and every verified blob served; a full disk fails a
-//! fill cleanly.
+//! file, an index that agrees with the files, and every verified blob served; a disk smaller than
+//! `max_size`, or one that fills up, costs cached content, never a client's bytes.
 // Tests and benchmarks run on their own threads, where a blocking sleep is the point.
 #![allow(clippy::disallowed_methods)]
 
@@ -149,35 +149,104 @@ fn kill_9_five_times_under_load_never_serves_wrong_bytes() {
     assert_consistent_and_served(&m, &paths);
 }
 
-/// ENOSPC on a small tmpfs: the fill fails cleanly, the client's body is not complete, the cache
-/// stays consistent, and the mirror keeps serving and caching what fits.
-#[test]
-fn a_full_disk_fails_the_fill_cleanly() {
-    let seed = seed();
-    let reg = Registry::start(&seed.storage);
-    let mount = scratch("tmpfs");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "mounting a tmpfs needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = scratch("tmpfs");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs { dir }
     }
-    let _unmount = Unmount(mount.path().to_owned());
-    let cache = mount.path().join("cache");
-    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Bytes an unprivileged writer may still use on it.
+    fn free(&self) -> u64 {
+        let out = run(std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path()));
+        out.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+
+    /// Another user of the filesystem takes all but `leave` of its free bytes (in a file of its
+    /// own, `name`).
+    fn fill_leaving(&self, name: &str, leave: u64) -> std::path::PathBuf {
+        let filler = self.path().join(name);
+        let blocks = self.free().saturating_sub(leave) / 4096;
+        // dd stops at ENOSPC with an error when the count is a block too many: either way the
+        // disk is as full as asked.
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096", "status=none"])
+            .arg(format!("of={}", filler.display()))
+            .arg(format!("count={blocks}"))
+            .status()
+            .unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The mirror's cache moved onto `fs` (default `max_size`, 20 GiB: far more than it holds), with
+/// no layer prefetch (each test says which fills it starts).
+fn mirror_on(fs: &Tmpfs, upstream: String) -> Mirror {
+    let cache = fs.path().join("cache");
+    let mut m = Mirror::of(&[Up::default("docker.io", upstream)])
+        .prefetch_layers(false)
+        .start();
     let old_dir = format!("dir = \"{}\"", m.cache_dir.display());
     let new_dir = format!("dir = \"{}\"", cache.display());
     m.cache_dir = cache;
     m.reconfigure(|cfg| cfg.replace(&old_dir, &new_dir));
+    m
+}
+
+/// A metric's value in the mirror's `/metrics`.
+fn metric(m: &Mirror, series: &str) -> f64 {
+    let r = raw_request(m.port, "GET", "/metrics", &[]);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+/// A 24 MiB tmpfs under a 20 GiB `max_size` (issue 22, "a disk smaller than max_size"): start-up
+/// warns naming both figures, a blob larger than the disk is passed through whole and not kept,
+/// the cache stays consistent, and the mirror keeps serving and caching what fits.
+#[test]
+fn a_blob_larger_than_the_disk_is_passed_through_whole() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let fs = Tmpfs::mount("24m");
+    let mut m = mirror_on(&fs, reg.url());
+    let warned = m.log_text().lines().any(|l| {
+        l.contains("max_size is larger than the cache's filesystem")
+            && l.contains("max_size=21474836480")
+            && l.contains("holds=")
+    });
+    assert!(
+        warned,
+        "start-up did not warn, naming both figures:\n{}",
+        m.log_text()
+    );
+    assert!(metric(&m, "entrepot_cache_bound_bytes") < (24 << 20) as f64);
 
     let small = seed.image("oci/app");
     let (small_layer, _) = small.blobs.last().unwrap().clone();
@@ -187,8 +256,8 @@ fn a_full_disk_fails_the_fill_cleanly() {
     let (big, _) = seed.image("lru/b").largest_blob();
     let r = stream_get(m.port, &format!("/v2/lru/b/blobs/{big}"), &[]);
     assert!(
-        !(r.status == 200 && r.complete()),
-        "a fill that hit ENOSPC looked complete"
+        r.status == 200 && r.complete() && r.digest == big,
+        "a blob larger than the disk was not passed through whole"
     );
     eventually(
         Duration::from_secs(10),
@@ -206,6 +275,105 @@ fn a_full_disk_fails_the_fill_cleanly() {
     assert!(m.cached_files().contains(&small.digest));
     m.restart();
     assert_consistent_and_served(&m, &catalogue(seed, &["oci/app"]));
+}
+
+/// The disk fills up under the cache (another user of a 160 MiB volume grows; issue 22): a fill
+/// that meets `ENOSPC` evicts least-recently-used entries and its client gets every byte; a blob
+/// that no longer fits is passed through; with no space at all, manifests are passed through and
+/// `/readyz` says the cache cannot store; once space comes back, blobs are cached again without a
+/// restart; and `kill -9` during a fill on the full disk loses nothing that was verified.
+#[test]
+fn a_full_disk_evicts_to_make_room_and_caches_again_when_space_comes_back() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let fs = Tmpfs::mount("160m");
+    let mut m = mirror_on(&fs, reg.url());
+    let (b, _) = seed.image("lru/b").largest_blob();
+    let (c, _) = seed.image("lru/c").largest_blob();
+    let (a, _) = seed.image("lru/a").largest_blob();
+    let get =
+        |m: &Mirror, repo: &str, d: &str| stream_get(m.port, &format!("/v2/{repo}/blobs/{d}"), &[]);
+
+    let r = get(&m, "lru/b", &b);
+    assert!(r.complete() && r.digest == b);
+    assert!(m.wait_cached(&b));
+
+    // Something else takes the disk but 24 MiB: the next 64 MiB fill meets ENOSPC midway.
+    let filler = fs.fill_leaving("grown", 24 << 20);
+    let r = get(&m, "lru/c", &c);
+    assert!(
+        r.status == 200 && r.complete() && r.digest == c,
+        "the client of a fill that met ENOSPC did not get every byte:\n{}",
+        m.log_text()
+    );
+    assert!(
+        m.wait_cached(&c),
+        "the fill was not kept after eviction made room"
+    );
+    assert!(
+        !m.cached_files().contains(&b),
+        "the least-recently-used blob was not evicted"
+    );
+    assert!(metric(&m, "entrepot_disk_full_total{kind=\"blob\"}") >= 1.0);
+
+    // 128 MiB no longer fits: passed through whole, not kept.
+    let r = get(&m, "lru/a", &a);
+    assert!(
+        r.complete() && r.digest == a,
+        "a blob too large for the room left was not passed through"
+    );
+    m.wait_settled();
+    assert!(!m.cached_files().contains(&a));
+
+    // No space at all: a manifest is passed through and /readyz says the cache cannot store.
+    let rest = fs.fill_leaving("the-rest", 0);
+    let app = seed.image("oci/app");
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/oci/app/manifests/{}", app.digest),
+        &[],
+    );
+    assert_eq!(
+        r.status, 200,
+        "a manifest on a full disk was not passed through"
+    );
+    assert_eq!(sha256(&r.body), app.digest);
+    let ready = raw_request(m.port, "GET", "/readyz", &[]);
+    assert_eq!(
+        ready.status, 200,
+        "a full disk took the mirror out of service"
+    );
+    assert!(String::from_utf8_lossy(&ready.body).contains("cannot store"));
+    std::fs::remove_file(&rest).unwrap();
+
+    // Space comes back: the blob that did not fit is cached now, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let r = get(&m, "lru/a", &a);
+    assert!(r.complete() && r.digest == a, "{}", m.log_text());
+    assert!(
+        m.wait_cached(&a),
+        "blobs were not cached again once space came back"
+    );
+
+    // kill -9 during a fill on a full disk, then a restart: everything held is served intact.
+    let proxy = Proxy::slow(reg.port, 4 << 20);
+    m.reconfigure(|cfg| cfg.replace(&reg.url(), &proxy.url()));
+    let _filler = fs.fill_leaving("grown-again", 8 << 20);
+    let port = m.port;
+    let path = format!("/v2/lru/b/blobs/{b}");
+    let client = std::thread::spawn(move || try_stream_get(port, &path, &[]));
+    eventually(Duration::from_secs(30), "no fill started", || {
+        m.temp_files() > 0
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    m.kill9();
+    let _ = client.join();
+    m.restart();
+    assert_consistent_and_served(
+        &m,
+        &catalogue(seed, &["lru/a", "lru/b", "lru/c", "oci/app"]),
+    );
 }
 
 /// A graceful stop right after cold fills keeps every blob the clients got (issue 22, "a graceful

@@ -157,13 +157,20 @@ async fn allowed<B>(
 }
 
 /// `/readyz`: 200 while the index answers, the cache directory takes writes and shutdown has not
-/// begun; 503 with the reason otherwise (load balancers stop sending while requests drain).
+/// begun; 503 with the reason otherwise (load balancers stop sending while requests drain). A
+/// full disk is still 200 (serving goes on, what cannot be stored is passed through), and the
+/// body says the cache cannot store.
 async fn ready(app: &State, head: bool) -> Response<Body> {
     if app.shutdown.begun() {
         return text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n", head);
     }
     match app.cache.check_ready().await {
         Ok(()) => text_response(StatusCode::OK, "ready\n", head),
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!(error = %e, "ready, but the cache's disk is full");
+            let body = "ready; cannot store: the cache's disk is full (serving what it holds, passing the rest through)\n";
+            text_response(StatusCode::OK, body, head)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             text_response(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"), head)

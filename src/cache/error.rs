@@ -53,6 +53,25 @@ impl CacheError {
         }
     }
 
+    /// Whether this is the cache's disk (or its bound) being full: `ENOSPC` anywhere in the
+    /// chain, or no room left beside the fills in flight.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        if matches!(self, CacheError::NoRoom(_)) {
+            return true;
+        }
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && io.kind() == io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        // redb reports an I/O error by its text alone.
+        self.to_string().contains("No space left on device")
+    }
+
     /// What a failed fill is counted as in `fill_failures_total`.
     pub(super) fn failure_reason(&self) -> FillFailure {
         match self {

@@ -23,6 +23,7 @@ use super::index::KIND_BLOB;
 use super::links::scope;
 use super::source::FillSource;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
+use crate::metrics::Content;
 use crate::reference::{Hasher, RepoName};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -110,7 +111,7 @@ impl Cache {
     /// hashing as it goes, and checks its length and digest. The permit learns where the bytes
     /// came from and counts the bytes reserved so far, to give back if this fails.
     async fn fetch_into(
-        &self,
+        self: &Arc<Self>,
         up: &Upstream,
         repo: &RepoName,
         permit: &mut FillPermit,
@@ -138,7 +139,7 @@ impl Cache {
             ));
         }
         let total = length.or(expected);
-        let keep = total.is_none_or(|t| t <= self.max_size);
+        let keep = self.fits(total).await;
         if !keep {
             // Nothing will be written: the temp file goes now, and the next client of this
             // digest starts its own fill rather than joining one that keeps no bytes behind it.
@@ -155,6 +156,10 @@ impl Cache {
                 keep.then(|| fill.file()).transpose()?,
                 Hasher::new(digest.algorithm()),
                 tx.clone(),
+                {
+                    let cache = self.clone();
+                    Box::new(move || cache.make_room_after_full(Content::Blob))
+                },
             ),
             received: 0,
             reserved,
@@ -184,6 +189,22 @@ impl Cache {
         })
     }
 
+    /// Whether a blob of `total` bytes (None: not known yet) can be kept: at most the bound. One
+    /// that looks too large is measured against the filesystem again first (space may have come
+    /// back since the last measure).
+    async fn fits(self: &Arc<Self>, total: Option<u64>) -> bool {
+        let Some(t) = total else { return true };
+        if t <= self.bound() {
+            return true;
+        }
+        if t > self.max_size {
+            return false;
+        }
+        let cache = self.clone();
+        let _ = blocking(move || cache.measure_room()).await;
+        t <= self.bound()
+    }
+
     /// Hands a blob just fetched from the upstream and kept to the shared tier (if there is one),
     /// from its stored file, in the background.
     async fn share_blob(&self, digest: &crate::reference::Digest) {
@@ -210,7 +231,7 @@ impl Cache {
         } = fetched;
         let digest = fill.digest.clone();
         if !keep {
-            tracing::info!(%digest, size, max_size = self.max_size, "blob larger than the cache: streamed through, not kept");
+            tracing::info!(%digest, size, max_size = self.max_size, bound = self.bound(), "blob larger than the cache: streamed through, not kept");
             return Ok(());
         }
         let written = writes.wait().await?;
@@ -284,12 +305,12 @@ impl Intake<'_> {
                     "blob body longer than its Content-Length (or its manifest's size)".into(),
                 ));
             }
-            if arrived > self.cache.max_size && self.keep {
+            if arrived > self.cache.bound() && self.keep {
                 return Err(bad_response(
                     source,
                     format!(
                         "blob without a Content-Length grew past the cache's max_size ({} bytes)",
-                        self.cache.max_size
+                        self.cache.bound()
                     ),
                 ));
             }

@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 use super::CacheError;
 use super::fill::{FillState, Outcome};
+use super::room::{FULL_RETRIES, is_full};
+use crate::blocking::marked_off_the_workers;
 use crate::reference::Hasher;
 
 /// Hashes a fill's chunks on one blocking thread and writes them to its temp file on another,
@@ -49,10 +51,14 @@ impl PendingWrites {
 impl FillWriter {
     /// Starts the hashing and writing threads; the writer reports `FillState::written`. Without a
     /// file (a blob streamed through), only the hash runs.
+    ///
+    /// A write the disk refuses for want of space calls `make_room` (on the writer's thread) and
+    /// is tried again while that frees something, at most [`FULL_RETRIES`] times.
     pub(super) fn start(
         file: Option<File>,
         mut hasher: Hasher,
         progress: Arc<watch::Sender<FillState>>,
+        make_room: Box<dyn Fn() -> bool + Send>,
     ) -> FillWriter {
         let (to_hash, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
         // Two long-lived threads a fill, joined by their handles (not one piece of work each).
@@ -75,19 +81,31 @@ impl FillWriter {
         let (to_disk, mut disk_rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
         #[allow(clippy::disallowed_methods, reason = "joined through its handle")]
         let writing = tokio::task::spawn_blocking(move || {
-            let mut pos = 0u64;
-            while let Some(data) = disk_rx.blocking_recv() {
-                if let Err(e) = file.write_all_at(&data, pos) {
-                    // Readers waiting for these bytes from the file would wait forever: end them
-                    // now, whoever else is waiting for this writer.
-                    let shared = CacheError::Io(io::Error::new(e.kind(), e.to_string()));
-                    progress.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(shared)));
-                    return Err(e);
+            marked_off_the_workers(|| {
+                let mut pos = 0u64;
+                while let Some(data) = disk_rx.blocking_recv() {
+                    let mut written = file.write_all_at(&data, pos);
+                    let mut tries = 0;
+                    while let Err(e) = &written
+                        && is_full(e)
+                        && tries < FULL_RETRIES
+                        && make_room()
+                    {
+                        tries += 1;
+                        written = file.write_all_at(&data, pos);
+                    }
+                    if let Err(e) = written {
+                        // Readers waiting for these bytes from the file would wait forever: end them
+                        // now, whoever else is waiting for this writer.
+                        let shared = CacheError::Io(io::Error::new(e.kind(), e.to_string()));
+                        progress.send_modify(|s| s.outcome = Outcome::Failed(Arc::new(shared)));
+                        return Err(e);
+                    }
+                    pos += data.len() as u64;
+                    progress.send_modify(|s| s.written = pos);
                 }
-                pos += data.len() as u64;
-                progress.send_modify(|s| s.written = pos);
-            }
-            Ok(pos)
+                Ok(pos)
+            })
         });
         FillWriter {
             to_hash: Some(to_hash),

@@ -149,7 +149,8 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let size = Some(bytes.len() as u64);
         let items = std::iter::once((digest.clone(), size)).chain(descriptors(bytes));
-        self.link(upstream, repo, items).await
+        let linked = self.link(upstream, repo, items).await;
+        self.unless_full(linked, "manifest links")
     }
 }
 

@@ -95,7 +95,7 @@ impl Cache {
             })
             .collect();
         self.index.write(&batch, now)?;
-        let victims = self.lock().evict_to(self.low_watermark, self.max_size);
+        let victims = self.lock().evict_to(self.low_watermark(), self.bound());
         remove_victims(&self.store, &self.index, &self.metrics, victims)?;
         self.lock().lru.deleting = 0;
         Ok(())

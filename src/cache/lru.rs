@@ -221,24 +221,24 @@ impl Cache {
     /// fit (larger than `max_size`): it is then streamed through and not kept. On return, the
     /// bytes on disk plus every reservation are within `max_size`.
     pub(super) async fn reserve(&self, size: u64) -> Result<bool, CacheError> {
-        if size > self.max_size {
+        if size > self.bound() {
             return Ok(false);
         }
         let over = {
             let mut s = self.lock();
             s.lru.reserved += size;
-            s.lru.committed + s.lru.deleting + s.lru.reserved > self.max_size
+            s.lru.committed + s.lru.deleting + s.lru.reserved > self.bound()
         };
         if over {
             // One eviction at a time; whoever waited here finds the room the last one made.
             let _one = self.evicting.lock().await;
-            self.evict(|s| self.low_watermark.saturating_sub(s.lru.reserved))
+            self.evict(|s| self.low_watermark().saturating_sub(s.lru.reserved))
                 .await?;
             let mut s = self.lock();
-            if s.lru.committed + s.lru.reserved > self.max_size {
+            if s.lru.committed + s.lru.reserved > self.bound() {
                 // Fills in flight alone would pass the bound: this one cannot go on.
                 s.lru.reserved -= size;
-                return Err(CacheError::NoRoom(self.max_size));
+                return Err(CacheError::NoRoom(self.bound()));
             }
         }
         Ok(true)

@@ -193,7 +193,23 @@ impl Cache {
         })
     }
 
+    /// Stores a verified manifest (file, entry, index row, referrer), or, when the disk is full,
+    /// passes it through uncached.
     pub(super) async fn store_manifest(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &MediaType,
+        bytes: &[u8],
+    ) -> Result<(), CacheError> {
+        let stored = self
+            .keep_manifest(up, repo, digest, media_type, bytes)
+            .await;
+        self.unless_full(stored, "manifest")
+    }
+
+    async fn keep_manifest(
         &self,
         up: &Upstream,
         repo: &RepoName,

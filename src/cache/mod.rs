@@ -28,12 +28,14 @@ mod lru;
 mod manifests;
 mod prefetch;
 mod referrers;
+mod room;
 mod source;
 mod store;
 mod tags;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,8 +69,10 @@ pub(crate) struct Cache {
     hot: hot::Hot,
     /// The fills' memory budget, in chunks (`fill_task.rs`).
     fill_memory: Arc<tokio::sync::Semaphore>,
+    /// The configured `max_size`.
     max_size: u64,
-    low_watermark: u64,
+    /// The bound kept: `max_size`, or less when the filesystem holds less (`room.rs`).
+    bound: AtomicU64,
     tag_ttl: Duration,
     metrics: Arc<Metrics>,
     /// The tier shared with other replicas (`[shared]`), read before the upstream.
@@ -113,17 +117,27 @@ impl Cache {
                 fill_task::FILL_MEMORY / fill_task::FILL_WRITE_CHUNK,
             )),
             max_size,
-            low_watermark: max_size / 10 * 9,
+            bound: AtomicU64::new(max_size),
             tag_ttl,
             metrics,
             shared,
             prefetch_layers,
         });
-        let victims = cache.lock().evict_to(cache.low_watermark, cache.max_size);
+        let holds = cache.measure_room()?;
+        if holds < max_size {
+            tracing::warn!(
+                max_size,
+                holds,
+                dir = %dir.display(),
+                "max_size is larger than the cache's filesystem can hold beside its other users: the cache keeps within what it holds"
+            );
+        }
+        let victims = cache.lock().evict_to(cache.low_watermark(), cache.bound());
         remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;
         cache.lock().lru.deleting = 0;
         cache.publish_size();
         cache.metrics.set_cache_max_bytes(max_size);
+        cache.metrics.set_cache_bound_bytes(cache.bound());
         Ok(cache)
     }
 

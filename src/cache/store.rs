@@ -37,6 +37,11 @@ impl BlobStore {
         })
     }
 
+    /// The directory of temp files (on the cache's filesystem: what `statvfs` is asked about).
+    pub(super) fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Deletes everything under `tmp/` (content in flight that will never be committed): for a
     /// command interrupted with fills unfinished, while it alone holds the cache. Blocking.
     pub(super) fn clear_temp(&self) -> io::Result<()> {

@@ -124,8 +124,10 @@ impl Cache {
             shared.put_tag(&up.name, repo.as_str(), tag.as_str(), digest);
         }
         let (upstream, repo, tag) = (up.name.clone(), repo.to_string(), tag.as_str().to_owned());
-        self.with_index(move |ix| ix.put_tag(&upstream, &repo, &tag, &entry))
-            .await
+        let stored = self
+            .with_index(move |ix| ix.put_tag(&upstream, &repo, &tag, &entry))
+            .await;
+        self.unless_full(stored, "tag")
     }
 
     /// How long this upstream's tags are trusted: `tag_ttl`, or for ever offline (there is no

@@ -67,6 +67,10 @@ pub(crate) struct Metrics {
     cache_bytes: IntGauge,
     /// The configured `max_size`.
     cache_max_bytes: IntGauge,
+    /// The bound the cache keeps: the smaller of `max_size` and what its filesystem holds.
+    cache_bound_bytes: IntGauge,
+    /// Writes to the cache directory refused for want of space (`ENOSPC`).
+    disk_full: IntCounterVec,
     /// Files evicted by the LRU, by kind (`blob`, `manifest`).
     evictions: IntCounterVec,
     /// The last `ratelimit-remaining` an upstream reported.
@@ -119,6 +123,11 @@ impl Metrics {
             "Entries evicted from the cache by the LRU.",
             &["kind"],
         );
+        let disk_full = counter(
+            "disk_full_total",
+            "Writes to the cache directory refused for want of space, by what was written.",
+            &["kind"],
+        );
         let (token_requests, auth_failures, shared) = access_counters(&registry);
         let g = gauges(&registry);
         let metrics = Metrics {
@@ -138,6 +147,8 @@ impl Metrics {
             shared,
             cache_bytes: g.cache_bytes,
             cache_max_bytes: g.cache_max_bytes,
+            cache_bound_bytes: g.cache_bound_bytes,
+            disk_full,
             evictions,
             ratelimit_remaining: g.ratelimit_remaining,
         };
@@ -166,6 +177,7 @@ impl Metrics {
             self.fill_failures.with_label_values(&[reason.label()]);
         }
         for kind in Content::ALL {
+            self.disk_full.with_label_values(&[kind.label()]);
             self.evictions.with_label_values(&[kind.label()]);
             self.evicted_bytes.with_label_values(&[kind.label()]);
             for source in ServedFrom::ALL {
@@ -288,6 +300,17 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// The bound the cache keeps now (`max_size`, or less when the filesystem holds less).
+    pub(crate) fn set_cache_bound_bytes(&self, bytes: u64) {
+        self.cache_bound_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A write of a blob or manifest to the cache directory was refused: the disk is full.
+    pub(crate) fn disk_full(&self, kind: Content) {
+        self.disk_full.with_label_values(&[kind.label()]).inc();
+    }
+
     pub(crate) fn set_ratelimit_remaining(&self, upstream: &str, remaining: i64) {
         self.ratelimit_remaining
             .with_label_values(&[upstream])
@@ -355,6 +378,7 @@ fn durations(registry: &Registry) -> (HistogramVec, HistogramVec) {
 struct Gauges {
     cache_bytes: IntGauge,
     cache_max_bytes: IntGauge,
+    cache_bound_bytes: IntGauge,
     fills_in_flight: IntGauge,
     ratelimit_remaining: IntGaugeVec,
 }
@@ -372,6 +396,10 @@ fn gauges(registry: &Registry) -> Gauges {
     let cache_max_bytes = gauge(
         "cache_max_bytes",
         "The cache's configured max_size in bytes.",
+    );
+    let cache_bound_bytes = gauge(
+        "cache_bound_bytes",
+        "The bound the cache keeps: the smaller of max_size and what its filesystem holds.",
     );
     let fills_in_flight = gauge("fills_in_flight", "Blob fills from upstreams running now.");
     let ratelimit_remaining = register_int_gauge_vec_with_registry!(
@@ -394,6 +422,7 @@ fn gauges(registry: &Registry) -> Gauges {
     Gauges {
         cache_bytes,
         cache_max_bytes,
+        cache_bound_bytes,
         fills_in_flight,
         ratelimit_remaining,
     }

@@ -13,7 +13,8 @@
 //! Keys join their parts with NUL, which no name, tag or digest can contain. Writes are small
 //! transactions; access times reach the index in batches (see `Cache::flush_access_times`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -98,23 +99,95 @@ impl TagEntry {
     }
 }
 
+/// The redb database, reopened after an I/O error: redb refuses every transaction after one
+/// (`PreviousIo`, "close and re-open the database") and repairs itself when opened again, so
+/// a disk that was full for a moment does not leave the index unwritable until a restart.
 pub(super) struct Index {
-    db: Database,
+    path: PathBuf,
+    /// None while a reopen failed (the next transaction tries again).
+    db: RwLock<Option<Database>>,
 }
 
 fn key(parts: &[&str]) -> String {
     parts.join("\0")
 }
 
+/// What redb says of every transaction after an I/O error.
+fn previous_io(e: &redb::TransactionError) -> bool {
+    matches!(
+        e,
+        redb::TransactionError::Storage(redb::StorageError::PreviousIo)
+    )
+}
+
 impl Index {
     fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
         super::assert_off_the_workers();
-        self.db.begin_write()
+        self.begin(Database::begin_write)
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
         super::assert_off_the_workers();
-        self.db.begin_read()
+        self.begin(Database::begin_read)
+    }
+
+    /// Begins a transaction, reopening the database first if redb refuses it after an I/O error.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, redb::TransactionError>,
+    ) -> Result<T, redb::TransactionError> {
+        let first = self.with_db(&begin);
+        match first {
+            Err(e) if previous_io(&e) => {
+                self.reopen();
+                self.with_db(&begin)
+            }
+            other => other,
+        }
+    }
+
+    fn with_db<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, redb::TransactionError>,
+    ) -> Result<T, redb::TransactionError> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match db.as_ref() {
+            Some(db) => begin(db),
+            None => Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo,
+            )),
+        }
+    }
+
+    /// Closes and opens the database again (redb repairs it on open). Transactions still in
+    /// flight keep the file locked for a moment: it tries for up to a second.
+    fn reopen(&self) {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = slot.as_ref()
+            && !db.begin_read().is_err_and(|e| previous_io(&e))
+            && !db.begin_write().is_err_and(|e| previous_io(&e))
+        {
+            return; // another thread reopened it meanwhile
+        }
+        *slot = None;
+        for _ in 0..100 {
+            match Database::create(&self.path) {
+                Ok(db) => {
+                    tracing::warn!(path = %self.path.display(), "index reopened after an I/O error");
+                    *slot = Some(db);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "index not reopened yet");
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "a blocking-pool thread, waiting for the file lock"
+                    )]
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        tracing::error!(path = %self.path.display(), "index could not be reopened after an I/O error: will try again");
     }
 
     pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
@@ -134,7 +207,10 @@ impl Index {
         tx.open_table(LINKS).map_err(ie)?;
         tx.open_table(REFERRERS).map_err(ie)?;
         tx.commit().map_err(ie)?;
-        Ok(Index { db })
+        Ok(Index {
+            path: path.to_owned(),
+            db: RwLock::new(Some(db)),
+        })
     }
 
     /// A read transaction on the entries table: the database answers.
