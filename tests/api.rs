@@ -697,3 +697,81 @@ fn check_config(dir: &std::path::Path, text: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Tags paging (OCI distribution-spec v1.1, "Listing Tags"), over Debian's docker-registry,
+/// which ignores `n` and `last` (issue 23): exactly `n` tags in lexical order, fewer only at the
+/// end, starting after `last`, a `Link` to the next page while more remain, `n=0` an empty list;
+/// and the same paging from the tags the mirror holds once the upstream is gone.
+#[test]
+fn tags_are_paged_by_n_and_last_over_an_upstream_that_ignores_both() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let storage = scratch("paged-registry");
+    let mut reg = Registry::start(storage.path());
+    let tags = ["t1", "t2", "t3", "t4", "t5"];
+    for t in tags {
+        run(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!(
+                "docker://{}/oci/app:v1",
+                origin.url().trim_start_matches("http://")
+            ),
+            &format!(
+                "docker://{}/paged/app:{t}",
+                reg.url().trim_start_matches("http://")
+            ),
+        ]));
+    }
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let list = |query: &str| {
+        let r = raw_request(
+            m.port,
+            "GET",
+            &format!("/v2/paged/app/tags/list{query}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{query}");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["name"], "paged/app");
+        let got: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
+        (got, r.header("link").map(str::to_owned))
+    };
+    let next = |link: &str| {
+        link.split_once("?")
+            .unwrap()
+            .1
+            .split_once('>')
+            .unwrap()
+            .0
+            .to_owned()
+    };
+
+    // The upstream gives every tag whatever n says; the mirror gives exactly n.
+    let (page, link) = list("?n=2");
+    assert_eq!(page, ["t1", "t2"]);
+    let link = link.expect("a Link while more tags remain");
+    assert_eq!(link, "</v2/paged/app/tags/list?n=2&last=t2>; rel=\"next\"");
+    let (page, link) = list(&format!("?{}", next(&link)));
+    assert_eq!(page, ["t3", "t4"]);
+    let (page, link) = list(&format!("?{}", next(&link.unwrap())));
+    assert_eq!(page, ["t5"], "fewer than n only at the end");
+    assert_eq!(link, None, "no Link on the last page");
+    assert_eq!(list("?n=0"), (vec![], None));
+    assert_eq!(list("?last=t3").0, ["t4", "t5"]);
+    assert_eq!(list("?n=5").1, None, "no Link when exactly n remain");
+    assert_eq!(list("").0, tags);
+
+    // The upstream goes: the tags the mirror holds are paged the same way.
+    for t in ["t1", "t2", "t3"] {
+        let r = raw_request(m.port, "GET", &format!("/v2/paged/app/manifests/{t}"), &[]);
+        assert_eq!(r.status, 200);
+    }
+    reg.stop();
+    let (page, link) = list("?n=2");
+    assert_eq!(page, ["t1", "t2"]);
+    assert!(link.is_some());
+    assert_eq!(list("?n=2&last=t2"), (vec!["t3".to_owned()], None));
+}

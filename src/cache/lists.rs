@@ -12,8 +12,10 @@ use super::{Cache, CacheError};
 pub(crate) const MAX_PAGE: usize = 10_000;
 
 impl Cache {
-    /// One page of a repository's tags, in lexical order, and whether more follow: the
-    /// upstream's list when it answers, else the tags the cache holds.
+    /// One page of a repository's tags, in lexical order, and whether more follow: paged here
+    /// (exactly `n`, fewer only at the end, after `last`) from every tag the upstream lists
+    /// (its own pages followed), or the tags the cache holds when it fails. Upstreams that ignore
+    /// `n` and `last` (distribution 2.8) are paged right all the same.
     pub(crate) async fn tags_list(
         &self,
         up: &Upstream,
@@ -21,8 +23,8 @@ impl Cache {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<(Vec<String>, bool), CacheError> {
-        let (mut tags, more) = match up.tags_list(repo, n, last).await {
-            Ok(page) => (page.tags, page.more),
+        let (tags, more) = match up.all_tags(repo).await {
+            Ok(all) => paginate(all, n, last),
             Err(e) if e.stale_ok() => {
                 tracing::info!(upstream = %up.name, %repo, error = %e, "tags list from the cache: upstream failing");
                 let (upstream, r) = (up.name.clone(), repo.to_string());
@@ -34,7 +36,6 @@ impl Cache {
             }
             Err(e) => return Err(e.into()),
         };
-        tags.sort();
         Ok((tags, more))
     }
 

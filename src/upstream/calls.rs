@@ -47,8 +47,13 @@ pub(crate) struct ManifestAnswer {
 /// One page of a tags list, valid tags only, and whether the upstream said there is more.
 pub(crate) struct TagsPage {
     pub(crate) tags: Vec<String>,
-    pub(crate) more: bool,
+    /// The `last` of the next page, when the upstream's `Link` header says one follows.
+    pub(crate) next: Option<String>,
 }
+
+/// Pages of an upstream's tags list followed, at most: a registry that pages by 100 lists
+/// 10,000 tags before the mirror stops asking.
+const MAX_TAGS_PAGES: usize = 100;
 
 /// A referrers answer, passed on as it came (header values as text: the cache speaks no HTTP).
 pub(crate) struct ReferrersAnswer {
@@ -110,6 +115,26 @@ impl Upstream {
         Ok(BlobBody::new(resp, &self.name))
     }
 
+    /// Every tag of the repository the upstream lists, in lexical order: its pages followed
+    /// through their `Link` headers (at most [`MAX_TAGS_PAGES`]), whether or not it pages (the
+    /// mirror pages the answer itself).
+    pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<String>, UpstreamError> {
+        let mut tags = Vec::new();
+        let mut last: Option<String> = None;
+        for _ in 0..MAX_TAGS_PAGES {
+            let page = self.tags_list(repo, None, last.as_deref()).await?;
+            tags.extend(page.tags);
+            match page.next {
+                // A next page that does not move on would be asked for for ever.
+                Some(next) if last.as_ref() != Some(&next) => last = Some(next),
+                _ => break,
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
     /// One page of the repository's tags (`n` at most, after `last`).
     pub(crate) async fn tags_list(
         &self,
@@ -139,7 +164,11 @@ impl Upstream {
                 Resource::Repository,
             )
             .await?;
-        let more = resp.headers().contains_key(header::LINK);
+        let next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_last);
         let body = read_body(&mut resp, MAX_TAGS_LIST_BYTES, &self.name).await?;
         #[derive(serde::Deserialize)]
         struct List {
@@ -155,7 +184,7 @@ impl Upstream {
             .into_iter()
             .filter(|t| Tag::parse(t).is_some())
             .collect();
-        Ok(TagsPage { tags, more })
+        Ok(TagsPage { tags, next })
     }
 
     /// The referrers of a manifest, optionally filtered by artifact type.
@@ -242,4 +271,35 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(media_type_of)
+}
+
+/// The `last` parameter of a `Link: <...?n=..&last=..>; rel="next"` header's target.
+fn next_last(link: &str) -> Option<String> {
+    let next = link
+        .split(',')
+        .find(|l| l.contains("rel=\"next\"") || l.contains("rel=next"))?;
+    let target = next.split_once('<')?.1.split_once('>')?.0;
+    let query = target.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "last")
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_last;
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        assert_eq!(
+            next_last("</v2/a/b/tags/list?n=2&last=v%2B2>; rel=\"next\"").as_deref(),
+            Some("v+2")
+        );
+        assert_eq!(
+            next_last("<https://r.example/v2/a/tags/list?last=x&n=100>; rel=next").as_deref(),
+            Some("x")
+        );
+        assert_eq!(next_last("</v2/a/tags/list?n=2>; rel=\"next\""), None);
+        assert_eq!(next_last("<https://docs.example>; rel=\"help\""), None);
+    }
 }
