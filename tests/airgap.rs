@@ -797,3 +797,151 @@ fn ls_rm_and_gc_look_after_the_cache() {
         assert!(files_under(&m.cache_dir.join("blobs")).contains(&b[7..].to_owned()));
     }
 }
+
+/// The referrers API over an upstream without it (OCI distribution-spec v1.1, "Listing
+/// Referrers"; Debian's docker-registry, distribution 2.8, answers 404; issue 23): the mirror
+/// answers from the fallback tag `<alg>-<hex>` that clients pushing to such a registry keep the
+/// list in, filters by `artifactType` (saying so in `OCI-Filters-Applied`), answers an empty
+/// index for a manifest with no referrers, 400 for a malformed digest, and the same list once the
+/// upstream is gone.
+#[test]
+fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api() {
+    let storage = scratch("referrers-registry");
+    let mut reg = Registry::start(storage.path());
+    let repo = "ref/app";
+    let layer = push_blob(reg.port, repo, b"layer bytes");
+    let config = push_blob(reg.port, repo, b"{}");
+    let image = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 11}],
+    })
+    .to_string();
+    let (status, head) = http(
+        reg.port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/v1"),
+        "application/vnd.oci.image.manifest.v1+json",
+        image.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+    let subject = sha256(image.as_bytes());
+    let (sig, sig_tag) = push_signature(reg.port, repo, &subject);
+    let sig_size = http(
+        reg.port,
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{sig_tag}"),
+        "",
+        b"",
+    )
+    .1
+    .lines()
+    .find_map(|l| l.strip_prefix("Content-Length: "))
+    .unwrap()
+    .trim()
+    .parse::<usize>()
+    .unwrap();
+    const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    const SBOM: &str = "application/spdx+json";
+    let sbom_layer = push_blob(reg.port, repo, b"{\"spdxVersion\":\"SPDX-2.3\"}");
+    let sbom_manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": SBOM,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": SBOM, "digest": sbom_layer, "size": 26}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": image.len()},
+    })
+    .to_string();
+    let (status, head) = http(
+        reg.port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/sbom"),
+        "application/vnd.oci.image.manifest.v1+json",
+        sbom_manifest.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+    let sbom = sha256(sbom_manifest.as_bytes());
+    let fallback = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sig, "size": sig_size, "artifactType": SIG},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sbom, "size": sbom_manifest.len(), "artifactType": SBOM},
+        ],
+    })
+    .to_string();
+    let (status, head) = http(
+        reg.port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/sha256-{}", &subject[7..]),
+        "application/vnd.oci.image.index.v1+json",
+        fallback.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+    assert_eq!(
+        http(
+            reg.port,
+            "GET",
+            &format!("/v2/{repo}/referrers/{subject}"),
+            "",
+            b""
+        )
+        .0,
+        404,
+        "the upstream has no referrers API"
+    );
+
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let referrers = |query: &str| {
+        let r = raw_request(
+            m.port,
+            "GET",
+            &format!("/v2/{repo}/referrers/{subject}{query}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{query}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/vnd.oci.image.index.v1+json")
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["schemaVersion"], 2);
+        let types: Vec<String> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["artifactType"].as_str().unwrap().to_owned())
+            .collect();
+        (types, r.header("oci-filters-applied").map(str::to_owned))
+    };
+    assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
+    assert_eq!(
+        referrers(&format!("?artifactType={}", SIG.replace('+', "%2B"))),
+        (vec![SIG.to_owned()], Some("artifactType".to_owned()))
+    );
+
+    // A manifest nobody refers to: an empty index, not a 404.
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/{repo}/referrers/{config}"),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["manifests"], json!([]));
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/{repo}/referrers/sha256:nothex"),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("DIGEST_INVALID"));
+
+    // The upstream goes: the list is still answered.
+    reg.stop();
+    assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
+}

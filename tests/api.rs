@@ -214,14 +214,18 @@ fn tags_list_catalog_and_referrers() {
         Some("</v2/_catalog?n=1&last=oci/app>; rel=\"next\"")
     );
 
-    // distribution 2.8 has no referrers API: its 404 stays a 404 so clients fall back.
+    // distribution 2.8 has no referrers API: the mirror has one all the same, and with neither
+    // the API nor a fallback tag upstream, a manifest's referrers are an empty index.
     let r = raw_request(
         m.port,
         "GET",
         &format!("/v2/oci/app/referrers/{}", img.digest),
         &[],
     );
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["schemaVersion"], 2);
+    assert_eq!(v["manifests"], serde_json::json!([]));
 }
 
 /// Bad names, references and digests are 400s with OCI bodies; an unconfigured `?ns=` is never

@@ -1,5 +1,5 @@
-//! `GET /v2/<name>/referrers/<digest>`: passed through to the upstream. An upstream 404 stays a
-//! 404, so clients fall back to the tag schema as they should.
+//! `GET /v2/<name>/referrers/<digest>`: always answered, over any upstream: its own API, else the
+//! fallback tag, else what the cache holds, possibly an empty index (`cache/lists.rs`).
 
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
-//! Lists the mirror passes on from the upstream: a repository's tags (with the cached tags as a
-//! fallback when the upstream fails) and a manifest's referrers (passed through, so an upstream
-//! 404 stays a 404 and clients fall back to the tag schema as they should; offline, from the
-//! cache).
+//! Lists the mirror answers from the upstream's: a repository's tags (paged here, with the cached
+//! tags as a fallback when the upstream fails) and a manifest's referrers (the upstream's API,
+//! else its fallback tag, else what the cache holds: always an answer).
 
-use crate::reference::{Digest, RepoName};
-use crate::upstream::{ReferrersAnswer, Upstream};
+use crate::reference::{Digest, Reference, RepoName, Tag};
+use crate::upstream::{ReferrersAnswer, Upstream, UpstreamError};
 
+use super::referrers::{index_answer, index_manifests};
 use super::{Cache, CacheError};
 
 /// Largest page of tags or repositories returned.
@@ -39,8 +39,12 @@ impl Cache {
         Ok((tags, more))
     }
 
-    /// The referrers of a manifest, as the upstream lists them; offline, as the cache holds them
-    /// (`referrers.rs`).
+    /// The referrers of a manifest, whatever the upstream supports (OCI distribution-spec v1.1,
+    /// "Listing Referrers"): the upstream's API when it has one (filtered here by
+    /// `artifact_type` if it did not); else the fallback tag `<alg>-<hex>` that clients pushing to
+    /// a registry without the API keep the list in (through the tag cache, so with its TTL);
+    /// else, and when the upstream fails or offline, what the cache holds (`referrers.rs`),
+    /// which may be an empty index.
     pub(crate) async fn referrers(
         &self,
         up: &Upstream,
@@ -53,7 +57,46 @@ impl Cache {
                 .cached_referrers(&up.name, repo, digest, artifact_type)
                 .await;
         }
-        Ok(up.referrers(repo, digest, artifact_type).await?)
+        match up.referrers(repo, digest, artifact_type).await {
+            Ok(answer) if answer.filters_applied.is_some() || artifact_type.is_none() => {
+                return Ok(answer);
+            }
+            Ok(answer) => {
+                if let Some(listed) = index_manifests(&answer.body) {
+                    return Ok(index_answer(listed, artifact_type));
+                }
+                return Ok(answer);
+            }
+            Err(UpstreamError::NotFound { .. }) => {}
+            Err(e) if e.stale_ok() => {
+                tracing::info!(upstream = %up.name, %repo, error = %e, "referrers from the cache: upstream failing");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(listed) = self.fallback_referrers(up, repo, digest).await {
+            return Ok(index_answer(listed, artifact_type));
+        }
+        self.cached_referrers(&up.name, repo, digest, artifact_type)
+            .await
+    }
+
+    /// The referrers kept in the fallback tag `<alg>-<hex>` (an image index), if the upstream
+    /// (or the cache) has it. Any failure to get it is the same as none: the referrers the cache
+    /// holds are the answer then.
+    async fn fallback_referrers(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Option<Vec<serde_json::Value>> {
+        let tag = Tag::parse(&digest.to_string().replacen(':', "-", 1))?;
+        match self.manifest(up, repo, &Reference::Tag(tag), false).await {
+            Ok(m) => m.bytes.as_deref().and_then(index_manifests),
+            Err(e) => {
+                tracing::debug!(upstream = %up.name, %repo, %digest, error = %e, "no referrers fallback tag");
+                None
+            }
+        }
     }
 }
 

@@ -61,18 +61,35 @@ impl Cache {
                 .into_iter()
                 .filter(|(d, _)| s.lru.holds(d))
                 .filter_map(|(_, descriptor)| serde_json::from_str::<Value>(&descriptor).ok())
-                .filter(|d| artifact_type.is_none_or(|t| d["artifactType"] == t))
                 .collect()
         };
-        let body = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        Ok(ReferrersAnswer {
-            content_type: "application/vnd.oci.image.index.v1+json".to_owned(),
-            filters_applied: artifact_type.map(|_| "artifactType".to_owned()),
-            body: Bytes::from(body.to_string()),
-        })
+        Ok(index_answer(manifests, artifact_type))
     }
 }
+
+/// The referrers API's answer listing `manifests` (those of `artifact_type`, if asked: the
+/// filter is then said applied).
+pub(super) fn index_answer(manifests: Vec<Value>, artifact_type: Option<&str>) -> ReferrersAnswer {
+    let manifests: Vec<Value> = manifests
+        .into_iter()
+        .filter(|d| artifact_type.is_none_or(|t| d["artifactType"] == t))
+        .collect();
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": manifests,
+    });
+    ReferrersAnswer {
+        content_type: INDEX.to_owned(),
+        filters_applied: artifact_type.map(|_| "artifactType".to_owned()),
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+/// The descriptors an image index lists (a referrers answer, or the fallback tag's index).
+pub(super) fn index_manifests(bytes: &[u8]) -> Option<Vec<Value>> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    v.get("manifests")?.as_array().cloned()
+}
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
