@@ -117,6 +117,7 @@ impl App {
             &config.cache.dir,
             config.cache.max_size,
             config.cache.tag_ttl,
+            config.cache.negative_ttl,
             metrics.clone(),
             shared,
             config.cache.prefetch_layers,

@@ -779,3 +779,43 @@ fn tags_are_paged_by_n_and_last_over_an_upstream_that_ignores_both() {
     assert!(link.is_some());
     assert_eq!(list("?n=2&last=t2"), (vec!["t3".to_owned()], None));
 }
+
+/// Negative caching (issue 23): an upstream's 404 for a tag is remembered for `negative_ttl`, so
+/// a loop asking for a tag not pushed yet costs one upstream request a TTL, counted as
+/// `negative`; past the TTL the upstream is asked again.
+#[test]
+fn a_missing_tag_is_asked_for_once_a_negative_ttl() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .negative_ttl("2s")
+        .start();
+    let path = "/v2/oci/app/manifests/not-pushed-yet";
+    let asked = || reg.count("/v2/oci/app/manifests/not-pushed-yet");
+    let mut first = 0;
+    for i in 0..5 {
+        let r = raw_request(m.port, "GET", path, &[]);
+        assert_eq!(r.status, 404);
+        assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
+        if i == 0 {
+            first = asked();
+            assert!(first > 0);
+        }
+    }
+    assert_eq!(
+        asked(),
+        first,
+        "the upstream was asked again within negative_ttl"
+    );
+    let metrics = raw_request(m.port, "GET", "/metrics", &[]);
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains("entrepot_cache_lookups_total{kind=\"tag\",result=\"negative\"} 4")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // past negative_ttl
+    assert_eq!(raw_request(m.port, "GET", path, &[]).status, 404);
+    assert!(
+        asked() > first,
+        "past negative_ttl, the upstream is asked again"
+    );
+}

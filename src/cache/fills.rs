@@ -194,7 +194,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let minute = std::time::Duration::from_secs(60);
-        let cache = Cache::open(dir.path(), 1 << 20, minute, metrics.clone(), None, false).unwrap();
+        let zero = std::time::Duration::ZERO;
+        let cache = Cache::open(
+            dir.path(),
+            1 << 20,
+            minute,
+            zero,
+            metrics.clone(),
+            None,
+            false,
+        )
+        .unwrap();
         let d = Digest::sha256_of(b"blob");
         let temp = cache.store.temp_path(&d);
         let (fill, tx) = Fill::create(d.clone(), temp.clone(), scope("u", "r")).unwrap();

@@ -12,7 +12,7 @@ use super::{Cache, CacheError, blocking};
 use crate::media_type::{MediaType, manifest_media_type};
 use crate::metrics::{FillFailure, Lookup, LookupResult};
 use crate::reference::{Digest, Reference, RepoName};
-use crate::upstream::Upstream;
+use crate::upstream::{Resource, Upstream, UpstreamError};
 
 /// A manifest to serve. `bytes` is `None` only for a HEAD answered from the upstream's headers.
 #[derive(Clone, Debug)]
@@ -27,6 +27,9 @@ pub(crate) struct Manifest {
 /// whether a HEAD's answer (no body) will do.
 pub(super) type ManifestKey = (String, RepoName, Reference, bool);
 
+/// A manifest by its name in an upstream: (upstream, repository, reference).
+pub(super) type ManifestName = (String, RepoName, Reference);
+
 impl Cache {
     /// A manifest by tag or digest. `head_only` lets a HEAD by tag be answered from the upstream's
     /// headers when the manifest is not cached, so it costs no upstream GET.
@@ -37,14 +40,37 @@ impl Cache {
         reference: &Reference,
         head_only: bool,
     ) -> Result<Manifest, Arc<CacheError>> {
+        let name = (up.name.clone(), repo.clone(), reference.clone());
+        if let Some(negatives) = &self.negatives
+            && negatives.contains_key(&name)
+        {
+            let kind = match reference {
+                Reference::Tag(_) => Lookup::Tag,
+                Reference::Digest(_) => Lookup::Manifest,
+            };
+            self.metrics.lookup(kind, LookupResult::Negative);
+            return Err(Arc::new(CacheError::Upstream(UpstreamError::NotFound {
+                upstream: up.name.clone(),
+                what: Resource::Manifest,
+            })));
+        }
         let key = (up.name.clone(), repo.clone(), reference.clone(), head_only);
-        self.manifests_in_flight
+        let result = self
+            .manifests_in_flight
             .run(key, || async {
                 self.manifest_alone(up, repo, reference, head_only)
                     .await
                     .map_err(Arc::new)
             })
-            .await
+            .await;
+        if let (Err(e), Some(negatives)) = (&result, &self.negatives)
+            && matches!(**e, CacheError::Upstream(UpstreamError::NotFound { .. }))
+        {
+            // A CI loop asking for a tag not pushed yet costs one upstream request a
+            // `negative_ttl`, not one each time.
+            negatives.insert(name, ());
+        }
+        result
     }
 
     async fn manifest_alone(

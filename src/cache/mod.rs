@@ -54,7 +54,7 @@ pub(crate) use lists::{MAX_PAGE, paginate};
 pub(crate) use load::Load;
 use lru::{State, remove_victims};
 pub(crate) use manifests::Manifest;
-use manifests::ManifestKey;
+use manifests::{ManifestKey, ManifestName};
 use store::BlobStore;
 
 pub(crate) struct Cache {
@@ -74,6 +74,8 @@ pub(crate) struct Cache {
     /// The bound kept: `max_size`, or less when the filesystem holds less (`room.rs`).
     bound: AtomicU64,
     tag_ttl: Duration,
+    /// Manifests and tags the upstream said it does not have, for `negative_ttl` (`manifests.rs`).
+    negatives: Option<moka::sync::Cache<ManifestName, ()>>,
     metrics: Arc<Metrics>,
     /// The tier shared with other replicas (`[shared]`), read before the upstream.
     shared: Option<Arc<Shared>>,
@@ -97,6 +99,7 @@ impl Cache {
         dir: &Path,
         max_size: u64,
         tag_ttl: Duration,
+        negative_ttl: Duration,
         metrics: Arc<Metrics>,
         shared: Option<Arc<Shared>>,
         prefetch_layers: bool,
@@ -119,6 +122,12 @@ impl Cache {
             max_size,
             bound: AtomicU64::new(max_size),
             tag_ttl,
+            negatives: (!negative_ttl.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(negative_ttl)
+                    .build()
+            }),
             metrics,
             shared,
             prefetch_layers,

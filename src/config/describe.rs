@@ -9,7 +9,7 @@ impl Config {
     /// The effective settings as TOML, secrets redacted (for `check-config`).
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\noffline = {}\nprefetch_layers = {}\n",
+            "[server]\nlisten = \"{}\"\nmax_connections = {}\nheader_read_timeout = \"{}\"\nsend_timeout = \"{}\"\nmax_header_size = \"{}\"\nmetrics = {}\n\n[cache]\ndir = {:?}\nmax_size = \"{}\"\ntag_ttl = \"{}\"\nnegative_ttl = \"{}\"\noffline = {}\nprefetch_layers = {}\n",
             self.server.listen,
             self.server.max_connections,
             format_duration(self.server.header_read_timeout),
@@ -19,6 +19,7 @@ impl Config {
             self.cache.dir.display().to_string(),
             format_size(self.cache.max_size),
             format_duration(self.cache.tag_ttl),
+            format_duration(self.cache.negative_ttl),
             self.cache.offline,
             self.cache.prefetch_layers,
         );

@@ -94,6 +94,8 @@ pub(crate) struct CacheConfig {
     pub(crate) dir: PathBuf,
     pub(crate) max_size: u64,
     pub(crate) tag_ttl: Duration,
+    /// How long an upstream's "no such manifest or tag" is remembered (0: not at all).
+    pub(crate) negative_ttl: Duration,
     /// Never contact an upstream: serve what is cached, tags never expire.
     pub(crate) offline: bool,
     /// Start fills of an image manifest's missing layers when a client GETs it (default: on,
@@ -198,10 +200,13 @@ impl Checker<'_> {
             return Err(self.bad("cache.max_size", "must be greater than zero"));
         }
         let tag_ttl = self.duration(raw.tag_ttl.as_deref(), "1m", "cache.tag_ttl")?;
+        let negative_ttl =
+            self.duration(raw.negative_ttl.as_deref(), "5s", "cache.negative_ttl")?;
         Ok(CacheConfig {
             dir,
             max_size,
             tag_ttl,
+            negative_ttl,
             offline: raw.offline.unwrap_or(false),
             prefetch_layers: raw.prefetch_layers.unwrap_or(true),
         })

@@ -88,6 +88,7 @@ pub(super) struct RawCache {
     pub(super) dir: Option<PathBuf>,
     pub(super) max_size: Option<String>,
     pub(super) tag_ttl: Option<String>,
+    pub(super) negative_ttl: Option<String>,
     pub(super) offline: Option<bool>,
     pub(super) prefetch_layers: Option<bool>,
 }

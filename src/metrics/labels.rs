@@ -25,6 +25,8 @@ pub(crate) enum LookupResult {
     Stale,
     /// A tag past its TTL, checked with the upstream.
     Revalidate,
+    /// Answered "not found" from memory: the upstream said so within `negative_ttl`.
+    Negative,
 }
 
 /// Why a fill or a manifest fetch was rejected (`fill_failures_total{reason}`).
@@ -104,12 +106,13 @@ impl Lookup {
 
 impl LookupResult {
     /// Every value, so each series exists (at 0) from the start.
-    pub(crate) const ALL: [LookupResult; 5] = [
+    pub(crate) const ALL: [LookupResult; 6] = [
         LookupResult::Hit,
         LookupResult::Miss,
         LookupResult::Join,
         LookupResult::Stale,
         LookupResult::Revalidate,
+        LookupResult::Negative,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -119,6 +122,7 @@ impl LookupResult {
             LookupResult::Join => "join",
             LookupResult::Stale => "stale",
             LookupResult::Revalidate => "revalidate",
+            LookupResult::Negative => "negative",
         }
     }
 }

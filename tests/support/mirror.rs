@@ -39,6 +39,11 @@ impl MirrorBuilder {
         self.cache_line(format!("tag_ttl = \"{ttl}\""))
     }
 
+    /// How long an upstream's "no such manifest or tag" is remembered (`[cache] negative_ttl`).
+    pub fn negative_ttl(self, ttl: &str) -> Self {
+        self.cache_line(format!("negative_ttl = \"{ttl}\""))
+    }
+
     /// The cache's size bound (`[cache] max_size`: "64MiB", or a number of bytes).
     pub fn max_size(self, size: impl std::fmt::Display) -> Self {
         self.cache_line(format!("max_size = \"{size}\""))
