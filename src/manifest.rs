@@ -146,12 +146,16 @@ pub(crate) fn platform_matches(platform: Option<&str>, wanted: &[String]) -> boo
 /// The lenient reader, for links: what a manifest lists, with sizes where it gives them.
 /// The content a manifest lists (config, layers, child manifests, artifact blobs, and schema 1
 /// layers, which have no size), with sizes. Malformed descriptors are skipped: the manifest's
-/// bytes were verified against its digest, but its JSON is the upstream's word.
+/// bytes were verified against its digest, but its JSON is the upstream's word. So are foreign
+/// (non-distributable) layers, those with `urls`: registries accept them without checking that
+/// the digest is there, so listing one proves nothing about what the repository holds.
 pub(crate) fn descriptors(manifest: &[u8]) -> Vec<(Digest, Option<u64>)> {
     #[derive(Deserialize)]
     struct Descriptor {
         digest: String,
         size: Option<u64>,
+        #[serde(default)]
+        urls: Option<serde_json::Value>,
     }
     #[derive(Deserialize)]
     struct Schema1Layer {
@@ -179,6 +183,7 @@ pub(crate) fn descriptors(manifest: &[u8]) -> Vec<(Digest, Option<u64>)> {
         .chain(listing.layers)
         .chain(listing.manifests)
         .chain(listing.blobs)
+        .filter(|d| d.urls.is_none())
         .map(|d| (d.digest, d.size));
     let unsized_ = listing.fs_layers.into_iter().map(|l| (l.blob_sum, None));
     sized

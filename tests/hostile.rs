@@ -366,3 +366,72 @@ fn idle_keep_alive_connections_are_closed() {
     assert_eq!(n, 0, "the idle connection was not closed");
     assert!(idle.elapsed() < Duration::from_secs(5));
 }
+
+/// A foreign layer links nothing (issue 21, "foreign layers link private bytes"): a tenant
+/// pushes to a repository of their own a manifest listing a private layer's digest as a
+/// non-distributable layer with `urls` (distribution accepts it without checking the digest is
+/// there). Once the mirror holds that layer from the private repository, the tenant's repository
+/// must not be served it from the cache: its upstream says it has no such blob.
+#[test]
+fn a_foreign_layer_never_links_a_private_blob_to_another_repository() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let storage = scratch("foreign-registry");
+    let reg = Registry::start_with(
+        storage.path(),
+        "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n",
+        None,
+    );
+    let host = |r: &Registry| r.url().trim_start_matches("http://").to_owned();
+    run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}/oci/app:v1", host(&origin)),
+        &format!("docker://{}/private/app:v1", host(&reg)),
+    ]));
+    let (private_layer, size) = seed.image("oci/app").largest_blob();
+    let config = push_blob(reg.port, "tenant/evil", b"{}");
+    let evil = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "digest": private_layer,
+            "size": size,
+            "urls": ["https://example.invalid/layer"],
+        }],
+    })
+    .to_string();
+    let (status, head) = http(
+        reg.port,
+        "PUT",
+        "/v2/tenant/evil/manifests/v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        evil.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let r = stream_get(
+        m.port,
+        &format!("/v2/private/app/blobs/{private_layer}"),
+        &[],
+    );
+    assert!(r.complete() && r.digest == private_layer);
+    assert!(m.wait_cached(&private_layer));
+    let r = raw_request(m.port, "GET", "/v2/tenant/evil/manifests/v1", &[]);
+    assert_eq!(r.status, 200);
+    let r = raw_request(
+        m.port,
+        "GET",
+        &format!("/v2/tenant/evil/blobs/{private_layer}"),
+        &[],
+    );
+    assert_eq!(
+        r.status, 404,
+        "a foreign layer listed by the tenant's manifest linked the private blob"
+    );
+}

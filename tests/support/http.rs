@@ -151,3 +151,49 @@ pub fn try_stream_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option
         headers,
     })
 }
+
+/// One HTTP/1.1 exchange with the registry; returns the status and the response head.
+pub fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+/// Uploads a blob (POST, then PUT with the digest), as `cosign` does.
+pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let (status, head) = http(
+        port,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        "application/octet-stream",
+        b"",
+    );
+    assert_eq!(status, 202, "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap()
+        .trim()
+        .replace(&format!("http://127.0.0.1:{port}"), "");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let (status, head) = http(
+        port,
+        "PUT",
+        &format!("{location}{sep}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    );
+    assert_eq!(status, 201, "{head}");
+    digest
+}
