@@ -129,7 +129,7 @@ impl Cache {
         let source = body.name(up);
         let length = body.content_length();
         // A manifest the cache holds may already say how long this blob is.
-        let expected = self.lock().links.size(digest);
+        let expected = self.lock().links.size(digest, &fill.scope);
         if let (Some(e), Some(l)) = (expected, length)
             && e != l
         {

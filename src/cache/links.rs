@@ -8,7 +8,8 @@
 //! goes upstream like a miss (ARCHITECTURE.md, invariant 10).
 //!
 //! Links also carry the size a manifest's descriptor gave, so an upstream answer of another
-//! length is refused before a byte is released. They live in memory under the cache's lock and
+//! length is refused before a byte is released; a size counts only for the repository whose
+//! manifest gave it. They live in memory under the cache's lock and
 //! in the index's `links` table (so they hold across restarts and offline), and go when their
 //! digest is evicted.
 
@@ -77,9 +78,14 @@ impl Links {
             .is_some_and(|l| l.iter().any(|l| l.scope.0 == scope.scope_text()))
     }
 
-    /// The size some manifest gave for this digest, if any did.
-    pub(super) fn size(&self, digest: &Digest) -> Option<u64> {
-        self.by_digest.get(digest)?.iter().find_map(|l| l.size)
+    /// The size a manifest of `scope` gave for this digest, if one did. Only that repository's
+    /// word counts: a manifest elsewhere stating a wrong size must not fail this one's fills.
+    pub(super) fn size(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> Option<u64> {
+        self.by_digest
+            .get(digest)?
+            .iter()
+            .find(|l| l.scope.0 == scope.scope_text())?
+            .size
     }
 
     /// Adds a link; true if it is new (or now carries a size it lacked).
@@ -166,11 +172,24 @@ mod tests {
         assert!(l.add(&d, "u\0private", None));
         assert!(!l.has(&d, "u\0public"));
         assert!(l.has(&d, "u\0private"));
-        assert_eq!(l.size(&d), None);
+        assert_eq!(l.size(&d, "u\0private"), None);
         assert!(l.add(&d, "u\0private", Some(5)));
         assert!(!l.add(&d, "u\0private", Some(5)));
-        assert_eq!(l.size(&d), Some(5));
+        assert_eq!(l.size(&d, "u\0private"), Some(5));
         l.forget(&d);
         assert!(!l.has(&d, "u\0private"));
+    }
+
+    /// One repository's manifest cannot poison another's size (issue 21): a wrong size stated
+    /// by a manifest of `u\0tenant` is not what a fill under `u\0public` checks against.
+    #[test]
+    fn a_size_counts_only_for_the_repository_whose_manifest_gave_it() {
+        let d = Digest::sha256_of(b"x");
+        let mut l = Links::default();
+        assert!(l.add(&d, "u\0tenant", Some(1)));
+        assert!(l.add(&d, "u\0public", None));
+        assert_eq!(l.size(&d, "u\0public"), None);
+        assert_eq!(l.size(&d, "u\0tenant"), Some(1));
+        assert_eq!(l.size(&d, "u\0other"), None);
     }
 }
