@@ -218,3 +218,61 @@ fn the_container_image_builds_runs_as_non_root_and_serves_pulls() {
         String::from_utf8_lossy(&logs.stderr)
     );
 }
+
+/// podman as a real client (Debian's 4.3; issue 23): with the shipped `registries.conf` (the
+/// path-form mirror `mirror/docker.io`) named by `CONTAINERS_REGISTRIES_CONF`, its own
+/// `--root`/`--runroot`, `vfs` storage, `cgroupfs` and no events, it pulls `docker.io/oci/app`
+/// through the mirror by tag and by digest (there is no network to reach the real Docker Hub).
+#[test]
+fn podman_pulls_through_the_shipped_registries_conf_by_tag_and_by_digest() {
+    let seed = seed();
+    let img = seed.image("oci/app");
+    let reg = Registry::start(&seed.storage);
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let dir = scratch("podman");
+    let conf = dir.path().join("registries.conf");
+    let shipped = fs::read_to_string(deploy_file("clients/podman/registries.conf")).unwrap();
+    fs::write(&conf, with_mirror(&shipped, &mirror.url())).unwrap();
+    // podman refuses a runroot longer than 50 characters: a short one under /tmp.
+    let runroot = tempfile::tempdir().unwrap();
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman")
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(runroot.path())
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            mirror.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let by_tag = format!("docker.io/oci/app:{}", img.tag);
+    podman(&["pull", "-q", &by_tag]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Digest}}", &by_tag]),
+        img.digest
+    );
+    podman(&["rmi", "-a", "-f"]);
+    let by_digest = format!("docker.io/oci/app@{}", img.digest);
+    podman(&["pull", "-q", &by_digest]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Digest}}", &by_digest]),
+        img.digest
+    );
+    assert!(reg.count("\"GET /v2/oci/app/manifests/") > 0);
+}
