@@ -382,15 +382,7 @@ fn a_foreign_layer_never_links_a_private_blob_to_another_repository() {
         "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n",
         None,
     );
-    let host = |r: &Registry| r.url().trim_start_matches("http://").to_owned();
-    run(std::process::Command::new("skopeo").args([
-        "copy",
-        "-q",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        &format!("docker://{}/oci/app:v1", host(&origin)),
-        &format!("docker://{}/private/app:v1", host(&reg)),
-    ]));
+    reg.copy_from(&origin, "oci/app:v1", "private/app:v1");
     let (private_layer, size) = seed.image("oci/app").largest_blob();
     let config = push_blob(reg.port, "tenant/evil", b"{}");
     let evil = serde_json::json!({

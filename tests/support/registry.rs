@@ -59,6 +59,19 @@ impl Registry {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Copies `from` (`repo:tag` in `source`) to `to` (`repo:tag` here) with `skopeo copy`, as a
+    /// client pushing to this registry would.
+    pub fn copy_from(&self, source: &Registry, from: &str, to: &str) {
+        run(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://127.0.0.1:{}/{from}", source.port),
+            &format!("docker://127.0.0.1:{}/{to}", self.port),
+        ]));
+    }
+
     /// How many access-log lines contain `needle` (e.g. `"GET /v2/x/blobs/sha256:..."`).
     pub fn count(&self, needle: &str) -> usize {
         fs::read_to_string(&self.log)
