@@ -94,6 +94,14 @@ impl Cache {
             tracing::warn!(error = %e, "could not measure the cache's filesystem");
             return;
         }
+        let over = {
+            let s = self.lock();
+            s.lru.committed + s.lru.deleting + s.lru.reserved > self.bound()
+        };
+        if !over {
+            // Within the bound: eviction waits for a reservation that needs room, as always.
+            return;
+        }
         let _one = self.evicting.lock().await;
         let evicted = self
             .evict(|s| self.low_watermark().saturating_sub(s.lru.reserved))
