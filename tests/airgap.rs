@@ -189,6 +189,9 @@ fn upstream() -> Upstream {
     }
 }
 
+/// The OCI image manifest media type.
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 /// A cosign-style signature of `subject`: a simple-signing payload layer, tagged
 /// `sha256-<hex>.sig`, and carrying `subject` so it is a referrer too (cosign with OCI 1.1).
 fn push_signature(port: u16, repo: &str, subject: &str) -> (String, String) {
@@ -211,15 +214,8 @@ fn push_signature(port: u16, repo: &str, subject: &str) -> (String, String) {
     })
     .to_string();
     let tag = format!("sha256-{}.sig", &subject[7..]);
-    let (status, head) = http(
-        port,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        "application/vnd.oci.image.manifest.v1+json",
-        manifest.as_bytes(),
-    );
-    assert_eq!(status, 201, "{head}");
-    (sha256(manifest.as_bytes()), tag)
+    let digest = push_manifest(port, repo, &tag, OCI_MANIFEST, &manifest);
+    (digest, tag)
 }
 
 /// The digest of `reference` as skopeo pulls it from `mirror`.
@@ -771,15 +767,7 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 11}],
     })
     .to_string();
-    let (status, head) = http(
-        reg.port,
-        "PUT",
-        &format!("/v2/{repo}/manifests/v1"),
-        "application/vnd.oci.image.manifest.v1+json",
-        image.as_bytes(),
-    );
-    assert_eq!(status, 201, "{head}");
-    let subject = sha256(image.as_bytes());
+    let subject = push_manifest(reg.port, repo, "v1", OCI_MANIFEST, &image);
     let (sig, sig_tag) = push_signature(reg.port, repo, &subject);
     let sig_size = http(
         reg.port,
@@ -807,15 +795,7 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
         "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": image.len()},
     })
     .to_string();
-    let (status, head) = http(
-        reg.port,
-        "PUT",
-        &format!("/v2/{repo}/manifests/sbom"),
-        "application/vnd.oci.image.manifest.v1+json",
-        sbom_manifest.as_bytes(),
-    );
-    assert_eq!(status, 201, "{head}");
-    let sbom = sha256(sbom_manifest.as_bytes());
+    let sbom = push_manifest(reg.port, repo, "sbom", OCI_MANIFEST, &sbom_manifest);
     let fallback = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -825,14 +805,14 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
         ],
     })
     .to_string();
-    let (status, head) = http(
+    let fallback_tag = format!("sha256-{}", &subject[7..]);
+    push_manifest(
         reg.port,
-        "PUT",
-        &format!("/v2/{repo}/manifests/sha256-{}", &subject[7..]),
+        repo,
+        &fallback_tag,
         "application/vnd.oci.image.index.v1+json",
-        fallback.as_bytes(),
+        &fallback,
     );
-    assert_eq!(status, 201, "{head}");
     assert_eq!(
         http(
             reg.port,

@@ -397,14 +397,13 @@ fn a_foreign_layer_never_links_a_private_blob_to_another_repository() {
         }],
     })
     .to_string();
-    let (status, head) = http(
+    push_manifest(
         reg.port,
-        "PUT",
-        "/v2/tenant/evil/manifests/v1",
+        "tenant/evil",
+        "v1",
         "application/vnd.oci.image.manifest.v1+json",
-        evil.as_bytes(),
+        &evil,
     );
-    assert_eq!(status, 201, "{head}");
 
     let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let r = stream_get(

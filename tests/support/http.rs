@@ -197,3 +197,23 @@ pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
     assert_eq!(status, 201, "{head}");
     digest
 }
+
+/// Pushes a manifest (PUT under `reference`, a tag or its digest), as a client would; returns its
+/// digest.
+pub fn push_manifest(
+    port: u16,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    manifest: &str,
+) -> String {
+    let (status, head) = http(
+        port,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        media_type,
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 201, "{head}");
+    sha256(manifest.as_bytes())
+}
