@@ -18,15 +18,32 @@ impl Users {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The highest bcrypt cost among the entries (`$2y$12$...` is 12), if there are any.
+    pub(crate) fn strongest_cost(&self) -> Option<u32> {
+        self.0
+            .values()
+            .filter_map(|h| h.get(4..6)?.parse().ok())
+            .max()
+    }
 }
 
 /// Reads an htpasswd file. Anything but bcrypt entries is refused, naming the line: MD5 (`$apr1$`)
 /// and SHA-1 (`{SHA}`) entries are too weak to keep.
 pub(crate) fn load_htpasswd(path: &Path) -> Result<Users, HtpasswdError> {
-    let at = || path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| HtpasswdError::Read { path: at(), source })?;
-    parse(&text).map_err(|source| HtpasswdError::Line { path: at(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_htpasswd(path, &text)
+}
+
+/// Parses the text of the htpasswd file at `path` (which names it in errors).
+pub(crate) fn parse_htpasswd(path: &Path, text: &str) -> Result<Users, HtpasswdError> {
+    parse(text).map_err(|source| HtpasswdError::Line {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// An htpasswd file that cannot be used: unreadable, or a line that is not a bcrypt entry.
@@ -98,6 +115,10 @@ mod tests {
                 .unwrap();
         assert_eq!(u.len(), 1);
         assert!(u.hash("ci").is_some());
+        assert_eq!(u.strongest_cost(), Some(5));
+        let two = parse("a:$2y$05$x\nb:$2b$12$y\n").unwrap();
+        assert_eq!(two.strongest_cost(), Some(12));
+        assert_eq!(Users::default().strongest_cost(), None);
         assert!(parse("old:$apr1$xyz$abc").unwrap_err().contains("line 1"));
         assert!(parse("sha:{SHA}abc=").is_err());
         assert!(parse("nocolon").is_err());

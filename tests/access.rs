@@ -209,6 +209,123 @@ fn rules_decide_who_pulls_what_and_htpasswd_changes_apply_at_once() {
     assert!(!log.contains("ci-pass") && !log.contains("Basic "));
 }
 
+/// A guesser that abandons each guess after 0.35 s (as a fast guessing tool does) gets no faster
+/// answers than one that waits: past a burst of failures, every attempt from the address waits
+/// its turn before it is checked, even with the right password, and a flood is refused
+/// unchecked with 429. Before, only wrong answers were slowed: a right guess came back at once.
+#[test]
+fn a_guesser_waits_its_turn_before_each_guess_is_checked() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let s = secured(&reg);
+    let port = s.m.port;
+    let quick = |creds: &str| {
+        let out = support::auth::curl_tls(
+            port,
+            "/v2/",
+            &[
+                "--max-time",
+                "0.35",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+                creds,
+            ],
+        );
+        out.trim().parse::<u16>().unwrap_or(0)
+    };
+    for i in 0..12 {
+        assert_ne!(quick(&format!("ci:guess{i}")), 200);
+    }
+    assert_ne!(
+        quick("ci:ci-pass"),
+        200,
+        "the right password was checked at once after a burst of guesses"
+    );
+    // Another name from the same address waits as well.
+    assert_ne!(quick("bob:bob-pass"), 200);
+    // Many guesses at once: past the queue's bound they are refused unchecked.
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || {
+                support::auth::curl_tls(
+                    port,
+                    "/v2/",
+                    &["-o", "/dev/null", "-D", "-", "-u", &format!("ci:flood{i}")],
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<String> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused = answers
+        .iter()
+        .find(|a| a.starts_with("HTTP/1.1 429") || a.starts_with("HTTP/2 429"));
+    let refused = refused.unwrap_or_else(|| panic!("no 429 in {answers:?}"));
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after:"),
+        "{refused}"
+    );
+    assert!(answers.iter().all(|a| !a.contains(" 200")), "{answers:?}");
+    // The right password, patiently: in once its turn comes, and remembered after that.
+    eventually(
+        std::time::Duration::from_secs(90),
+        "the right password never got its turn",
+        || curl(port, "/v2/", Some("ci:ci-pass")).0 == 200,
+    );
+    assert_eq!(quick("ci:ci-pass"), 200);
+}
+
+/// A user removed from the htpasswd file is refused within moments, even when the file is
+/// rewritten with its old mtime (compared by content now), and a deleted file signs everyone
+/// out. skopeo pulls with the credentials before and after.
+#[test]
+fn a_removed_user_is_signed_out_however_the_file_changes() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let s = secured(&reg);
+    let out = scratch("access-removed");
+    let private = seed.image("oci/app");
+    let reference = format!("oci/app:{}", private.tag);
+    let pull = |creds: &str, to: &str| skopeo(&s, &reference, Some(creds), &out.path().join(to));
+    let pulled = pull("ci:ci-pass", "a");
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(!pull("bob:bob-pass", "b").status.success());
+
+    // `htpasswd -D`, then the old mtime put back (as a restore from backup or `cp -p` would).
+    let before = fs::metadata(&s.htpasswd).unwrap().modified().unwrap();
+    run(Command::new("htpasswd")
+        .arg("-D")
+        .arg(&s.htpasswd)
+        .arg("ci"));
+    fs::File::options()
+        .write(true)
+        .open(&s.htpasswd)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    eventually(
+        std::time::Duration::from_secs(20),
+        "ci still signs in after htpasswd -D with the mtime kept",
+        || curl(s.m.port, "/v2/", Some("ci:ci-pass")).0 == 401,
+    );
+    assert!(!pull("ci:ci-pass", "c").status.success());
+    assert_eq!(curl(s.m.port, "/v2/", Some("bob:bob-pass")).0, 200);
+
+    fs::remove_file(&s.htpasswd).unwrap();
+    eventually(
+        std::time::Duration::from_secs(20),
+        "bob still signs in with the htpasswd file gone",
+        || curl(s.m.port, "/v2/", Some("bob:bob-pass")).0 == 401,
+    );
+    assert!(s.m.log_text().contains("htpasswd file is gone"));
+}
+
 #[test]
 fn containerd_and_dockerd_sign_in_to_the_mirror() {
     let seed = seed();

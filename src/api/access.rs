@@ -11,7 +11,7 @@ use http::{Request, StatusCode, header};
 
 use super::ApiError;
 use super::State;
-use crate::auth::{Auth, Identity};
+use crate::auth::{Auth, Identity, Refusal};
 use crate::metrics::AuthFailure;
 use crate::server::ClientName;
 
@@ -39,7 +39,15 @@ pub(super) async fn identify<B>(app: &State, req: &Request<B>) -> Result<Identit
             }
             Ok(who)
         }
-        Err(_) => Err(unauthorized(auth, "the credentials given are not valid")),
+        Err(Refusal::Wrong) => Err(unauthorized(auth, "the credentials given are not valid")),
+        Err(Refusal::TooMany(wait)) => Err(ApiError {
+            retry_after: Some(wait.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                "too many failed sign-ins from this address or for this user: try again later",
+            )
+        }),
     }
 }
 
