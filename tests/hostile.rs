@@ -346,6 +346,166 @@ fn read_response(s: &mut TcpStream) -> (u16, u64) {
     (status, len)
 }
 
+/// Sockets that send nothing, or only HTTP/2's preface (hyper has no timer before it knows the
+/// protocol), hold no slot past `header_read_timeout`: with `max_connections = 4` and four such
+/// sockets, a fifth client is answered within seconds, and the four are closed. Before, the
+/// fifth waited for ever.
+#[test]
+fn sockets_that_never_send_a_request_head_free_their_slots() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    m.reconfigure(|cfg| {
+        cfg.replace(
+            "[server]\n",
+            "[server]\nmax_connections = 4\nheader_read_timeout = \"2s\"\n",
+        )
+    });
+    let connect = || TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+    let (silent, other_silent) = (connect(), connect());
+    let mut preface = connect();
+    preface.write_all(H2_PREFACE).unwrap();
+    let mut settings = connect();
+    settings.write_all(H2_PREFACE).unwrap();
+    settings.write_all(&h2_frame(4, 0, 0, &[])).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = m.port;
+    std::thread::spawn(move || {
+        let _ = tx.send(raw_request(port, "GET", "/v2/", &[]).status);
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(200),
+        "a fifth client waited behind four sockets that sent no request"
+    );
+    for mut s in [silent, other_silent, preface, settings] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1024];
+        let mut closed = false;
+        for _ in 0..100 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {} // HTTP/2's SETTINGS, or a GOAWAY
+            }
+        }
+        assert!(closed, "an idle socket was left open");
+    }
+}
+
+/// An HTTP/2 (prior knowledge, plain text) connection that has had its answer and then sends
+/// nothing is closed after `header_read_timeout`, as an idle HTTP/1.1 keep-alive one is. Before,
+/// it stayed open for ever. The frames are written by hand (HPACK literals without indexing).
+#[test]
+fn an_idle_http2_connection_is_closed() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    m.reconfigure(|cfg| cfg.replace("[server]\n", "[server]\nheader_read_timeout = \"2s\"\n"));
+    let mut s = TcpStream::connect(("127.0.0.1", m.port)).unwrap();
+    s.write_all(H2_PREFACE).unwrap();
+    s.write_all(&h2_frame(4, 0, 0, &[])).unwrap();
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/v2/"),
+        (":authority", "mirror"),
+    ] {
+        block.push(0);
+        block.push(k.len() as u8);
+        block.extend_from_slice(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    // HEADERS on stream 1, END_STREAM | END_HEADERS.
+    s.write_all(&h2_frame(1, 0x5, 1, &block)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the idle HTTP/2 connection was not closed: {e}"),
+        }
+    }
+    // Frames: 9-byte heads; one of them HEADERS (type 1) on stream 1, the answer.
+    let mut at = 0;
+    let mut answered = false;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        let stream = u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]]);
+        answered |= got[at + 3] == 1 && stream == 1;
+        at += 9 + len;
+    }
+    assert!(answered, "no HEADERS answer on stream 1: {got:?}");
+    assert!(started.elapsed() < Duration::from_secs(12));
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A client that reads slowly but steadily (24 KiB/s over a link-sized segment and receive
+/// buffer, as on a slow WAN: on loopback's 64 KiB segments the kernel's buffers hide everything)
+/// is never cut by `send_timeout`: only one that accepts no bytes for that long is. Before,
+/// progress counted only when hyper took the next 256 KiB chunk, so this client was cut at
+/// `send_timeout = 2s`. The client is a few lines of Python, for `TCP_MAXSEG`.
+#[test]
+fn a_slow_steady_reader_is_not_cut_by_send_timeout() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let (digest, _) = seed.image("lru/a").largest_blob();
+    let path = format!("/v2/lru/a/blobs/{digest}");
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == digest);
+    m.wait_settled();
+    m.reconfigure(|cfg| cfg.replace("[server]\n", "[server]\nsend_timeout = \"2s\"\n"));
+    // Slowly for 15 s, then at full speed to the end: a connection the mirror closed meanwhile
+    // (its FIN queued behind what the kernel still holds) ends short.
+    let script = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(("GET %s HTTP/1.1\r\nHost: mirror\r\n\r\n" % sys.argv[2]).encode())
+start, data = time.time(), b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(4096)
+head, body = data.split(b"\r\n\r\n", 1)
+length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+got = len(body)
+while got < length:
+    b = s.recv(4096 if time.time() - start < 15 else 1 << 20)
+    if not b:
+        print("cut after", got, "of", length); sys.exit(1)
+    got += len(b)
+    if time.time() - start < 15:
+        time.sleep(max(0, got / (24 * 1024) - (time.time() - start)))
+print("read all", got)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &m.port.to_string(), &path])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the slow reader was {said}");
+}
+
 /// An idle keep-alive connection is closed after `header_read_timeout`: waiting for the next
 /// request is waiting for its headers.
 #[test]

@@ -2,15 +2,16 @@
 //! handler (the API, in `app.rs`).
 //!
 //! Limits live here so no handler has to think about them: a cap on connections served at once
-//! (more wait in the accept queue), a deadline for reading request headers (slowloris), a cap on
-//! header size (hyper answers 431), a `send_timeout` for clients that stop reading
-//! (`send_timeout.rs`), and no response compression (blobs are bytes). Shutdown is
+//! (more wait in the accept queue), a deadline for reading request headers (slowloris; also for
+//! a socket that sends nothing, or only HTTP/2's preface, and for an idle HTTP/2 connection), a
+//! cap on header size (hyper answers 431), a `send_timeout` for clients that accept no bytes
+//! (`watchdog.rs`), HTTP/2 keep-alive pings, and no response compression (blobs are bytes). Shutdown is
 //! graceful: stop accepting, let requests in flight finish for a while, then go. The server knows
 //! nothing of registries: it serves whatever handler it is given.
 
-mod send_timeout;
 mod stream;
 mod tls;
+mod watchdog;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,10 +28,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
-use send_timeout::Watch;
 pub(crate) use stream::ClientName;
 use stream::Stream;
 use tokio_rustls::TlsAcceptor;
+use watchdog::{Closing, Watch};
 
 use crate::pem::PemError;
 use crate::shutdown::Shutdown;
@@ -43,6 +44,10 @@ pub(crate) fn tls_acceptor(cfg: &ServerConfig) -> Result<Option<TlsAcceptor>, Pe
         Some((cert, key)) => tls::Reloading::start(cert, key, cfg.client_ca.as_deref()).map(Some),
     }
 }
+
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long requests in flight may run on after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(20);
@@ -86,13 +91,15 @@ pub(crate) async fn serve<H, F, B>(
         let watch = Watch::new();
         let bodies = watch.clone();
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-        let (send_timeout, handshake_timeout) = (cfg.send_timeout, cfg.header_read_timeout);
+        let (send_timeout, header_timeout) = (cfg.send_timeout, cfg.header_read_timeout);
         tokio::spawn(async move {
-            let Some(io) = handshake(prepare(stream), tls, handshake_timeout, peer).await else {
+            let Some(io) = handshake(prepare(stream), tls, header_timeout, peer).await else {
                 return;
             };
             let client = io.client_name();
+            let io = watch.socket(io);
             let service = service_fn(move |mut req: Request<Incoming>| {
+                let request = bodies.request_began();
                 // The handler may want to know who asked (its log line and `[auth]` do).
                 req.extensions_mut().insert(peer);
                 if let Some(name) = &client {
@@ -102,7 +109,7 @@ pub(crate) async fn serve<H, F, B>(
                 // state machine would otherwise be copied there at every request.
                 let fut = Box::pin(handler(req));
                 let bodies = bodies.clone();
-                async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b))) }
+                async move { Ok::<_, Infallible>(fut.await.map(|b| bodies.wrap(b, request))) }
             });
             let conn = builder.serve_connection(TokioIo::new(io), service);
             let conn = watcher.watch(conn.into_owned());
@@ -110,8 +117,10 @@ pub(crate) async fn serve<H, F, B>(
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                () = watch.stalled(send_timeout) => {
-                    tracing::info!(%peer, ?send_timeout, "client accepted no bytes for send_timeout: connection closed");
+                why = watch.closing(send_timeout, header_timeout) => match why {
+                    Closing::Stalled => tracing::info!(%peer, ?send_timeout, "client accepted no bytes for send_timeout: connection closed"),
+                    Closing::NoRequest => tracing::debug!(%peer, ?header_timeout, "no request head within header_read_timeout: connection closed"),
+                    Closing::Idle => tracing::debug!(%peer, ?header_timeout, "no request for header_read_timeout: idle connection closed"),
                 }
             }
             drop(permit);
@@ -159,12 +168,24 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32);
+        .max_header_list_size(cfg.max_header_bytes as u32)
+        // A peer that no longer answers pings is gone: its connection's slot is freed.
+        .keep_alive_interval(Some(H2_PING_EVERY))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
+/// At most this much not yet sent sits in a connection's kernel buffer (`TCP_NOTSENT_LOWAT`,
+/// 16 KiB as HTTP/2 servers use): the socket takes more each time half of it has gone out, so
+/// the watchdog sees a slow client's progress every few KiB (without it, the writer was woken
+/// only once half a 700 KiB buffer had drained: 15 s at 24 KiB/s), and the kernel holds no
+/// megabytes for a client that stopped. Bytes sent and not yet acknowledged are not counted, so
+/// a fast client on a long link is not slowed.
+const NOTSENT_LOWAT: u32 = 16 << 10;
+
 fn prepare(stream: TcpStream) -> TcpStream {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
     stream
 }
 
