@@ -137,7 +137,8 @@ impl App {
             upstreams: Arc::new(Upstreams::new(upstreams)),
             cache,
             metrics,
-            serve_metrics: config.server.metrics,
+            // With a listener of its own, /metrics is not on the client port.
+            serve_metrics: config.server.metrics && config.server.metrics_listen.is_none(),
         })
     }
 
@@ -186,6 +187,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => tracing::info!("no [auth] section: every client may pull everything"),
     }
     let flusher = tokio::spawn(flush_access_times(app.cache.clone(), shutdown.clone()));
+    if let Some(addr) = config.server.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        tracing::info!(%addr, "metrics listening");
+        let state = Arc::new(crate::api::State {
+            serve_metrics: config.server.metrics,
+            ..app.api_state(shutdown.clone())
+        });
+        let handler = move |req| crate::api::handle_metrics(state.clone(), req);
+        let (cfg, shutdown) = (config.server.clone(), shutdown.clone());
+        tokio::spawn(async move { server::serve(metrics, &cfg, None, shutdown, handler).await });
+    }
     let state = Arc::new(app.api_state(shutdown.clone()));
     let handler = move |req| crate::api::handle(state.clone(), req);
     server::serve(listener, &config.server, tls, shutdown, handler).await;

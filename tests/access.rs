@@ -326,6 +326,44 @@ fn a_removed_user_is_signed_out_however_the_file_changes() {
     assert!(s.m.log_text().contains("htpasswd file is gone"));
 }
 
+/// Under `[auth]`, `/metrics` on the client port answers anyone (Prometheus scrapes without
+/// credentials): `[server] metrics_listen` moves it to an address of its own, and the client
+/// port answers 404 for it. A `metrics_listen` equal to `listen` is refused at start-up, naming
+/// the key.
+#[test]
+fn metrics_listen_keeps_metrics_off_the_client_port() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let metrics_port = free_port();
+    let s = secured_with(
+        &reg,
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let (status, _) = curl(s.m.port, "/metrics", None);
+    assert_eq!(status, 404, "/metrics is still on the client port");
+    wait_for_port(metrics_port, "the metrics listener");
+    let r = raw_request(metrics_port, "GET", "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("entrepot_requests_total"));
+    assert_eq!(raw_request(metrics_port, "GET", "/readyz", &[]).status, 200);
+    assert_eq!(raw_request(metrics_port, "GET", "/v2/", &[]).status, 404);
+
+    let dir = scratch("metrics-listen");
+    let p = dir.path().join("c.toml");
+    fs::write(
+        &p,
+        "[server]\nlisten = \"127.0.0.1:5000\"\nmetrics_listen = \"127.0.0.1:5000\"\n[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["check-config", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.metrics_listen"));
+}
+
 #[test]
 fn containerd_and_dockerd_sign_in_to_the_mirror() {
     let seed = seed();
@@ -512,7 +550,18 @@ fn a_client_certificate_from_client_ca_names_the_user() {
         .arg(&other_ca));
     let foreign = client_cert(dir.path(), "mallory", Some((&other_ca, &other_key)));
     assert_eq!(with_cert(&foreign), "000");
-    assert!(s.m.log_text().contains("user=ci"));
+    let log = s.m.log_text();
+    assert!(log.contains("user=ci"));
+    // The refused handshake has its line, naming the peer.
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    // A common name that would forge fields in the log line is written quoted.
+    assert_eq!(
+        with_cert(&client_cert(dir.path(), "ci user=root", None)),
+        "403"
+    );
+    let log = s.m.log_text();
+    assert!(log.contains(r#"user="ci user=root""#), "{log}");
+    assert!(!log.contains("user=ci user=root"), "{log}");
 }
 
 /// dockerd cannot send credentials to a `registry-mirrors` entry, and gives up on a mirror whose

@@ -63,11 +63,25 @@ impl Logged {
             duration_ms = took.as_secs_f64() * 1000.0,
             cache = %cache,
             upstream = %upstream,
-            user = %user,
+            user = %printable(user),
             peer = %peer,
             complete,
             "request"
         );
+    }
+}
+
+/// `s` as the log can show it: as it is when it is plain (letters, digits, `.-_@:/+`),
+/// else quoted with escapes, so a name from a client certificate (`ci user=root`, or one with a
+/// newline) cannot forge fields or lines.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@:/+".contains(c));
+    if plain {
+        s.into()
+    } else {
+        format!("{s:?}").into()
     }
 }
 
@@ -108,5 +122,20 @@ impl Drop for Logged {
         // if every byte promised went out.
         let complete = self.line.as_ref().and_then(|l| l.promised) == Some(self.bytes);
         self.emit(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_that_could_forge_log_fields_are_quoted() {
+        assert_eq!(super::printable("ci"), "ci");
+        assert_eq!(
+            super::printable("svc.deploy@example.com"),
+            "svc.deploy@example.com"
+        );
+        assert_eq!(super::printable("ci user=root"), "\"ci user=root\"");
+        assert_eq!(super::printable("a\nb"), "\"a\\nb\"");
+        assert_eq!(super::printable("\u{1b}[31m"), "\"\\u{1b}[31m\"");
     }
 }

@@ -95,6 +95,24 @@ pub(crate) async fn handle<B>(app: Arc<State>, req: Request<B>) -> Response<Body
     resp.map(|body| log::logged(body, line))
 }
 
+/// Answers one request on `[server] metrics_listen`: `/metrics`, `/healthz` and `/readyz`, to
+/// anyone who can reach that address; every other path is 404.
+pub(crate) async fn handle_metrics<B>(app: Arc<State>, req: Request<B>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let route = route::parse(req.uri().path());
+    let resp = match route {
+        Route::Metrics | Route::Health | Route::Ready if req.method() == Method::GET || head => {
+            dispatch(&app, &req, route, head).await
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "this address serves /metrics, /healthz and /readyz only",
+        )),
+    };
+    resp.unwrap_or_else(|e| e.into_response(head))
+}
+
 async fn dispatch<B>(
     app: &Arc<State>,
     req: &Request<B>,

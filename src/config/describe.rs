@@ -23,6 +23,10 @@ impl Config {
             self.cache.offline,
             self.cache.prefetch_layers,
         );
+        if let Some(addr) = self.server.metrics_listen {
+            let server_end = s.find("\n\n[cache]").unwrap_or(s.len());
+            s.insert_str(server_end, &format!("\nmetrics_listen = \"{addr}\""));
+        }
         if let Some((cert, key)) = &self.server.tls {
             let server_end = s.find("\n\n[cache]").unwrap_or(s.len());
             s.insert_str(

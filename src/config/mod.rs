@@ -87,6 +87,8 @@ pub(crate) struct ServerConfig {
     pub(crate) client_ca: Option<PathBuf>,
     /// Whether `/metrics` answers on the same listener.
     pub(crate) metrics: bool,
+    /// Where `/metrics` answers instead of the client port (plain HTTP, no `[auth]`).
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,9 +156,32 @@ impl Checker<'_> {
             send_timeout,
             max_header_bytes: max_header_bytes as usize,
             metrics: raw.metrics.unwrap_or(true),
+            metrics_listen: self.metrics_listen(raw.metrics_listen, listen)?,
             client_ca: self.client_ca(raw.client_ca, raw.tls_cert.is_some())?,
             tls: self.tls(raw.tls_cert, raw.tls_key)?,
         })
+    }
+
+    /// `metrics_listen`: an address:port other than `listen`.
+    fn metrics_listen(
+        &self,
+        raw: Option<String>,
+        listen: SocketAddr,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let addr: SocketAddr = raw.parse().map_err(|_| {
+            self.bad(
+                "server.metrics_listen",
+                format!("{raw:?} is not an address:port"),
+            )
+        })?;
+        if addr == listen {
+            return Err(self.bad(
+                "server.metrics_listen",
+                "is server.listen: give /metrics an address of its own, or leave this out",
+            ));
+        }
+        Ok(Some(addr))
     }
 
     /// `tls_cert` and `tls_key` go together, and must load (checked here so `check-config`

@@ -77,6 +77,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<String>,
     pub(super) max_header_size: Option<String>,
     pub(super) metrics: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
     pub(super) client_ca: Option<PathBuf>,

@@ -144,7 +144,8 @@ async fn handshake(
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // A refused client certificate ends here: the operator wants to see it.
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
