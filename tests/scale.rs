@@ -236,6 +236,94 @@ fn replicas_share_a_tier_behind_nginx_and_survive_losing_a_replica_and_the_upstr
     drop(nginx);
 }
 
+/// The shared tier is a faster source of bytes, never a source of permission (issue 21). One
+/// replica pulls `oci/app` (its layers and manifest land in the bucket); on a fresh replica, an
+/// anonymous client who knows those digests asks for them under `library/busybox`, which the
+/// upstream says has neither: 404 for both (before, the bucket served them whole). Under
+/// `oci/app` the fresh replica serves them from the bucket, with no upstream GET. Tag records
+/// written into the bucket by anyone without the replicas' signing key (unsigned, signed with
+/// another key, or a genuine record moved to another name) are ignored and counted, while the
+/// genuine one is served during an upstream outage.
+#[test]
+fn the_shared_tier_gives_bytes_never_permission() {
+    let seed = seed();
+    let mut reg = Registry::start(&seed.storage);
+    let garage = Garage::start();
+    let out = scratch("scale-permission");
+    let first = replica(&reg, &garage, None);
+    let app = seed.image("oci/app");
+    let got = pull(
+        &first.host(),
+        &format!("oci/app:{}", app.tag),
+        &out.path().join("a"),
+        false,
+    );
+    assert_eq!(got, app.digest);
+    let (layer, _) = app.largest_blob();
+    let blob_key = format!("site-a/blobs/sha256/{}", &layer[7..]);
+    let tag_key = format!("site-a/tags/docker.io/oci/app/{}", app.tag);
+    eventually(
+        std::time::Duration::from_secs(60),
+        "the first replica's uploads never landed",
+        || garage.get(&blob_key).0 == 200 && garage.get(&tag_key).0 == 200,
+    );
+
+    let fresh = replica(&reg, &garage, None);
+    let under = |repo: &str, what: &str| {
+        raw_request(fresh.port, "GET", &format!("/v2/{repo}/{what}"), &[]).status
+    };
+    assert_eq!(under("library/busybox", &format!("blobs/{layer}")), 404);
+    assert_eq!(
+        under("library/busybox", &format!("manifests/{}", app.digest)),
+        404
+    );
+    let gets = reg.count(&format!("\"GET /v2/oci/app/blobs/{layer}"));
+    let r = stream_get(fresh.port, &format!("/v2/oci/app/blobs/{layer}"), &[]);
+    assert!(r.complete() && r.digest == layer);
+    assert_eq!(
+        reg.count(&format!("\"GET /v2/oci/app/blobs/{layer}")),
+        gets,
+        "the blob was fetched from the upstream, not the bucket"
+    );
+
+    let forged = format!("{}\n", app.digest);
+    garage.put(
+        "site-a/tags/docker.io/library/busybox/forged",
+        forged.as_bytes(),
+    );
+    let other_key = format!("{}\nhmac-sha256={}\n", app.digest, "00".repeat(32));
+    garage.put(
+        "site-a/tags/docker.io/library/busybox/other-key",
+        other_key.as_bytes(),
+    );
+    let (_, genuine) = garage.get(&tag_key);
+    garage.put("site-a/tags/docker.io/library/busybox/moved", &genuine);
+    reg.stop();
+    let outage = replica(&reg, &garage, None);
+    for tag in ["forged", "other-key", "moved"] {
+        let r = raw_request(
+            outage.port,
+            "GET",
+            &format!("/v2/library/busybox/manifests/{tag}"),
+            &[],
+        );
+        assert_ne!(r.status, 200, "the bucket's {tag} tag was believed");
+    }
+    let r = raw_request(
+        outage.port,
+        "GET",
+        &format!("/v2/oci/app/manifests/{}", app.tag),
+        &[],
+    );
+    assert_eq!(r.status, 200, "the genuine signed tag was not served");
+    let metrics = raw_request(outage.port, "GET", "/metrics", &[]);
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains(r#"entrepot_shared_requests_total{op="get_tag",result="unsigned"} 3"#),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn an_unreachable_shared_tier_degrades_to_upstream_fetches() {
     let seed = seed();

@@ -92,7 +92,7 @@ impl Cache {
                     return Ok(m);
                 }
                 self.metrics.lookup(Lookup::Manifest, LookupResult::Miss);
-                self.fetch_manifest(up, repo, reference).await
+                self.fetch_manifest(up, repo, reference, false).await
             }
             Reference::Tag(tag) => self.manifest_by_tag(up, repo, tag, head_only).await,
         }
@@ -167,17 +167,24 @@ impl Cache {
         }
     }
 
-    /// GETs a manifest (by digest from the shared tier if it holds it, else from the upstream),
-    /// checks it against its digest, and stores it.
+    /// GETs a manifest (by digest from the shared tier if it holds it and `repo` may be served
+    /// it, else from the upstream), checks it against its digest, and stores it. `confirmed`:
+    /// the upstream has just named this digest for `repo` (its tag's HEAD).
     pub(super) async fn fetch_manifest(
         &self,
         up: &Upstream,
         repo: &RepoName,
         reference: &Reference,
+        confirmed: bool,
     ) -> Result<Manifest, CacheError> {
         if let Reference::Digest(d) = reference
+            && self.shared.is_some()
+            && (confirmed || self.shared_may_serve(up, repo, d).await)
             && let Some(m) = self.shared_manifest(up, repo, d).await?
         {
+            if confirmed && let Some(shared) = &self.shared {
+                shared.put_link(&up.name, repo, d);
+            }
             return Ok(m);
         }
         let answer = up.get_manifest(repo, reference).await?;
@@ -210,6 +217,8 @@ impl Cache {
         let bytes = Bytes::from(bytes);
         if let Some(shared) = &self.shared {
             shared.upload_manifest(digest.clone(), media_type.to_string(), bytes.clone());
+            // The upstream served it under `repo`: other replicas may, during an outage.
+            shared.put_link(&up.name, repo, &digest);
         }
         Ok(Manifest {
             digest,

@@ -3,6 +3,11 @@
 //! checked against its digest before its last byte is released, exactly as an upstream's is; a
 //! manifest is checked against its digest before it is stored. A tag is read from the shared
 //! tier only when the upstream fails and the replica has no tag of its own.
+//!
+//! The shared tier gives bytes, never permission (`shared/mod.rs`): a blob is read from it for a
+//! repository only when this cache links the repository to it or the upstream's HEAD says the
+//! repository has it; a manifest by digest only when linked, confirmed by the caller (the
+//! upstream named it for the repository's tag), or signed for that repository by a replica.
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -70,6 +75,12 @@ impl Cache {
         {
             match shared.blob(digest).await {
                 Ok(Some(blob)) => {
+                    if !self.linked(&up.name, repo, digest) {
+                        // Bytes from the tier, permission from the upstream (a HEAD, which
+                        // costs no pull on Docker Hub): an error here is the client's answer.
+                        up.head_blob(repo, digest).await?;
+                        self.link(&up.name, repo, [(digest.clone(), None)]).await?;
+                    }
                     return Ok(FillSource::Shared {
                         blob,
                         url: shared.shown.clone(),
@@ -84,8 +95,32 @@ impl Cache {
         Ok(FillSource::Upstream(up.get_blob(repo, digest).await?))
     }
 
-    /// A manifest from the shared tier, checked against its digest and stored, if it is there.
-    /// A copy that fails its check is refused (and counted); the upstream is asked instead.
+    /// Whether manifest `digest` may be read from the shared tier for `repo` without asking the
+    /// upstream: this cache links them, or a replica signed that the upstream served it there.
+    pub(super) async fn shared_may_serve(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        if self.linked(&up.name, repo, digest) {
+            return true;
+        }
+        match shared.linked(&up.name, repo, digest).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "shared tier unavailable: asking the upstream");
+                false
+            }
+        }
+    }
+
+    /// A manifest from the shared tier, checked against its digest and stored, if it is there
+    /// (the caller has made sure `repo` may be served it). A copy that fails its check is
+    /// refused (and counted); the upstream is asked instead.
     pub(super) async fn shared_manifest(
         &self,
         up: &Upstream,
@@ -121,7 +156,8 @@ impl Cache {
     }
 
     /// The digest the shared tier last recorded for a tag (another replica saw the upstream
-    /// answer it), with its manifest: for serving tags while the upstream fails.
+    /// answer it, and signed it), with its manifest: for serving tags while the upstream fails.
+    /// The signature is the permission to serve that manifest under `repo`.
     pub(super) async fn shared_tag(
         &self,
         up: &Upstream,

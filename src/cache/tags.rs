@@ -92,13 +92,19 @@ impl Cache {
                                 bytes: None,
                             });
                         }
-                        _ => self.fetch_manifest(up, repo, &Reference::Digest(d)).await?,
+                        _ => {
+                            self.fetch_manifest(up, repo, &Reference::Digest(d), true)
+                                .await?
+                        }
                     }
                 }
-                None => self.fetch_manifest(up, repo, &Reference::Digest(d)).await?,
+                None => {
+                    self.fetch_manifest(up, repo, &Reference::Digest(d), true)
+                        .await?
+                }
             },
             None => {
-                self.fetch_manifest(up, repo, &Reference::Tag(tag.clone()))
+                self.fetch_manifest(up, repo, &Reference::Tag(tag.clone()), true)
                     .await?
             }
         };

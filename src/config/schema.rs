@@ -33,6 +33,8 @@ pub(super) struct RawShared {
     pub(super) access_key_id: Option<String>,
     pub(super) secret_access_key: Option<String>,
     pub(super) secret_access_key_file: Option<PathBuf>,
+    pub(super) signing_key: Option<String>,
+    pub(super) signing_key_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) allow_http: bool,
     pub(super) upload_concurrency: Option<usize>,

@@ -20,7 +20,20 @@ pub(crate) struct SharedConfig {
     pub(crate) allow_http: bool,
     /// Uploads to the shared tier in flight at once.
     pub(crate) upload_concurrency: usize,
+    /// The key every replica signs and checks tag and link records with (HMAC-SHA256), read
+    /// at start-up; without one, none are written or believed.
+    pub(crate) signing_key: Option<(SigningKeySource, Secret)>,
 }
+
+/// Where the signing key was given, for `check-config`.
+#[derive(Debug, Clone)]
+pub(crate) enum SigningKeySource {
+    Inline,
+    File(PathBuf),
+}
+
+/// A signing key shorter than this is refused: it could be guessed.
+const MIN_SIGNING_KEY: usize = 32;
 
 /// The secret key: in the file, or a file read when the store is opened.
 #[derive(Debug, Clone)]
@@ -80,6 +93,7 @@ impl Checker<'_> {
             }
             (None, None) => None,
         };
+        let signing_key = self.signing_key(raw.signing_key, raw.signing_key_file)?;
         let upload_concurrency = raw.upload_concurrency.unwrap_or(4);
         if upload_concurrency == 0 {
             return Err(self.bad("shared.upload_concurrency", "must be at least 1"));
@@ -92,7 +106,42 @@ impl Checker<'_> {
             secret_access_key,
             allow_http: raw.allow_http,
             upload_concurrency,
+            signing_key,
         })
+    }
+
+    /// `signing_key` or `signing_key_file` (trimmed), at least [`MIN_SIGNING_KEY`] bytes.
+    fn signing_key(
+        &self,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<(SigningKeySource, Secret)>, ConfigError> {
+        let (key, source, name) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.bad(
+                    "shared.signing_key",
+                    "set signing_key or signing_key_file, not both",
+                ));
+            }
+            (Some(v), None) => (v, SigningKeySource::Inline, "shared.signing_key"),
+            (None, Some(f)) => match std::fs::read_to_string(&f) {
+                Ok(v) => (v, SigningKeySource::File(f), "shared.signing_key_file"),
+                Err(e) => {
+                    return Err(
+                        self.bad("shared.signing_key_file", format!("{}: {e}", f.display()))
+                    );
+                }
+            },
+            (None, None) => return Ok(None),
+        };
+        let key = key.trim().to_owned();
+        if key.len() < MIN_SIGNING_KEY {
+            return Err(self.bad(
+                name,
+                format!("is {} bytes: use at least {MIN_SIGNING_KEY} random ones (openssl rand -hex 32)", key.len()),
+            ));
+        }
+        Ok(Some((source, Secret::new(key))))
     }
 }
 
@@ -113,6 +162,14 @@ impl SharedConfig {
             Some(SharedSecret::Value(_)) => s.push_str("secret_access_key = \"<redacted>\"\n"),
             Some(SharedSecret::File(f)) => s.push_str(&format!(
                 "secret_access_key_file = {:?}\n",
+                f.display().to_string()
+            )),
+            None => {}
+        }
+        match &self.signing_key {
+            Some((SigningKeySource::Inline, _)) => s.push_str("signing_key = \"<redacted>\"\n"),
+            Some((SigningKeySource::File(f), _)) => s.push_str(&format!(
+                "signing_key_file = {:?}\n",
                 f.display().to_string()
             )),
             None => {}

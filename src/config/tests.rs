@@ -194,3 +194,33 @@ fn shared_mistakes_name_their_key() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_shared_signing_key_is_long_enough_one_way_and_never_printed() {
+    let e = err(&format!(
+        "{UP}\n[shared]\nurl = \"s3://b/p\"\nsigning_key = \"short\"\n"
+    ));
+    assert!(
+        e.contains("shared.signing_key") && e.contains("at least 32"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{UP}\n[shared]\nurl = \"s3://b/p\"\nsigning_key = \"k\"\nsigning_key_file = \"/x\"\n"
+    ));
+    assert!(e.contains("not both"), "{e}");
+    let e = err(&format!(
+        "{UP}\n[shared]\nurl = \"s3://b/p\"\nsigning_key_file = \"/nonexistent/key\"\n"
+    ));
+    assert!(e.contains("shared.signing_key_file"), "{e}");
+    let key = "0123456789abcdef0123456789abcdef-secret";
+    let good = Config::parse(
+        &format!("{UP}\n[shared]\nurl = \"s3://b/p\"\nsigning_key = \"{key}\"\n"),
+        "t",
+    )
+    .unwrap();
+    let shown = good.describe();
+    assert!(
+        shown.contains("signing_key = \"<redacted>\"") && !shown.contains(key),
+        "{shown}"
+    );
+}

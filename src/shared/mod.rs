@@ -5,10 +5,17 @@
 //! - `blobs/<alg>/<hex>`: exactly the blob's bytes;
 //! - `manifests/<alg>/<hex>`: a manifest's bytes, and `manifests/<alg>/<hex>.type` its media type;
 //! - `tags/<upstream>/<repository>/<tag>`: the digest the tag last pointed at, for answering tags
-//!   when the upstream cannot be reached.
+//!   when the upstream cannot be reached, and its signature;
+//! - `links/<alg>/<hex>/<upstream>/<repository>`: a signature saying the upstream served that
+//!   manifest under that repository, for answering by digest when the upstream cannot be reached.
 //!
 //! Nothing read from here is trusted: blobs go through a fill (the digest checked before the
-//! last byte is released) and manifests are checked against their digest. Writes happen in the
+//! last byte is released) and manifests are checked against their digest. The tier is a source
+//! of bytes, never of permission: the cache reads a digest from here for a repository only once
+//! the upstream, a link of its own, or a record signed with `[shared] signing_key` (HMAC-SHA256,
+//! a key every replica holds and the bucket's writers need not) says that repository has it. A
+//! tag or link record without a valid signature is ignored and counted; without a key, none are
+//! written or read. Writes happen in the
 //! background after a verified fetch from the upstream, a few at a time, retried with backoff,
 //! never on a client's path. Nothing here is ever deleted: sites use the store's lifecycle rules.
 
@@ -25,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::config::{SharedConfig, SharedSecret};
 use crate::metrics::Metrics;
 use crate::reference::Digest;
+use crate::reference::RepoName;
 
 /// Tries of an upload before it is given up (it is tried again after the next fetch).
 const UPLOAD_TRIES: u32 = 5;
@@ -55,8 +63,15 @@ pub(crate) struct Shared {
     /// What this process last wrote for each tag: a tag revalidated to the same digest is not
     /// written again.
     tags_written: moka::sync::Cache<Path, Digest>,
+    /// Link records this process wrote (or found), so each is written once.
+    links_known: moka::sync::Cache<Path, ()>,
+    /// `[shared] signing_key`: signs and checks tag and link records.
+    signer: Option<ring::hmac::Key>,
     metrics: Arc<Metrics>,
 }
+
+/// The line of a record that carries its signature.
+const SIGNATURE: &str = "hmac-sha256=";
 
 /// A blob as the shared tier holds it: its size, and its bytes as they arrive.
 pub(crate) struct SharedBlob {
@@ -155,14 +170,47 @@ impl Shared {
             ObjectStoreScheme::Local => Arc::new(object_store::local::LocalFileSystem::new()),
             other => return Err(SharedOpenError::Unsupported(format!("{other:?}"))),
         };
+        if cfg.signing_key.is_none() {
+            tracing::warn!("[shared] has no signing_key: tags and links are not shared, so while the upstream is down a replica serves from the shared tier only what it has linked itself");
+        }
         Ok(Shared {
             store,
             prefix: path,
             shown: cfg.url.to_string(),
             uploads: Arc::new(Semaphore::new(cfg.upload_concurrency)),
             tags_written: moka::sync::Cache::new(100_000),
+            links_known: moka::sync::Cache::new(100_000),
+            signer: cfg
+                .signing_key
+                .as_ref()
+                .map(|(_, k)| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.expose().as_bytes())),
             metrics,
         })
+    }
+
+    /// Whether tag and link records are written and believed (`signing_key` is set).
+    pub(crate) fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The signature line for `what`, as hex.
+    fn sign(&self, what: &str) -> Option<String> {
+        let key = self.signer.as_ref()?;
+        Some(format!(
+            "{SIGNATURE}{}",
+            hex::encode(ring::hmac::sign(key, what.as_bytes()))
+        ))
+    }
+
+    /// Whether `body` carries a valid signature of `what` (checked in constant time).
+    fn signed(&self, what: &str, body: &str) -> bool {
+        let Some(key) = &self.signer else {
+            return false;
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix(SIGNATURE))
+            .and_then(|h| hex::decode(h.trim()).ok())
+            .is_some_and(|sig| ring::hmac::verify(key, what.as_bytes(), &sig).is_ok())
     }
 
     fn error(&self, e: impl std::fmt::Display) -> SharedError {
@@ -190,6 +238,12 @@ impl Shared {
             d.algorithm().name(),
             &format!("{}{suffix}", d.hex()),
         ])
+    }
+
+    fn link_key(&self, upstream: &str, repo: &RepoName, d: &Digest) -> Path {
+        let mut parts = vec!["links", d.algorithm().name(), d.hex(), upstream];
+        parts.extend(repo.as_str().split('/'));
+        self.key(&parts)
     }
 
     fn tag_key(&self, upstream: &str, repo: &str, tag: &str) -> Path {
@@ -248,28 +302,114 @@ impl Shared {
         )))
     }
 
-    /// The digest a tag last pointed at, as some replica wrote it.
+    /// The digest a tag last pointed at, as some replica wrote and signed it. A record without
+    /// a valid signature (written by anyone else who can write the bucket, or under another
+    /// key) is ignored, counted and logged; without a key nothing is read.
     pub(crate) async fn tag(
         &self,
         upstream: &str,
         repo: &str,
         tag: &str,
     ) -> Result<Option<Digest>, SharedError> {
-        match self.store.get(&self.tag_key(upstream, repo, tag)).await {
-            Ok(got) => {
-                let b = got.bytes().await.map_err(|e| self.error(e))?;
-                self.metrics.shared("get_tag", "hit");
-                Ok(Digest::parse(String::from_utf8_lossy(&b).trim()).ok())
-            }
+        if !self.signs() {
+            return Ok(None);
+        }
+        let body = match self.store.get(&self.tag_key(upstream, repo, tag)).await {
+            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
             Err(object_store::Error::NotFound { .. }) => {
                 self.metrics.shared("get_tag", "miss");
-                Ok(None)
+                return Ok(None);
             }
             Err(e) => {
                 self.metrics.shared("get_tag", "error");
-                Err(self.error(e))
+                return Err(self.error(e));
+            }
+        };
+        let body = String::from_utf8_lossy(&body);
+        let digest = body
+            .lines()
+            .next()
+            .and_then(|l| Digest::parse(l.trim()).ok());
+        match digest {
+            Some(d) if self.signed(&tag_record(upstream, repo, tag, &d), &body) => {
+                self.metrics.shared("get_tag", "hit");
+                Ok(Some(d))
+            }
+            _ => {
+                self.metrics.shared("get_tag", "unsigned");
+                tracing::warn!(upstream, repo, tag, shared = %self.shown, "a tag record in the shared tier has no valid signature: ignored");
+                Ok(None)
             }
         }
+    }
+
+    /// Whether a replica signed that the upstream served manifest `d` under `repo`.
+    pub(crate) async fn linked(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<bool, SharedError> {
+        if !self.signs() {
+            return Ok(false);
+        }
+        let key = self.link_key(upstream, repo, d);
+        if self.links_known.contains_key(&key) {
+            return Ok(true);
+        }
+        let body = match self.store.get(&key).await {
+            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                self.metrics.shared("get_link", "miss");
+                return Ok(false);
+            }
+            Err(e) => {
+                self.metrics.shared("get_link", "error");
+                return Err(self.error(e));
+            }
+        };
+        if self.signed(
+            &link_record(upstream, repo, d),
+            &String::from_utf8_lossy(&body),
+        ) {
+            self.metrics.shared("get_link", "hit");
+            self.links_known.insert(key, ());
+            Ok(true)
+        } else {
+            self.metrics.shared("get_link", "unsigned");
+            tracing::warn!(upstream, %repo, digest = %d, shared = %self.shown, "a link record in the shared tier has no valid signature: ignored");
+            Ok(false)
+        }
+    }
+
+    /// Records, signed and in the background, that the upstream served manifest `d` under
+    /// `repo` (once per process; nothing without a key).
+    pub(crate) fn put_link(self: &Arc<Self>, upstream: &str, repo: &RepoName, d: &Digest) {
+        let Some(signature) = self.sign(&link_record(upstream, repo, d)) else {
+            return;
+        };
+        let key = self.link_key(upstream, repo, d);
+        if self.links_known.contains_key(&key) {
+            return;
+        }
+        self.links_known.insert(key.clone(), ());
+        let this = self.clone();
+        let d = d.clone();
+        tokio::spawn(async move {
+            let written = this
+                .retrying("put_link", &d, || {
+                    let (store, key) = (this.store.clone(), key.clone());
+                    let body = PutPayload::from(format!("{signature}\n").into_bytes());
+                    async move {
+                        store.put(&key, body).await.map_err(std::io::Error::other)?;
+                        Ok(())
+                    }
+                })
+                .await;
+            if !written {
+                this.links_known.invalidate(&key);
+            }
+        });
     }
 
     /// Uploads a verified blob from its open file, in the background.
@@ -324,8 +464,12 @@ impl Shared {
         });
     }
 
-    /// Records what a tag points at, in the background, unless this process wrote just that.
+    /// Records what a tag points at, signed and in the background, unless this process wrote
+    /// just that (nothing without a key).
     pub(crate) fn put_tag(self: &Arc<Self>, upstream: &str, repo: &str, tag: &str, d: &Digest) {
+        let Some(signature) = self.sign(&tag_record(upstream, repo, tag, d)) else {
+            return;
+        };
         let key = self.tag_key(upstream, repo, tag);
         if self.tags_written.get(&key).as_ref() == Some(d) {
             return;
@@ -337,7 +481,7 @@ impl Shared {
             let written = this
                 .retrying("put_tag", &d, || {
                     let (store, key) = (this.store.clone(), key.clone());
-                    let body = PutPayload::from(d.to_string().into_bytes());
+                    let body = PutPayload::from(format!("{d}\n{signature}\n").into_bytes());
                     async move {
                         store.put(&key, body).await.map_err(std::io::Error::other)?;
                         Ok(())
@@ -379,4 +523,14 @@ impl Shared {
         }
         false
     }
+}
+
+/// What a tag record's signature covers: every field, so it cannot be moved to another name.
+fn tag_record(upstream: &str, repo: &str, tag: &str, d: &Digest) -> String {
+    format!("entrepot-tag\0{upstream}\0{repo}\0{tag}\0{d}")
+}
+
+/// What a link record's signature covers.
+fn link_record(upstream: &str, repo: &RepoName, d: &Digest) -> String {
+    format!("entrepot-link\0{upstream}\0{repo}\0{d}")
 }

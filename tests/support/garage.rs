@@ -140,12 +140,23 @@ impl Garage {
     /// The `[shared]` section for this store, under `prefix`, with the secret given inline or
     /// (with `secret_file`) in a file.
     pub fn shared_section(&self, prefix: &str, secret_file: Option<&std::path::Path>) -> String {
+        // The replicas' signing key for tag and link records: inline, or in a file beside the
+        // secret's.
         let secret = match secret_file {
             Some(f) => {
                 fs::write(f, format!("{}\n", self.secret)).unwrap();
-                format!("secret_access_key_file = {:?}", f.display().to_string())
+                let key = f.with_extension("signing-key");
+                fs::write(&key, format!("{SIGNING_KEY}\n")).unwrap();
+                format!(
+                    "secret_access_key_file = {:?}\nsigning_key_file = {:?}",
+                    f.display().to_string(),
+                    key.display().to_string()
+                )
             }
-            None => format!("secret_access_key = {:?}", self.secret),
+            None => format!(
+                "secret_access_key = {:?}\nsigning_key = {SIGNING_KEY:?}",
+                self.secret
+            ),
         };
         format!(
             "\n[shared]\nurl = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nregion = \"garage\"\naccess_key_id = {:?}\n{secret}\nallow_http = true\n",
@@ -155,6 +166,9 @@ impl Garage {
         )
     }
 }
+
+/// The key the test replicas sign shared tag and link records with.
+pub const SIGNING_KEY: &str = "test-replicas-signing-key-0123456789abcdef";
 
 impl Drop for Garage {
     fn drop(&mut self) {
