@@ -878,3 +878,104 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
     reg.stop();
     assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
 }
+
+/// Hostile archives (issue 21, "Import"): a second tar entry for a path refuses the archive (the
+/// survey kept the last copy's size while staging read the first: 60 MiB became pinned in a
+/// 48 MiB cache); content the cache holds unpinned counts in the fit check, as it becomes
+/// pinned (it was left out, and the pinned bytes went past `max_size`); one manifest named 200
+/// times is held once (a 4 MiB archive peaked at 816 MiB), checked under a 200 MiB data limit.
+#[test]
+fn hostile_archives_cannot_hide_a_size_overfill_the_pins_or_the_memory() {
+    let up = upstream();
+    let connected = Site::new("airgap-hostile-src", &up.reg.url(), "");
+    connected.ok(&["warm", "filler/f0:v1", "filler/f1:v1"]);
+    let both = connected.path("both.tar");
+    connected.ok(&["export", "-o", both.to_str().unwrap(), "--all"]);
+
+    // A duplicate entry: the largest blob's path again, with other bytes.
+    let (layer, _) = up.fillers[0].largest_blob();
+    let dup = connected.path("dup.tar");
+    {
+        let mut out = tar::Builder::new(fs::File::create(&dup).unwrap());
+        let mut tar = tar::Archive::new(fs::File::open(&both).unwrap());
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut h = e.header().clone();
+            let path = e.path().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            out.append_data(&mut h, &path, bytes.as_slice()).unwrap();
+            if path.to_string_lossy().ends_with(&layer[7..]) {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(10);
+                h.set_mode(0o644);
+                out.append_data(&mut h, &path, &b"0123456789"[..]).unwrap();
+            }
+        }
+        out.finish().unwrap();
+    }
+    let site = Site::air_gapped("airgap-hostile-dup");
+    let refused = site.fails(&["import", dup.to_str().unwrap()]);
+    assert!(refused.contains("twice"), "{refused}");
+    assert!(site.blobs().is_empty() && site.temp_files() == 0);
+
+    // 150 KiB, holding filler f0 (100 KB) unpinned: the archive of f0 and f1 would pin 200 KB.
+    let small = Site::new("airgap-hostile-pin", &up.reg.url(), "max_size = \"150KiB\"");
+    small.ok(&["warm", "filler/f0:v1"]);
+    let refused = small.fails(&["import", both.to_str().unwrap()]);
+    assert!(refused.contains("does not fit"), "{refused}");
+    assert_eq!(small.temp_files(), 0);
+
+    // One 4 MiB manifest (a large annotation) named 200 times in index.json.
+    let big = connected.path("named-200.tar");
+    {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = sha256(config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[],"annotations":{{"padding":"{}"}}}}"#,
+            config.len(),
+            "x".repeat((4 << 20) - 4096)
+        );
+        let manifest_digest = sha256(manifest.as_bytes());
+        let entries: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"docker.io/big/app:t{i}"}}}}"#,
+                    manifest.len()
+                )
+            })
+            .collect();
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            entries.join(",")
+        );
+        let mut out = tar::Builder::new(fs::File::create(&big).unwrap());
+        let config_path = format!("blobs/sha256/{}", &config_digest[7..]);
+        let manifest_path = format!("blobs/sha256/{}", &manifest_digest[7..]);
+        for (path, bytes) in [
+            ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+            ("index.json", index.as_bytes()),
+            (config_path.as_str(), config),
+            (manifest_path.as_str(), manifest.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            out.append_data(&mut h, path, bytes).unwrap();
+        }
+        out.finish().unwrap();
+    }
+    let site = Site::air_gapped("airgap-hostile-names");
+    let out = Command::new("prlimit")
+        .arg(format!("--data={}", 200u64 << 20))
+        .arg(env!("CARGO_BIN_EXE_entrepot"))
+        .arg("--config")
+        .arg(&site.config)
+        .args(["import", big.to_str().unwrap()])
+        .output()
+        .expect("prlimit (util-linux) must be installed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("imported 200 images"), "{said}");
+}

@@ -22,7 +22,7 @@ pub(crate) struct Load {
     /// the cache already holds it), size, and whether it is a manifest (else a blob).
     pub(crate) files: Vec<(Digest, Option<PathBuf>, u64, bool)>,
     /// Manifests per repository: upstream, repository, digest, media type, bytes.
-    pub(crate) manifests: Vec<(String, String, Digest, String, Vec<u8>)>,
+    pub(crate) manifests: Vec<(String, String, Digest, String, bytes::Bytes)>,
     /// Tags: upstream, repository, tag, digest.
     pub(crate) tags: Vec<(String, String, String, Digest)>,
     /// Pin what is loaded (never evicted by the LRU).

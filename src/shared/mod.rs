@@ -171,7 +171,9 @@ impl Shared {
             other => return Err(SharedOpenError::Unsupported(format!("{other:?}"))),
         };
         if cfg.signing_key.is_none() {
-            tracing::warn!("[shared] has no signing_key: tags and links are not shared, so while the upstream is down a replica serves from the shared tier only what it has linked itself");
+            tracing::warn!(
+                "[shared] has no signing_key: tags and links are not shared, so while the upstream is down a replica serves from the shared tier only what it has linked itself"
+            );
         }
         Ok(Shared {
             store,

@@ -16,6 +16,8 @@ pub(crate) enum ImportError {
     NoIndex,
     #[error("not a readable tar archive or OCI layout directory: {0}")]
     NotATar(#[source] io::Error),
+    #[error("the archive holds {0} twice: refused (which copy is meant cannot be told)")]
+    DuplicateEntry(String),
     #[error("{0} is too large")]
     TooLarge(String),
     #[error("index.json is not JSON: {0}")]

@@ -58,7 +58,8 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     let roots = match (&survey.index_json, &survey.docker_manifest) {
         (Some(index_json), _) => {
             let roots = layout_roots(&app, index_json).map_err(fail)?;
-            fits(cache, survey.blobs.iter().map(|(d, s)| (Some(d), *s))).map_err(fail)?;
+            let sizes = survey.blobs.iter().map(|(d, s)| (Some(d), *s));
+            fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             staged.stage(source, &survey).map_err(fail)?;
             roots
         }
@@ -69,7 +70,7 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
                 .iter()
                 .filter_map(|p| survey.sizes.get(p))
                 .map(|s| (None, *s));
-            fits(cache, sizes).map_err(fail)?;
+            fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             let mut roots = Vec::new();
             for (descriptor, name) in staged.stage_saved(source, &saved).map_err(fail)? {
                 let (up, repo, tag) = named(&app, &name).map_err(fail)?;
@@ -83,6 +84,9 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
         return Err(fail(ImportError::NamesNoImage));
     }
     let load = load_of(&staged, &roots, !opts.unpinned).map_err(fail)?;
+    // Exactly what will be pinned, now that it is known: never past max_size.
+    let files = load.files.iter().map(|f| (Some(&f.0), f.2));
+    fits(cache, files, !opts.unpinned).map_err(fail)?;
     let images = load.tags.len();
     let loaded: u64 = load
         .files
@@ -102,7 +106,9 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
 }
 
 /// What to load for these images, each walked from its root: every file once (one digest
-/// can be both a blob and a manifest), every manifest under its repository, every tag.
+/// can be both a blob and a manifest), every manifest once under each repository, every tag.
+/// A root named many times is walked once, and a manifest's bytes are held once however many
+/// names list it, so memory follows the archive's distinct content, not its names.
 fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportError> {
     let mut load = Load {
         pin,
@@ -110,9 +116,18 @@ fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportEr
     };
     // Each file once; one digest can be both a blob and a manifest.
     let mut files: HashMap<Digest, usize> = HashMap::new();
+    let mut walks: HashMap<Digest, std::rc::Rc<staging::Walked>> = HashMap::new();
+    let mut listed: std::collections::HashSet<(String, String, Digest)> = Default::default();
     for (root, up, repo, tag) in roots {
-        let walked = staged.walk(root)?;
-        for (d, size, is_manifest) in walked.files {
+        let walked = match walks.get(&root.digest) {
+            Some(w) => w.clone(),
+            None => {
+                let w = std::rc::Rc::new(staged.walk(root)?);
+                walks.insert(root.digest.clone(), w.clone());
+                w
+            }
+        };
+        for (d, size, is_manifest) in walked.files.iter().cloned() {
             match files.get(&d) {
                 Some(&i) => load.files[i].3 |= is_manifest,
                 None => {
@@ -122,9 +137,16 @@ fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportEr
                 }
             }
         }
-        for (d, media_type, bytes) in walked.manifests {
-            load.manifests
-                .push((up.clone(), repo.clone(), d, media_type, bytes));
+        for (d, media_type, bytes) in &walked.manifests {
+            if listed.insert((up.clone(), repo.clone(), d.clone())) {
+                load.manifests.push((
+                    up.clone(),
+                    repo.clone(),
+                    d.clone(),
+                    media_type.clone(),
+                    bytes.clone(),
+                ));
+            }
         }
         if let Some(tag) = tag {
             load.tags
@@ -180,14 +202,23 @@ fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), Impo
     Ok((up.name.clone(), repo.to_string(), tag))
 }
 
-/// Whether content of these sizes (not counting digests the cache holds) fits beside what is
-/// pinned: checked from the sizes alone, before anything is written.
+/// Whether content of these sizes fits beside what is pinned: checked from the sizes alone,
+/// before anything is written, and again with exactly what will be loaded. Pinning, content the
+/// cache holds unpinned counts too (it becomes pinned); only what is pinned already is free.
 fn fits<'d>(
     cache: &Cache,
     files: impl Iterator<Item = (Option<&'d Digest>, u64)>,
+    pin: bool,
 ) -> Result<(), ImportError> {
+    let mut seen = std::collections::HashSet::new();
     let new: u64 = files
-        .filter(|(d, _)| d.is_none_or(|d| cache.holds(d).is_none()))
+        .filter(|(d, _)| d.is_none_or(|d| seen.insert(d.clone())))
+        .filter(|(d, _)| {
+            d.is_none_or(|d| match cache.holds_pinned(d) {
+                Some(pinned) => pin && !pinned,
+                None => true,
+            })
+        })
         .map(|(_, s)| s)
         .sum();
     let pinned = cache.pinned_bytes();
@@ -243,7 +274,10 @@ fn survey(source: &Path) -> Result<Survey, ImportError> {
         if !entry.header().entry_type().is_file() {
             return Ok(());
         }
-        s.sizes.insert(path.to_owned(), entry.size());
+        // Staging reads the first copy of a path: a second would hide its size from this survey.
+        if s.sizes.insert(path.to_owned(), entry.size()).is_some() {
+            return Err(ImportError::DuplicateEntry(path.to_owned()));
+        }
         let mut small = || -> Result<Vec<u8>, ImportError> {
             if entry.size() > layout::MAX_INDEX_JSON {
                 return Err(ImportError::TooLarge(path.to_owned()));

@@ -42,7 +42,7 @@ impl Drop for Staging<'_> {
 /// type, bytes).
 pub(super) struct Walked {
     pub(super) files: Vec<(Digest, u64, bool)>,
-    pub(super) manifests: Vec<(Digest, String, Vec<u8>)>,
+    pub(super) manifests: Vec<(Digest, String, bytes::Bytes)>,
 }
 
 impl<'a> Staging<'a> {
@@ -223,7 +223,7 @@ impl<'a> Staging<'a> {
             }
             out.files.push((m.digest.clone(), size, true));
             out.manifests
-                .push((m.digest, media_type.to_string(), bytes));
+                .push((m.digest, media_type.to_string(), bytes.into()));
         }
         Ok(out)
     }
