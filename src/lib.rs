@@ -36,7 +36,7 @@ pub use app::{
     UpstreamSetupError, run,
 };
 pub use config::{Config, ConfigError, LogFormat};
-pub use log_out::{BatchedStderr, flush as flush_log};
+pub use log_out::{BatchedStderr, flush as flush_log, log_json};
 
 /// The request path's hot functions, for the micro-benchmarks in `benches/hot.rs` only: not an
 /// API, and free to change.

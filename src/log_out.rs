@@ -7,6 +7,9 @@
 //! its own calls [`flush`]). So a mirror that has nothing to do has written every line; under load
 //! a line waits at most [`LATEST`]; a `kill -9` loses at most the lines of the last [`LATEST`].
 //! Lines stay whole and in the order they were logged.
+//!
+//! Also how a value from outside (a certificate's name, an error message) is written into a
+//! line so it cannot forge fields or lines: [`printable`].
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,9 +125,43 @@ fn write_out(batch: &mut Vec<u8>) {
     batch.clear();
 }
 
+/// Set when lines are JSON objects (which escape every value themselves).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Says the log is JSON, where values need no quoting of ours.
+pub fn log_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+/// `s` as a text log line can show it: as it is when plain (letters, digits, `.-_@:/+`), else
+/// quoted with escapes, so a name from a client certificate (`ci user=root`, one with a
+/// newline) or an error message cannot forge fields or lines. In JSON lines, as it is.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@:/+".contains(c));
+    if plain || JSON.load(Ordering::Relaxed) {
+        s.into()
+    } else {
+        format!("{s:?}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_forge_log_fields_are_quoted() {
+        assert_eq!(printable("ci"), "ci");
+        assert_eq!(
+            printable("svc.deploy@example.com"),
+            "svc.deploy@example.com"
+        );
+        assert_eq!(printable("ci user=root"), "\"ci user=root\"");
+        assert_eq!(printable("a\nb"), "\"a\\nb\"");
+        assert_eq!(printable("\u{1b}[31m"), "\"\\u{1b}[31m\"");
+    }
 
     #[test]
     fn a_line_waits_in_the_batch_until_flushed() {

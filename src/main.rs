@@ -182,6 +182,9 @@ fn init_logging(format: LogFormat, batched: bool) {
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => {
+            entrepot::log_json(true);
+            builder.json().flatten_event(true).init()
+        }
     }
 }

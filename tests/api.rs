@@ -806,3 +806,58 @@ fn a_missing_tag_is_asked_for_once_a_negative_ttl() {
         "past negative_ttl, the upstream is asked again"
     );
 }
+
+/// The log says who pulled what and why it failed (issue 24): each request's line names the
+/// repository and the tag or digest, and an error answer's line carries the message the client
+/// got (before, a 503 read `route=manifest status=503 cache=revalidate upstream=docker.io`).
+#[test]
+fn the_log_says_what_was_pulled_and_why_it_failed() {
+    let seed = seed();
+    let mut reg = Registry::start(&seed.storage);
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let out = scratch("api-log-lines");
+    let app = seed.image("oci/app");
+    Skopeo::pull(
+        &format!("{}/oci/app:{}", m.host(), app.tag),
+        &out.path().join("a"),
+    )
+    .digest();
+    let (layer, _) = app.largest_blob();
+    let log = m.log_text();
+    let has = |parts: &[&str]| log.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(&[
+            "route=manifest",
+            "status=200",
+            "repository=oci/app",
+            &format!("reference={}", app.tag)
+        ]),
+        "{log}"
+    );
+    assert!(
+        has(&[
+            "route=blob",
+            "repository=oci/app",
+            &format!("reference={layer}")
+        ]),
+        "{log}"
+    );
+    reg.stop();
+    let r = raw_request(
+        m.port,
+        "GET",
+        "/v2/library/busybox/manifests/never-seen",
+        &[],
+    );
+    assert_eq!(r.status, 503);
+    let log = m.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("status=503") && l.contains("reference=never-seen"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("repository=library/busybox"), "{line}");
+    assert!(
+        line.contains("error=\"upstream docker.io is unreachable"),
+        "{line}"
+    );
+}

@@ -1,5 +1,7 @@
 //! One log line per request, written when its response has been sent (or abandoned): method,
-//! route kind, status, body bytes, duration, how the cache answered, the upstream, the peer.
+//! route kind, status, body bytes, duration, how the cache answered, the upstream, the
+//! repository and reference (tag or digest) as the upstream spells them, the user, the peer, and
+//! for an error answer the message the client got: who pulled what, and why it failed.
 //! Never a header's value: no client `Authorization` can reach the log.
 
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 
 use super::Body;
+use crate::log_out::printable;
 use crate::metrics::{Metrics, RequestNote};
 
 /// What the line will say, but for the bytes and the end.
@@ -53,6 +56,9 @@ impl Logged {
         let cache = l.note.cache.map_or("-", |c| c.label());
         let upstream = l.note.upstream.as_deref().unwrap_or("-");
         let user = l.note.user.as_deref().unwrap_or("-");
+        let repository = l.note.repository.as_deref().unwrap_or("-");
+        let reference = l.note.reference.as_deref().unwrap_or("-");
+        let error = l.note.error.as_deref().unwrap_or("-");
         let peer = l.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
         tracing::info!(
             target: "entrepot::request",
@@ -63,25 +69,14 @@ impl Logged {
             duration_ms = took.as_secs_f64() * 1000.0,
             cache = %cache,
             upstream = %upstream,
+            repository = %repository,
+            reference = %printable(reference),
             user = %printable(user),
             peer = %peer,
             complete,
+            error = %printable(error),
             "request"
         );
-    }
-}
-
-/// `s` as the log can show it: as it is when it is plain (letters, digits, `.-_@:/+`),
-/// else quoted with escapes, so a name from a client certificate (`ci user=root`, or one with a
-/// newline) cannot forge fields or lines.
-pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_@:/+".contains(c));
-    if plain {
-        s.into()
-    } else {
-        format!("{s:?}").into()
     }
 }
 
@@ -122,20 +117,5 @@ impl Drop for Logged {
         // if every byte promised went out.
         let complete = self.line.as_ref().and_then(|l| l.promised) == Some(self.bytes);
         self.emit(complete);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names_that_could_forge_log_fields_are_quoted() {
-        assert_eq!(super::printable("ci"), "ci");
-        assert_eq!(
-            super::printable("svc.deploy@example.com"),
-            "svc.deploy@example.com"
-        );
-        assert_eq!(super::printable("ci user=root"), "\"ci user=root\"");
-        assert_eq!(super::printable("a\nb"), "\"a\\nb\"");
-        assert_eq!(super::printable("\u{1b}[31m"), "\"\\u{1b}[31m\"");
     }
 }

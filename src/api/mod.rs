@@ -55,7 +55,10 @@ pub(crate) async fn handle<B>(app: Arc<State>, req: Request<B>) -> Response<Body
         } else {
             match dispatch(&app, &req, route, head).await {
                 Ok(r) => r,
-                Err(e) => e.into_response(head),
+                Err(e) => {
+                    crate::metrics::note_error(&e.message);
+                    e.into_response(head)
+                }
             }
         }
     })
@@ -142,34 +145,37 @@ async fn dispatch<B>(
             catalog::get(app, &who, query, head).await
         }
         Route::Manifest { name, reference } => {
-            let (up, repo) = allowed(app, req, name, query).await?;
+            let (up, repo) = allowed(app, req, name, query, Some(reference)).await?;
             manifests::get(app, &up, &repo, reference, req.headers(), head).await
         }
         Route::Blob { name, digest } => {
-            let (up, repo) = allowed(app, req, name, query).await?;
+            let (up, repo) = allowed(app, req, name, query, Some(digest)).await?;
             blobs::get(app, &up, &repo, digest, req.headers(), head).await
         }
         Route::Tags { name } => {
-            let (up, repo) = allowed(app, req, name, query).await?;
+            let (up, repo) = allowed(app, req, name, query, None).await?;
             tags::get(app, &up, &repo, name, query, head).await
         }
         Route::Referrers { name, digest } => {
-            let (up, repo) = allowed(app, req, name, query).await?;
+            let (up, repo) = allowed(app, req, name, query, Some(digest)).await?;
             referrers::get(app, &up, &repo, digest, query, head).await
         }
     }
 }
 
-/// The upstream and repository a request names, once `[auth]` allows its sender to pull there.
+/// The upstream and repository a request names, once `[auth]` allows its sender to pull there;
+/// noted with `reference` for the request's log line.
 async fn allowed<B>(
     app: &Arc<State>,
     req: &Request<B>,
     name: &str,
     query: &str,
+    reference: Option<&str>,
 ) -> Result<(Arc<crate::upstream::Upstream>, crate::reference::RepoName), ApiError> {
     let who = access::identify(app, req).await?;
     let (up, repo) = resolve(app, name, query)?;
     crate::metrics::note_upstream(&up.name);
+    crate::metrics::note_target(repo.as_str(), reference);
     access::check(app, &who, &up.name, repo.as_str())?;
     Ok((up, repo))
 }

@@ -19,7 +19,7 @@ use prometheus::{
 pub(crate) use labels::{
     AuthFailure, Content, FillFailure, Lookup, LookupResult, NO_ANSWER, ServedFrom, UpstreamCall,
 };
-pub(crate) use request::{RequestNote, note_upstream, note_user, noting};
+pub(crate) use request::{RequestNote, note_error, note_target, note_upstream, note_user, noting};
 
 /// The shared tier's operations and the results each can have.
 const SHARED_SERIES: &[(&str, &[&str])] = &[

@@ -15,6 +15,11 @@ pub(crate) struct RequestNote {
     pub(crate) upstream: Option<String>,
     /// The authenticated user (`[auth]`), if any.
     pub(crate) user: Option<String>,
+    /// The repository (as the upstream spells it) and the tag or digest asked for.
+    pub(crate) repository: Option<String>,
+    pub(crate) reference: Option<String>,
+    /// The message of an error answer.
+    pub(crate) error: Option<String>,
 }
 
 tokio::task_local! {
@@ -44,4 +49,18 @@ pub(crate) fn note_upstream(name: &str) {
 /// Notes who the request was authenticated as.
 pub(crate) fn note_user(name: &str) {
     let _ = NOTE.try_with(|n| n.borrow_mut().user = Some(name.to_owned()));
+}
+
+/// Notes the repository, and the tag or digest, the request is about.
+pub(crate) fn note_target(repository: &str, reference: Option<&str>) {
+    let _ = NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        n.repository = Some(repository.to_owned());
+        n.reference = reference.map(str::to_owned);
+    });
+}
+
+/// Notes the message of the error the client is answered with.
+pub(crate) fn note_error(message: &str) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().error = Some(message.to_owned()));
 }
