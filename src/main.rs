@@ -48,9 +48,12 @@ enum Command {
         output: PathBuf,
         /// Images to export, as `ls` shows them.
         images: Vec<String>,
-        /// Export every cached image.
+        /// Export every cached image that is complete; incomplete ones are named and left out.
         #[arg(long)]
         all: bool,
+        /// With --all, refuse (exit non-zero, write nothing) if any image is incomplete.
+        #[arg(long, requires = "all")]
+        strict: bool,
         /// Leave out blobs an earlier archive carried (import it first on the far side).
         #[arg(long, value_name = "OLD.tar")]
         exclude_from: Option<PathBuf>,
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             output,
             images,
             all,
+            strict,
             exclude_from,
         } => finish(entrepot::export(
             &config,
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
                 output,
                 images,
                 all,
+                strict,
                 exclude_from,
             },
         )),

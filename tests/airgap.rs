@@ -979,3 +979,64 @@ fn hostile_archives_cannot_hide_a_size_overfill_the_pins_or_the_memory() {
     assert!(out.status.success(), "{said}");
     assert!(said.contains("imported 200 images"), "{said}");
 }
+
+/// An interrupted `warm` leaves a half image (issue 24, point 7): `ls` calls it incomplete (it
+/// said "1 blobs evicted" of a layer never fetched), `export --all` exports every complete image
+/// and names the incomplete one, exit 0 (it aborted entirely), and `--strict` refuses.
+#[test]
+fn an_interrupted_warm_is_incomplete_and_export_all_leaves_it_out() {
+    let up = upstream();
+    let slow = Proxy::slow(up.reg.port, 20_000);
+    let site = Site::new("airgap-half", &slow.url(), "");
+    site.ok(&["warm", "library/busybox:latest"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .arg("--config")
+        .arg(&site.config)
+        .args(["warm", "oci/app:v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        std::time::Duration::from_secs(30),
+        "no fill started",
+        || site.temp_files() > 0,
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(!child.wait().unwrap().success());
+    let ls = site.ok(&["ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.contains("docker.io/oci/app:v1"))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(
+        line.contains("incomplete: ") && line.contains("blobs not held"),
+        "{line}"
+    );
+    assert!(!ls.contains("evicted"), "{ls}");
+
+    let archive = site.path("all.tar");
+    let said = site.ok(&["export", "-o", archive.to_str().unwrap(), "--all"]);
+    assert!(said.contains("exported 1 images"), "{said}");
+    assert!(
+        said.contains("left out: docker.io/oci/app:v1 is incomplete"),
+        "{said}"
+    );
+    let strict = site.path("strict.tar");
+    let refused = site.fails(&[
+        "export",
+        "-o",
+        strict.to_str().unwrap(),
+        "--all",
+        "--strict",
+    ]);
+    assert!(refused.contains("is incomplete"), "{refused}");
+    assert!(!strict.exists());
+    // What was exported imports air-gapped.
+    let far = Site::air_gapped("airgap-half-far");
+    let text = far.ok(&["import", archive.to_str().unwrap()]);
+    assert!(text.contains("imported 1 images"), "{text}");
+}

@@ -25,6 +25,8 @@ pub struct ExportOptions {
     pub output: PathBuf,
     pub images: Vec<String>,
     pub all: bool,
+    /// With `all`: an incomplete image fails the export instead of being left out.
+    pub strict: bool,
     pub exclude_from: Option<PathBuf>,
 }
 
@@ -36,6 +38,8 @@ struct Plan {
     /// Files in order, each once: digest, and whether it is a manifest.
     files: Vec<(Digest, bool)>,
     seen: HashSet<Digest>,
+    /// Images left out (with `--all`), and why.
+    left_out: Vec<(String, Failure)>,
 }
 
 pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> {
@@ -47,7 +51,10 @@ pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> 
         Some(old) => blobs_in_archive(old)?,
         None => HashSet::new(),
     };
-    let plan = Plan::of(cache, &tagged, roots)?;
+    let plan = Plan::of(cache, &tagged, roots, opts.all && !opts.strict)?;
+    for (_, why) in &plan.left_out {
+        eprintln!("left out: {why}");
+    }
     let written = write(cache, &plan, &excluded, &opts.output)?;
     eprintln!(
         "exported {} images ({} entries) to {}: {} in {} files{}",
@@ -101,11 +108,13 @@ fn tagged_root(t: &TaggedImage) -> Root {
 
 impl Plan {
     /// What to write for these images, with their signatures and attestations (referrers, and
-    /// cosign's tags, which join the roots). An image not held whole stops the export.
+    /// cosign's tags, which join the roots). An image not held whole stops the export, or with
+    /// `skip_incomplete` is left out and named.
     fn of(
         cache: &Cache,
         tagged: &[TaggedImage],
         mut roots: Vec<Root>,
+        skip_incomplete: bool,
     ) -> Result<Plan, CommandError> {
         let mut plan = Plan::default();
         let mut i = 0;
@@ -116,15 +125,27 @@ impl Plan {
             if !plan.named.insert(name.clone()) {
                 continue;
             }
-            let held = cache
-                .held(&upstream, &digest)?
-                .ok_or_else(|| Failure::ManifestGone(name.clone()))?;
-            if let Some(lost) = held.missing.first() {
-                return Err(Failure::Incomplete {
-                    name,
-                    lost: lost.clone(),
+            let held = match cache.held(&upstream, &digest)? {
+                Some(h) => h,
+                None if skip_incomplete => {
+                    plan.named.remove(&name);
+                    plan.left_out
+                        .push((name.clone(), Failure::ManifestGone(name)));
+                    continue;
                 }
-                .into());
+                None => return Err(Failure::ManifestGone(name).into()),
+            };
+            if let Some(lost) = held.missing.first() {
+                let why = Failure::Incomplete {
+                    name: name.clone(),
+                    lost: lost.clone(),
+                };
+                if skip_incomplete {
+                    plan.named.remove(&name);
+                    plan.left_out.push((name, why));
+                    continue;
+                }
+                return Err(why.into());
             }
             let root = &held.manifests[0];
             plan.entries.push(layout::entry(

@@ -24,7 +24,7 @@ pub fn ls(config: &Config) -> Result<(), CommandError> {
                 let complete = if h.missing.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({} blobs evicted)", h.missing.len())
+                    format!(" (incomplete: {} blobs not held)", h.missing.len())
                 };
                 vec![
                     name,

@@ -58,7 +58,9 @@ pub(crate) enum Failure {
     NotWarmed(String),
     #[error("{0}: its manifest is no longer cached")]
     ManifestGone(String),
-    #[error("{name} is incomplete in the cache (blob {lost} was evicted): warm it again")]
+    #[error(
+        "{name} is incomplete in the cache (blob {lost} is not held: never fetched, or evicted): warm it again"
+    )]
     Incomplete {
         name: String,
         lost: crate::reference::Digest,
