@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::layout::{self, REF_NAME, REPOSITORY};
 use super::progress::{Progress, size};
-use super::{CommandError, Failure, full_name, locate, open};
+use super::{CommandError, Failure, full_name, locate, open_existing};
 use crate::cache::{Cache, TaggedImage};
 use crate::config::Config;
 use crate::reference::{Digest, Reference};
@@ -43,7 +43,7 @@ struct Plan {
 }
 
 pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> {
-    let app = open(config)?;
+    let app = open_existing(config)?;
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
     let roots = roots(&app, &tagged, &opts)?;

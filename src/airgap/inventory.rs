@@ -3,13 +3,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::progress::{size, table};
-use super::{CommandError, Failure, full_name, locate, open, short};
+use super::{CommandError, Failure, full_name, locate, open_existing, short};
 use crate::config::Config;
 use crate::reference::Reference;
 
 /// Prints every cached image: name, digest, platforms, size, last use, and whether pinned.
 pub fn ls(config: &Config) -> Result<(), CommandError> {
-    let app = open(config)?;
+    let app = open_existing(config)?;
     let cache = &app.cache;
     let mut rows = Vec::new();
     for t in cache.tagged_images()? {
@@ -75,7 +75,7 @@ pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
     if images.is_empty() {
         return Err(Failure::Usage("no images named: give IMAGE...").into());
     }
-    let app = open(config)?;
+    let app = open_existing(config)?;
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
     for name in images {
@@ -106,7 +106,7 @@ pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
 
 /// Removes blobs no cached manifest lists, unused for `grace`.
 pub fn gc(config: &Config, grace: Duration) -> Result<(), CommandError> {
-    let app = open(config)?;
+    let app = open_existing(config)?;
     let (files, bytes) = app.cache.gc(grace)?;
     eprintln!(
         "removed {files} blobs no cached manifest lists ({}), unused for {}",

@@ -54,6 +54,10 @@ pub(crate) enum Failure {
     Usage(&'static str),
     #[error("{0} is not in the cache")]
     NotCached(String),
+    #[error(
+        "there is no cache at {0} (cache.dir; relative paths in a config file are relative to its directory): nothing was created"
+    )]
+    NoCache(String),
     #[error("{0} is not in the cache: warm it first (`entrepot warm`)")]
     NotWarmed(String),
     #[error("{0}: its manifest is no longer cached")]
@@ -109,6 +113,16 @@ impl From<crate::reference::ImageNameError> for CommandError {
 /// Opens the cache and the upstreams (blocking: call outside the async workers).
 fn open(config: &Config) -> Result<Arc<App>, CommandError> {
     Ok(Arc::new(App::new(config)?))
+}
+
+/// As [`open`], for commands that only read: a cache directory that does not exist is an error
+/// naming it, never an empty cache made on the spot.
+fn open_existing(config: &Config) -> Result<Arc<App>, CommandError> {
+    let dir = &config.cache.dir;
+    if !dir.is_dir() {
+        return Err(Failure::NoCache(dir.display().to_string()).into());
+    }
+    open(config)
 }
 
 /// An image named on the command line or in an archive, as (upstream, repository, tag or

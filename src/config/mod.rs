@@ -286,16 +286,27 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        // Relative paths in the file are relative to its directory.
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        Self::parse_at(&text, &path.display().to_string(), base)
     }
 
     /// Parses and checks a config text; `origin` names it in error messages. Sections are
     /// checked in file order (server, cache, upstreams), so the first mistake is the one named.
+    /// Relative paths are relative to the working directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Self::parse_at(text, origin, None)
+    }
+
+    /// As [`Config::parse`], with relative paths made relative to `base` when given.
+    fn parse_at(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             origin: origin.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        if let Some(base) = base {
+            raw.rebase(base);
+        }
         let check = Checker { origin };
         let server = check.server(std::mem::take(&mut raw.server))?;
         let prefetch_given = raw.cache.prefetch_layers.is_some();

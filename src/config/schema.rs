@@ -3,9 +3,39 @@
 //! Unknown keys are refused (`deny_unknown_fields`), so a misspelt key is a start-up error that
 //! names it rather than a setting silently ignored. `mod.rs` turns these into checked values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+impl RawConfig {
+    /// Makes every relative path the file gives relative to `base`, the file's directory (as
+    /// nginx and systemd read theirs), so a command run elsewhere finds the same files.
+    pub(super) fn rebase(&mut self, base: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        };
+        fix(&mut self.cache.dir);
+        fix(&mut self.server.tls_cert);
+        fix(&mut self.server.tls_key);
+        fix(&mut self.server.client_ca);
+        fix(&mut self.credentials.docker_config);
+        if let Some(a) = &mut self.auth {
+            fix(&mut a.htpasswd);
+        }
+        if let Some(sh) = &mut self.shared {
+            fix(&mut sh.secret_access_key_file);
+            fix(&mut sh.signing_key_file);
+        }
+        for u in &mut self.upstream {
+            fix(&mut u.password_file);
+            fix(&mut u.ca_cert);
+        }
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
