@@ -635,30 +635,13 @@ fn platform_leaves_the_other_platform_out_and_the_index_in() {
     assert!(gapped.ok(&["ls"]).contains("linux/arm64"));
 }
 
-#[test]
-fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrupted() {
-    let up = upstream();
-    let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())]).start();
-    let site = Site {
-        dir: scratch("airgap-busy"),
-        config: m.config.clone(),
-    };
-    let refused = site.fails(&["warm", "oci/app:v1"]);
-    assert!(
-        refused.contains("in use by another entrepot process"),
-        "{refused}"
-    );
-    // Nothing of the running mirror's was touched.
-    assert_eq!(m.temp_files(), 0);
-    m.kill9();
-    // Interrupted while a layer trickles in through a slow proxy: no temp file stays behind, and
-    // nothing half-written is in the store.
-    let slow = Proxy::slow(up.reg.port, 20_000);
-    let site = Site::new("airgap-interrupted", &slow.url(), "");
+/// Runs `warm IMAGE` and sends it SIGINT once its first fill has a temp file: its exit status
+/// and stderr.
+fn interrupted_warm(site: &Site, image: &str) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
         .arg("--config")
         .arg(&site.config)
-        .args(["warm", "oci/app:v1"])
+        .args(["warm", image])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -680,6 +663,30 @@ fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrup
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    (status, err)
+}
+
+#[test]
+fn warm_says_when_serve_holds_the_cache_and_leaves_no_partial_file_when_interrupted() {
+    let up = upstream();
+    let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())]).start();
+    let site = Site {
+        dir: scratch("airgap-busy"),
+        config: m.config.clone(),
+    };
+    let refused = site.fails(&["warm", "oci/app:v1"]);
+    assert!(
+        refused.contains("in use by another entrepot process"),
+        "{refused}"
+    );
+    // Nothing of the running mirror's was touched.
+    assert_eq!(m.temp_files(), 0);
+    m.kill9();
+    // Interrupted while a layer trickles in through a slow proxy: no temp file stays behind, and
+    // nothing half-written is in the store.
+    let slow = Proxy::slow(up.reg.port, 20_000);
+    let site = Site::new("airgap-interrupted", &slow.url(), "");
+    let (status, err) = interrupted_warm(&site, "oci/app:v1");
     assert!(!status.success());
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(site.temp_files(), 0);
@@ -989,24 +996,7 @@ fn an_interrupted_warm_is_incomplete_and_export_all_leaves_it_out() {
     let slow = Proxy::slow(up.reg.port, 20_000);
     let site = Site::new("airgap-half", &slow.url(), "");
     site.ok(&["warm", "library/busybox:latest"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
-        .arg("--config")
-        .arg(&site.config)
-        .args(["warm", "oci/app:v1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(
-        std::time::Duration::from_secs(30),
-        "no fill started",
-        || site.temp_files() > 0,
-    );
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(!child.wait().unwrap().success());
+    assert!(!interrupted_warm(&site, "oci/app:v1").0.success());
     let ls = site.ok(&["ls"]);
     let line = ls
         .lines()

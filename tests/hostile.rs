@@ -247,6 +247,19 @@ fn the_header_timeout_frees_capped_connections() {
     }
 }
 
+/// A mirror holding `lru/a`'s largest blob (over 64 MiB), restarted with these `[server]` lines:
+/// the mirror, the blob's path and its size.
+fn holding_a_large_blob(seed: &Seed, reg: &Registry, server: &str) -> (Mirror, String, u64) {
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let (digest, size) = seed.image("lru/a").largest_blob();
+    let path = format!("/v2/lru/a/blobs/{digest}");
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == digest);
+    m.wait_settled();
+    m.reconfigure(|cfg| cfg.replace("[server]\n", &format!("[server]\n{server}")));
+    (m, path, size)
+}
+
 /// Clients that ask for a large blob and never read cannot hold the mirror: with
 /// `max_connections = 4` and `send_timeout = "2s"`, their connections are closed once their
 /// socket buffers are full and nothing moves for 2 s, and a fifth client is served.
@@ -254,19 +267,9 @@ fn the_header_timeout_frees_capped_connections() {
 fn clients_that_stop_reading_are_cut_off_by_send_timeout() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
-    let (digest, size) = seed.image("lru/a").largest_blob();
-    let path = format!("/v2/lru/a/blobs/{digest}");
-    // Cache it, so the stuck clients read a stored file at full speed until their buffers fill.
-    let r = stream_get(m.port, &path, &[]);
-    assert!(r.complete() && r.digest == digest);
-    m.wait_settled();
-    m.reconfigure(|cfg| {
-        cfg.replace(
-            "[server]\n",
-            "[server]\nmax_connections = 4\nsend_timeout = \"2s\"\n",
-        )
-    });
+    // Cached, so the stuck clients read a stored file at full speed until their buffers fill.
+    let (m, path, size) =
+        holding_a_large_blob(seed, &reg, "max_connections = 4\nsend_timeout = \"2s\"\n");
     let request = format!("GET {path} HTTP/1.1\r\nHost: mirror\r\n\r\n");
     let mut stuck = Vec::new();
     for _ in 0..4 {
@@ -467,13 +470,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 fn a_slow_steady_reader_is_not_cut_by_send_timeout() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
-    let (digest, _) = seed.image("lru/a").largest_blob();
-    let path = format!("/v2/lru/a/blobs/{digest}");
-    let r = stream_get(m.port, &path, &[]);
-    assert!(r.complete() && r.digest == digest);
-    m.wait_settled();
-    m.reconfigure(|cfg| cfg.replace("[server]\n", "[server]\nsend_timeout = \"2s\"\n"));
+    let (m, path, _) = holding_a_large_blob(seed, &reg, "send_timeout = \"2s\"\n");
     // Slowly for 15 s, then at full speed to the end: a connection the mirror closed meanwhile
     // (its FIN queued behind what the kernel still holds) ends short.
     let script = r#"

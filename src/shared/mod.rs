@@ -395,13 +395,29 @@ impl Shared {
             return;
         }
         self.links_known.insert(key.clone(), ());
+        let body = format!("{signature}\n");
+        self.put_small("put_link", key, body, d, |this, key| {
+            this.links_known.invalidate(key)
+        });
+    }
+
+    /// Writes a small object in the background, retrying; `forget` runs if it is given up, so
+    /// the next confirmation writes it again.
+    fn put_small(
+        self: &Arc<Self>,
+        op: &'static str,
+        key: Path,
+        body: String,
+        d: &Digest,
+        forget: impl FnOnce(&Shared, &Path) + Send + 'static,
+    ) {
         let this = self.clone();
         let d = d.clone();
         tokio::spawn(async move {
             let written = this
-                .retrying("put_link", &d, || {
+                .retrying(op, &d, || {
                     let (store, key) = (this.store.clone(), key.clone());
-                    let body = PutPayload::from(format!("{signature}\n").into_bytes());
+                    let body = PutPayload::from(body.clone().into_bytes());
                     async move {
                         store.put(&key, body).await.map_err(std::io::Error::other)?;
                         Ok(())
@@ -409,7 +425,7 @@ impl Shared {
                 })
                 .await;
             if !written {
-                this.links_known.invalidate(&key);
+                forget(&this, &key);
             }
         });
     }
@@ -477,23 +493,10 @@ impl Shared {
             return;
         }
         self.tags_written.insert(key.clone(), d.clone());
-        let this = self.clone();
-        let d = d.clone();
-        tokio::spawn(async move {
-            let written = this
-                .retrying("put_tag", &d, || {
-                    let (store, key) = (this.store.clone(), key.clone());
-                    let body = PutPayload::from(format!("{d}\n{signature}\n").into_bytes());
-                    async move {
-                        store.put(&key, body).await.map_err(std::io::Error::other)?;
-                        Ok(())
-                    }
-                })
-                .await;
-            if !written {
-                // Written again the next time the tag is confirmed.
-                this.tags_written.invalidate(&key);
-            }
+        let body = format!("{d}\n{signature}\n");
+        // Given up: written again the next time the tag is confirmed.
+        self.put_small("put_tag", key, body, d, |this, key| {
+            this.tags_written.invalidate(key)
         });
     }
 
