@@ -32,7 +32,8 @@ use tokio::sync::Semaphore;
 use crate::config::{SharedConfig, SharedSecret};
 use crate::metrics::Metrics;
 use crate::reference::Digest;
-use crate::reference::RepoName;
+
+mod records;
 
 /// Tries of an upload before it is given up (it is tried again after the next fetch).
 const UPLOAD_TRIES: u32 = 5;
@@ -69,9 +70,6 @@ pub(crate) struct Shared {
     signer: Option<ring::hmac::Key>,
     metrics: Arc<Metrics>,
 }
-
-/// The line of a record that carries its signature.
-const SIGNATURE: &str = "hmac-sha256=";
 
 /// A blob as the shared tier holds it: its size, and its bytes as they arrive.
 pub(crate) struct SharedBlob {
@@ -190,31 +188,6 @@ impl Shared {
         })
     }
 
-    /// Whether tag and link records are written and believed (`signing_key` is set).
-    pub(crate) fn signs(&self) -> bool {
-        self.signer.is_some()
-    }
-
-    /// The signature line for `what`, as hex.
-    fn sign(&self, what: &str) -> Option<String> {
-        let key = self.signer.as_ref()?;
-        Some(format!(
-            "{SIGNATURE}{}",
-            hex::encode(ring::hmac::sign(key, what.as_bytes()))
-        ))
-    }
-
-    /// Whether `body` carries a valid signature of `what` (checked in constant time).
-    fn signed(&self, what: &str, body: &str) -> bool {
-        let Some(key) = &self.signer else {
-            return false;
-        };
-        body.lines()
-            .find_map(|l| l.strip_prefix(SIGNATURE))
-            .and_then(|h| hex::decode(h.trim()).ok())
-            .is_some_and(|sig| ring::hmac::verify(key, what.as_bytes(), &sig).is_ok())
-    }
-
     fn error(&self, e: impl std::fmt::Display) -> SharedError {
         SharedError {
             url: self.shown.clone(),
@@ -240,19 +213,6 @@ impl Shared {
             d.algorithm().name(),
             &format!("{}{suffix}", d.hex()),
         ])
-    }
-
-    fn link_key(&self, upstream: &str, repo: &RepoName, d: &Digest) -> Path {
-        let mut parts = vec!["links", d.algorithm().name(), d.hex(), upstream];
-        parts.extend(repo.as_str().split('/'));
-        self.key(&parts)
-    }
-
-    fn tag_key(&self, upstream: &str, repo: &str, tag: &str) -> Path {
-        let mut parts = vec!["tags", upstream];
-        parts.extend(repo.split('/'));
-        parts.push(tag);
-        self.key(&parts)
     }
 
     /// A blob's bytes, if the shared tier holds it.
@@ -302,103 +262,6 @@ impl Shared {
             String::from_utf8_lossy(&media_type).into_owned(),
             bytes,
         )))
-    }
-
-    /// The digest a tag last pointed at, as some replica wrote and signed it. A record without
-    /// a valid signature (written by anyone else who can write the bucket, or under another
-    /// key) is ignored, counted and logged; without a key nothing is read.
-    pub(crate) async fn tag(
-        &self,
-        upstream: &str,
-        repo: &str,
-        tag: &str,
-    ) -> Result<Option<Digest>, SharedError> {
-        if !self.signs() {
-            return Ok(None);
-        }
-        let body = match self.store.get(&self.tag_key(upstream, repo, tag)).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared("get_tag", "miss");
-                return Ok(None);
-            }
-            Err(e) => {
-                self.metrics.shared("get_tag", "error");
-                return Err(self.error(e));
-            }
-        };
-        let body = String::from_utf8_lossy(&body);
-        let digest = body
-            .lines()
-            .next()
-            .and_then(|l| Digest::parse(l.trim()).ok());
-        match digest {
-            Some(d) if self.signed(&tag_record(upstream, repo, tag, &d), &body) => {
-                self.metrics.shared("get_tag", "hit");
-                Ok(Some(d))
-            }
-            _ => {
-                self.metrics.shared("get_tag", "unsigned");
-                tracing::warn!(upstream, repo, tag, shared = %self.shown, "a tag record in the shared tier has no valid signature: ignored");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Whether a replica signed that the upstream served manifest `d` under `repo`.
-    pub(crate) async fn linked(
-        &self,
-        upstream: &str,
-        repo: &RepoName,
-        d: &Digest,
-    ) -> Result<bool, SharedError> {
-        if !self.signs() {
-            return Ok(false);
-        }
-        let key = self.link_key(upstream, repo, d);
-        if self.links_known.contains_key(&key) {
-            return Ok(true);
-        }
-        let body = match self.store.get(&key).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared("get_link", "miss");
-                return Ok(false);
-            }
-            Err(e) => {
-                self.metrics.shared("get_link", "error");
-                return Err(self.error(e));
-            }
-        };
-        if self.signed(
-            &link_record(upstream, repo, d),
-            &String::from_utf8_lossy(&body),
-        ) {
-            self.metrics.shared("get_link", "hit");
-            self.links_known.insert(key, ());
-            Ok(true)
-        } else {
-            self.metrics.shared("get_link", "unsigned");
-            tracing::warn!(upstream, %repo, digest = %d, shared = %self.shown, "a link record in the shared tier has no valid signature: ignored");
-            Ok(false)
-        }
-    }
-
-    /// Records, signed and in the background, that the upstream served manifest `d` under
-    /// `repo` (once per process; nothing without a key).
-    pub(crate) fn put_link(self: &Arc<Self>, upstream: &str, repo: &RepoName, d: &Digest) {
-        let Some(signature) = self.sign(&link_record(upstream, repo, d)) else {
-            return;
-        };
-        let key = self.link_key(upstream, repo, d);
-        if self.links_known.contains_key(&key) {
-            return;
-        }
-        self.links_known.insert(key.clone(), ());
-        let body = format!("{signature}\n");
-        self.put_small("put_link", key, body, d, |this, key| {
-            this.links_known.invalidate(key)
-        });
     }
 
     /// Writes a small object in the background, retrying; `forget` runs if it is given up, so
@@ -482,24 +345,6 @@ impl Shared {
         });
     }
 
-    /// Records what a tag points at, signed and in the background, unless this process wrote
-    /// just that (nothing without a key).
-    pub(crate) fn put_tag(self: &Arc<Self>, upstream: &str, repo: &str, tag: &str, d: &Digest) {
-        let Some(signature) = self.sign(&tag_record(upstream, repo, tag, d)) else {
-            return;
-        };
-        let key = self.tag_key(upstream, repo, tag);
-        if self.tags_written.get(&key).as_ref() == Some(d) {
-            return;
-        }
-        self.tags_written.insert(key.clone(), d.clone());
-        let body = format!("{d}\n{signature}\n");
-        // Given up: written again the next time the tag is confirmed.
-        self.put_small("put_tag", key, body, d, |this, key| {
-            this.tags_written.invalidate(key)
-        });
-    }
-
     /// Runs an upload a few at a time, retrying with backoff; failures are counted and logged,
     /// never fatal.
     async fn retrying<F, Fut>(&self, op: &'static str, d: &Digest, mut attempt: F) -> bool
@@ -528,14 +373,4 @@ impl Shared {
         }
         false
     }
-}
-
-/// What a tag record's signature covers: every field, so it cannot be moved to another name.
-fn tag_record(upstream: &str, repo: &str, tag: &str, d: &Digest) -> String {
-    format!("entrepot-tag\0{upstream}\0{repo}\0{tag}\0{d}")
-}
-
-/// What a link record's signature covers.
-fn link_record(upstream: &str, repo: &RepoName, d: &Digest) -> String {
-    format!("entrepot-link\0{upstream}\0{repo}\0{d}")
 }
