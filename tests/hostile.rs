@@ -470,7 +470,9 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 fn a_slow_steady_reader_is_not_cut_by_send_timeout() {
     let seed = seed();
     let reg = Registry::start(&seed.storage);
-    let (m, path, _) = holding_a_large_blob(seed, &reg, "send_timeout = \"2s\"\n");
+    // 5 s: well past a scheduling hiccup of a loaded machine, well short of the 10 s a 256 KiB
+    // chunk takes to drain at 24 KiB/s (what the old progress measure waited for).
+    let (m, path, _) = holding_a_large_blob(seed, &reg, "send_timeout = \"5s\"\n");
     // Slowly for 15 s, then at full speed to the end: a connection the mirror closed meanwhile
     // (its FIN queued behind what the kernel still holds) ends short.
     let script = r#"
