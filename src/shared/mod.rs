@@ -236,22 +236,33 @@ impl Shared {
         }
     }
 
+    /// A small object's bytes, if the shared tier holds it; a miss or an error is counted
+    /// under `op` (a hit is the caller's to count, once it has checked what it read).
+    async fn get_small(&self, op: &'static str, key: &Path) -> Result<Option<Bytes>, SharedError> {
+        match self.store.get(key).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.error(e))?)),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.metrics.shared(op, "miss");
+                Ok(None)
+            }
+            Err(e) => {
+                self.metrics.shared(op, "error");
+                Err(self.error(e))
+            }
+        }
+    }
+
     /// A manifest's media type and bytes, if the shared tier holds them (not yet checked
     /// against the digest: the caller does that).
     pub(crate) async fn manifest(
         &self,
         d: &Digest,
     ) -> Result<Option<(String, Bytes)>, SharedError> {
-        let bytes = match self.store.get(&self.manifest_key(d, "")).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared("get_manifest", "miss");
-                return Ok(None);
-            }
-            Err(e) => {
-                self.metrics.shared("get_manifest", "error");
-                return Err(self.error(e));
-            }
+        let Some(bytes) = self
+            .get_small("get_manifest", &self.manifest_key(d, ""))
+            .await?
+        else {
+            return Ok(None);
         };
         let media_type = match self.store.get(&self.manifest_key(d, ".type")).await {
             Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 
 use super::{Shared, SharedError};
@@ -65,16 +64,9 @@ impl Shared {
         if !self.signs() {
             return Ok(None);
         }
-        let body = match self.store.get(&self.tag_key(upstream, repo, tag)).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared("get_tag", "miss");
-                return Ok(None);
-            }
-            Err(e) => {
-                self.metrics.shared("get_tag", "error");
-                return Err(self.error(e));
-            }
+        let key = self.tag_key(upstream, repo, tag);
+        let Some(body) = self.get_small("get_tag", &key).await? else {
+            return Ok(None);
         };
         let body = String::from_utf8_lossy(&body);
         let digest = body
@@ -108,16 +100,8 @@ impl Shared {
         if self.links_known.contains_key(&key) {
             return Ok(true);
         }
-        let body = match self.store.get(&key).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.error(e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared("get_link", "miss");
-                return Ok(false);
-            }
-            Err(e) => {
-                self.metrics.shared("get_link", "error");
-                return Err(self.error(e));
-            }
+        let Some(body) = self.get_small("get_link", &key).await? else {
+            return Ok(false);
         };
         if self.signed(
             &link_record(upstream, repo, d),
