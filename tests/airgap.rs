@@ -14,103 +14,12 @@ mod support;
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{Value, json};
 use support::images::{Image, Rng, oci_image, oci_index, push, small_layer};
 use support::*;
-
-/// A config and a cache directory, for running `entrepot` commands.
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Site {
-    /// A site whose `docker.io` upstream is `upstream`; `cache_extra` goes under `[cache]`.
-    fn new(name: &str, upstream: &str, cache_extra: &str) -> Site {
-        let dir = scratch(name);
-        let config = dir.path().join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[cache]\ndir = \"{}\"\n{cache_extra}\n\n[[upstream]]\nname = \"docker.io\"\nurl = \"{upstream}\"\ndefault = true\n",
-                free_port(),
-                dir.path().join("cache").display()
-            ),
-        )
-        .unwrap();
-        Site { dir, config }
-    }
-
-    /// An air-gapped site: offline, its upstream a port nobody listens on.
-    fn air_gapped(name: &str) -> Site {
-        Site::new(name, "http://127.0.0.1:9", "offline = true")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout and stderr.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "entrepot {args:?} failed:\n{text}");
-        text
-    }
-
-    /// Runs a command that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "entrepot {args:?} succeeded:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Names of the files in the cache's blob store.
-    fn blobs(&self) -> Vec<String> {
-        files_under(&self.cache().join("blobs"))
-    }
-
-    fn temp_files(&self) -> usize {
-        files_under(&self.cache().join("tmp")).len()
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out
-}
 
 /// The connected side's upstream and what it holds.
 struct Upstream {

@@ -10,7 +10,8 @@
 //!   TLS with a private CA; `garage.rs` runs Garage for the shared tier.
 //! - `mirror.rs`: [`Mirror`] runs the `entrepot` binary: `Mirror::of(&upstreams)`, the settings
 //!   a test is about in words (`.tag_ttl("1s")`, `.max_size(..)`, `.offline()`), `.start()`.
-//! - `clients.rs`: skopeo, containerd and dockerd; `http.rs`: raw and streaming HTTP requests.
+//! - `clients.rs`: skopeo, containerd and dockerd; `http.rs`: raw and streaming HTTP requests;
+//!   `site.rs`: a config and a cache for running `entrepot` commands.
 //! - `fakes.rs`: stand-ins for misbehaviour no real registry shows on cue; `nginx.rs`: nginx.
 //!
 //! Every process is killed when its handle drops. This file keeps what all of them share,
@@ -27,6 +28,7 @@ pub mod images;
 pub mod mirror;
 pub mod nginx;
 pub mod registry;
+pub mod site;
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -37,7 +39,9 @@ use std::time::{Duration, Instant};
 
 // What a test binary does not use of these is fine.
 #[allow(unused_imports)]
-pub use self::{clients::*, fakes::*, http::*, images::Seed, mirror::*, nginx::*, registry::*};
+pub use self::{
+    clients::*, fakes::*, http::*, images::Seed, mirror::*, nginx::*, registry::*, site::*,
+};
 
 /// A port nobody is listening on right now.
 pub fn free_port() -> u16 {
