@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo podman containerd docker.io prometheus apache2-utils openssl ca-certificates curl systemd python3-yaml nginx)
+packages=(docker-registry skopeo umoci podman containerd docker.io prometheus apache2-utils openssl ca-certificates curl systemd python3-yaml nginx)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

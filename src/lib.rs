@@ -9,6 +9,7 @@
 // Nothing is `pub` that only the crate uses: what `main.rs` needs is re-exported below.
 #![warn(unreachable_pub)]
 
+mod admin;
 mod airgap;
 mod api;
 mod app;
@@ -23,6 +24,7 @@ mod media_type;
 mod metrics;
 mod pem;
 mod reference;
+mod run;
 mod server;
 mod shared;
 mod shutdown;
@@ -33,10 +35,11 @@ pub use airgap::{
 };
 pub use app::{
     AuthSetupError, CacheSetupError, SharedSetupError, StartError, TlsSetupError,
-    UpstreamSetupError, run,
+    UpstreamSetupError,
 };
 pub use config::{Config, ConfigError, LogFormat};
 pub use log_out::{BatchedStderr, flush as flush_log, log_json};
+pub use run::run;
 
 /// The request path's hot functions, for the micro-benchmarks in `benches/hot.rs` only: not an
 /// API, and free to change.

@@ -58,8 +58,13 @@ enum Command {
         #[arg(long, value_name = "OLD.tar")]
         exclude_from: Option<PathBuf>,
     },
-    /// Verify an OCI layout (tar or directory; ours, skopeo's, or `docker save` from Docker 25+)
-    /// and load its images into the cache, pinned. Nothing is loaded unless all of it verifies.
+    /// Verify an archive and load its images into the cache, pinned. Nothing is loaded unless
+    /// all of it verifies.
+    ///
+    /// Reads OCI image layouts (a tar or a directory: `export`'s, `skopeo copy ...
+    /// oci-archive:` or `oci:`, umoci) and `docker save` archives (any Docker version). Names in
+    /// index.json are read as containerd reads them: `busybox:1.36` is
+    /// docker.io/library/busybox:1.36, a tag alone (`latest`) needs --name.
     Import {
         /// The archive or directory.
         #[arg(value_name = "FILE.tar|DIR")]
@@ -67,12 +72,20 @@ enum Command {
         /// Let the LRU evict the imported content like pulled content.
         #[arg(long)]
         unpinned: bool,
+        /// A repository for the images index.json names by a tag alone or not at all
+        /// (`quay.io/org/app`: each keeps its tag, an unnamed one is held by digest); or, for a
+        /// layout of one image, its whole name (`quay.io/org/app:1.0`).
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
     },
-    /// List cached images: tags, platforms, sizes, last use, and whether pinned.
+    /// List cached images: tags (and images held by digest alone), platforms, sizes, last use,
+    /// and whether pinned.
     Ls,
     /// Remove images from the cache, with the content no other cached image uses.
     Rm {
-        #[arg(required = true)]
+        /// Images as `ls` shows them (`docker.io/library/busybox:1.36`, or `...@sha256:...`),
+        /// or as dockerd reads names (`busybox:1.36`).
+        #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
     /// Remove blobs that no cached manifest lists.
@@ -126,9 +139,17 @@ fn main() -> ExitCode {
                 exclude_from,
             },
         )),
-        Command::Import { source, unpinned } => finish(entrepot::import(
+        Command::Import {
+            source,
+            unpinned,
+            name,
+        } => finish(entrepot::import(
             &config,
-            ImportOptions { source, unpinned },
+            ImportOptions {
+                source,
+                unpinned,
+                name,
+            },
         )),
         Command::Ls => finish(entrepot::ls(&config)),
         Command::Rm { images } => finish(entrepot::rm(&config, &images)),

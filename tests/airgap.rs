@@ -183,18 +183,22 @@ fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd()
     let again = gapped.ok(&["import", archive.to_str().unwrap()]);
     assert!(again.contains("0 B new"), "{again}");
     let ls = gapped.ok(&["ls"]);
-    for name in [
-        "docker.io/library/busybox:latest",
-        "docker.io/multi/arch:v1",
-        "docker.io/oci/app:v1",
-        &format!("docker.io/oci/app:{}", up.sig_tag),
+    for (name, signatures) in [
+        ("docker.io/library/busybox:latest", "0"),
+        ("docker.io/multi/arch:v1", "0"),
+        ("docker.io/oci/app:v1", "1"),
     ] {
         let row = ls
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"));
-        assert!(row.trim_end().ends_with("yes"), "not pinned: {row}");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[cells.len() - 2], "yes", "not pinned: {row}");
+        assert_eq!(cells[cells.len() - 1], signatures, "{row}");
     }
+    // The signature came along, with its image: not a row (an image) of its own (issue 24).
+    assert!(!ls.contains(&up.sig_tag), "{ls}");
+    assert!(ls.contains("3 images (and 1 signature"), "{ls}");
     m.restart();
     let out = scratch("airgap-pulls");
     assert_eq!(
@@ -503,6 +507,14 @@ fn imported_content_is_pinned_against_the_lru_unless_unpinned() {
 fn platform_leaves_the_other_platform_out_and_the_index_in() {
     let up = upstream();
     let site = Site::new("airgap-platform", &up.reg.url(), "");
+    // A platform the index lacks: the answer lists those it has (issue 24).
+    let out = site.run(&["warm", "--platform", "linux/s390x", "multi/arch:v1"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("no platform among linux/s390x: it has linux/amd64, linux/arm64"),
+        "{said}"
+    );
     let text = site.ok(&["warm", "--platform", "linux/arm64", "multi/arch:v1"]);
     assert!(
         text.contains("linux/arm64") && !text.contains("linux/amd64"),
@@ -618,8 +630,9 @@ fn ls_rm_and_gc_look_after_the_cache() {
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("{ls}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
         assert!(
-            row.contains("ago") && row.trim_end().ends_with("no"),
+            row.contains("ago") && cells[cells.len() - 2] == "no",
             "{row}"
         );
     }

@@ -487,6 +487,10 @@ fn the_kubernetes_manifests_hold_together() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(shown.contains("username = \"robot\""), "{shown}");
+    // Said as coming from the docker config, not as if set on the upstream (issue 24).
+    assert!(
+        shown.contains("from [credentials] docker_config (username \"robot\")"),
+        "{shown}"
+    );
     assert!(!shown.contains("example-password"), "{shown}");
 }

@@ -17,6 +17,8 @@ use serde_json::Value;
 use super::layout::{self, REF_NAME, REPOSITORY};
 use super::progress::{Progress, size};
 use super::{CommandError, Failure, full_name, locate, open_existing};
+use crate::admin::{self, Console};
+use crate::app::App;
 use crate::cache::{Cache, TaggedImage};
 use crate::config::Config;
 use crate::reference::{Digest, Reference};
@@ -43,20 +45,46 @@ struct Plan {
 }
 
 pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> {
+    // A running `serve` writes the archive itself: the paths must mean the same there.
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|source| Failure::Io {
+            what: p.display().to_string(),
+            source,
+        })
+    };
+    let request = admin::Request::Export {
+        output: absolute(&opts.output)?,
+        images: opts.images.clone(),
+        all: opts.all,
+        strict: opts.strict,
+        exclude_from: opts.exclude_from.as_deref().map(absolute).transpose()?,
+    };
+    if let Some(done) = super::remote(config, &request) {
+        return done;
+    }
     let app = open_existing(config)?;
+    admin::stdio(|c| export_in(&app, opts, c))
+}
+
+/// [`export`] on an open cache, its output on `console`.
+pub(crate) fn export_in(
+    app: &App,
+    opts: ExportOptions,
+    console: &mut Console<'_>,
+) -> Result<(), CommandError> {
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
-    let roots = roots(&app, &tagged, &opts)?;
+    let roots = roots(app, &tagged, &opts)?;
     let excluded = match &opts.exclude_from {
         Some(old) => blobs_in_archive(old)?,
         None => HashSet::new(),
     };
     let plan = Plan::of(cache, &tagged, roots, opts.all && !opts.strict)?;
     for (_, why) in &plan.left_out {
-        eprintln!("left out: {why}");
+        console.line(format!("left out: {why}"));
     }
-    let written = write(cache, &plan, &excluded, &opts.output)?;
-    eprintln!(
+    let written = write(cache, &plan, &excluded, &opts.output, console.terminal())?;
+    console.line(format!(
         "exported {} images ({} entries) to {}: {} in {} files{}",
         plan.named.len(),
         plan.entries.len(),
@@ -71,21 +99,32 @@ pub fn export(config: &Config, opts: ExportOptions) -> Result<(), CommandError> 
                 written.left_out
             )
         }
-    );
+    ));
     Ok(())
 }
 
 /// An image to export: upstream, repository, how it was named, and its root manifest's digest.
 type Root = (String, String, Reference, Digest);
 
-/// The images the command line names: each one given, or every tagged image with `--all`.
+/// The images the command line names: each one given, or with `--all` every image held, tagged
+/// or by digest alone.
 fn roots(
-    app: &crate::app::App,
+    app: &App,
     tagged: &[TaggedImage],
     opts: &ExportOptions,
 ) -> Result<Vec<Root>, CommandError> {
     match (opts.all, opts.images.is_empty()) {
-        (true, true) => Ok(tagged.iter().map(tagged_root).collect()),
+        (true, true) => {
+            let by_digest = app.cache.digest_images(tagged)?;
+            Ok(tagged
+                .iter()
+                .map(tagged_root)
+                .chain(by_digest.into_iter().map(|i| {
+                    let reference = Reference::Digest(i.digest.clone());
+                    (i.upstream, i.repo, reference, i.digest)
+                }))
+                .collect())
+        }
         (false, false) => opts
             .images
             .iter()
@@ -273,9 +312,10 @@ fn write(
     plan: &Plan,
     excluded: &HashSet<Digest>,
     output: &Path,
+    bars: bool,
 ) -> Result<Written, CommandError> {
     let partial = PathBuf::from(format!("{}.partial", output.display()));
-    let result = write_to(cache, plan, excluded, &partial);
+    let result = write_to(cache, plan, excluded, &partial, bars);
     match result {
         Ok(w) => {
             std::fs::rename(&partial, output).map_err(|source| Failure::Io {
@@ -296,6 +336,7 @@ fn write_to(
     plan: &Plan,
     excluded: &HashSet<Digest>,
     path: &Path,
+    bars: bool,
 ) -> Result<Written, CommandError> {
     let fail = |source| Failure::Io {
         what: path.display().to_string(),
@@ -314,7 +355,7 @@ fn write_to(
         files.push((d, p, size));
     }
     let total: u64 = files.iter().map(|(_, _, s)| s).sum();
-    let progress = Progress::new(total, "bytes");
+    let progress = Progress::drawn(total, "bytes", bars);
     let out = File::create(path).map_err(fail)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, out));
     let small = |tar: &mut tar::Builder<BufWriter<File>>, name: &str, bytes: &[u8]| {

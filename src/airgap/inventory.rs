@@ -1,73 +1,171 @@
 //! `entrepot ls`, `rm` and `gc`: what the cache holds, image by image, and clearing it out.
+//! Beside a running `serve`, that process does the work (`admin/`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::progress::{size, table};
-use super::{CommandError, Failure, full_name, locate, open_existing, short};
+use super::{CommandError, Failure, full_name, locate, open_existing, remote, short};
+use crate::admin::{self, Console};
+use crate::app::App;
+use crate::cache::{Cache, TaggedImage};
 use crate::config::Config;
-use crate::reference::Reference;
+use crate::reference::{Digest, Reference};
 
 /// Prints every cached image: name, digest, platforms, size, last use, and whether pinned.
+/// Images held by digest alone are listed by digest; cosign's signature, attestation and SBOM
+/// tags are counted apart (they go with their image: `export` takes them along).
 pub fn ls(config: &Config) -> Result<(), CommandError> {
-    let app = open_existing(config)?;
-    let cache = &app.cache;
-    let mut rows = Vec::new();
-    for t in cache.tagged_images()? {
-        let name = full_name(&t.upstream, &t.repo, &Reference::Tag(t.tag.clone()));
-        let row = match cache.held(&t.upstream, &t.digest)? {
-            Some(h) => {
-                let platforms = if h.platforms.is_empty() {
-                    "-".to_owned()
-                } else {
-                    h.platforms.join(",")
-                };
-                let complete = if h.missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (incomplete: {} blobs not held)", h.missing.len())
-                };
-                vec![
-                    name,
-                    short(&t.digest),
-                    platforms,
-                    format!("{}{complete}", size(h.bytes)),
-                    ago(h.last_used_ms),
-                    if h.pinned { "yes" } else { "no" }.into(),
-                ]
-            }
-            None => vec![
-                name,
-                short(&t.digest),
-                "-".into(),
-                "(manifest evicted)".into(),
-                "-".into(),
-                "no".into(),
-            ],
-        };
-        rows.push(row);
+    if let Some(done) = remote(config, &admin::Request::Ls) {
+        return done;
     }
-    print!(
-        "{}",
-        table(
-            &[
-                "IMAGE",
-                "DIGEST",
-                "PLATFORMS",
-                "SIZE",
-                "LAST USED",
-                "PINNED"
-            ],
-            &rows
-        )
-    );
-    eprintln!(
-        "{} images; {} stored of cache.max_size {}, {} pinned",
+    let app = open_existing(config)?;
+    admin::stdio(|c| ls_in(&app, c))
+}
+
+/// [`ls`] on an open cache, its output on `console`.
+pub(crate) fn ls_in(app: &App, console: &mut Console<'_>) -> Result<(), CommandError> {
+    let cache = &app.cache;
+    let tagged = cache.tagged_images()?;
+    let mut rows = Vec::new();
+    let mut attached = 0;
+    for t in &tagged {
+        if is_cosign_tag(t.tag.as_str()) {
+            attached += 1;
+            continue;
+        }
+        let name = full_name(&t.upstream, &t.repo, &Reference::Tag(t.tag.clone()));
+        let image = Listed {
+            upstream: &t.upstream,
+            repo: &t.repo,
+            digest: &t.digest,
+        };
+        rows.push(row(cache, &tagged, name, image)?);
+    }
+    let by_digest = cache.digest_images(&tagged)?;
+    for i in &by_digest {
+        let name = full_name(&i.upstream, &i.repo, &Reference::Digest(i.digest.clone()));
+        let image = Listed {
+            upstream: &i.upstream,
+            repo: &i.repo,
+            digest: &i.digest,
+        };
+        rows.push(row(cache, &tagged, name, image)?);
+    }
+    console.print(&table(
+        &[
+            "IMAGE",
+            "DIGEST",
+            "PLATFORMS",
+            "SIZE",
+            "LAST USED",
+            "PINNED",
+            "SIGNATURES",
+        ],
+        &rows,
+    ));
+    let attached = if attached == 0 {
+        String::new()
+    } else {
+        format!(" (and {attached} signature, attestation or SBOM tags)")
+    };
+    console.line(format!(
+        "{} images{attached}, {} of them by digest alone; {} stored of cache.max_size {}, {} pinned",
         rows.len(),
+        by_digest.len(),
         size(cache.stored_bytes()),
         size(cache.max_size()),
         size(cache.pinned_bytes())
-    );
+    ));
     Ok(())
+}
+
+/// cosign's `sha256-<hex>.sig|.att|.sbom`: a tag that names another image's signature,
+/// attestation or SBOM, not an image of its own.
+pub(super) fn is_cosign_tag(tag: &str) -> bool {
+    let Some((alg_hex, suffix)) = tag.rsplit_once('.') else {
+        return false;
+    };
+    matches!(suffix, "sig" | "att" | "sbom")
+        && alg_hex
+            .strip_prefix("sha256-")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An image `ls` lists: where, and its root manifest.
+struct Listed<'a> {
+    upstream: &'a str,
+    repo: &'a str,
+    digest: &'a Digest,
+}
+
+/// One `ls` row: what the cache holds of the image.
+fn row(
+    cache: &Cache,
+    tagged: &[TaggedImage],
+    name: String,
+    image: Listed<'_>,
+) -> Result<Vec<String>, CommandError> {
+    let digest = image.digest;
+    let mut row = match cache.held(image.upstream, digest)? {
+        Some(h) => {
+            let complete = if h.missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (incomplete: {} blobs not held)", h.missing.len())
+            };
+            vec![
+                name,
+                short(digest),
+                platforms(&h.platforms),
+                format!("{}{complete}", size(h.bytes)),
+                ago(h.last_used_ms),
+                if h.pinned { "yes" } else { "no" }.into(),
+            ]
+        }
+        None => vec![
+            name,
+            short(digest),
+            "-".into(),
+            "(manifest evicted)".into(),
+            "-".into(),
+            "no".into(),
+        ],
+    };
+    row.push(signatures(cache, tagged, &image)?.to_string());
+    Ok(row)
+}
+
+/// How many signatures, attestations and SBOMs the cache holds for an image: cosign's tags of
+/// its root and the referrers of its root, each once.
+fn signatures(
+    cache: &Cache,
+    tagged: &[TaggedImage],
+    image: &Listed<'_>,
+) -> Result<usize, CommandError> {
+    let prefix = format!(
+        "{}-{}.",
+        image.digest.algorithm().name(),
+        image.digest.hex()
+    );
+    let mut found: std::collections::HashSet<Digest> = tagged
+        .iter()
+        .filter(|t| t.upstream == image.upstream && t.repo == image.repo)
+        .filter(|t| t.tag.as_str().starts_with(&prefix) && is_cosign_tag(t.tag.as_str()))
+        .map(|t| t.digest.clone())
+        .collect();
+    found.extend(cache.referrers_held(image.upstream, image.repo, image.digest)?);
+    Ok(found.len())
+}
+
+/// The platforms of an index, or `-`; many are counted rather than listed (a table row stays
+/// narrower than a terminal).
+pub(super) fn platforms(platforms: &[String]) -> String {
+    let all = platforms.join(",");
+    match platforms.len() {
+        0 => "-".to_owned(),
+        n if all.len() > 40 => format!("{n} platforms"),
+        _ => all,
+    }
 }
 
 /// Removes images: their tags, and the content no other cached image uses.
@@ -75,11 +173,26 @@ pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
     if images.is_empty() {
         return Err(Failure::Usage("no images named: give IMAGE...").into());
     }
+    let request = admin::Request::Rm {
+        images: images.to_vec(),
+    };
+    if let Some(done) = remote(config, &request) {
+        return done;
+    }
     let app = open_existing(config)?;
+    admin::stdio(|c| rm_in(&app, images, c))
+}
+
+/// [`rm`] on an open cache, its output on `console`.
+pub(crate) fn rm_in(
+    app: &App,
+    images: &[String],
+    console: &mut Console<'_>,
+) -> Result<(), CommandError> {
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
     for name in images {
-        let (upstream, repo, reference) = locate(&app, name)?;
+        let (upstream, repo, reference) = locate(app, name)?;
         let shown = full_name(&upstream, &repo, &reference);
         let (tag, digest) = match &reference {
             Reference::Tag(t) => {
@@ -99,20 +212,32 @@ pub fn rm(config: &Config, images: &[String]) -> Result<(), CommandError> {
             }
         };
         let (files, bytes) = cache.remove_image(&upstream, &repo, tag, &digest)?;
-        eprintln!("removed {shown}: {files} files, {}", size(bytes));
+        console.line(format!("removed {shown}: {files} files, {}", size(bytes)));
     }
     Ok(())
 }
 
 /// Removes blobs no cached manifest lists, unused for `grace`.
 pub fn gc(config: &Config, grace: Duration) -> Result<(), CommandError> {
+    if let Some(done) = remote(config, &admin::Request::Gc { grace }) {
+        return done;
+    }
     let app = open_existing(config)?;
+    admin::stdio(|c| gc_in(&app, grace, c))
+}
+
+/// [`gc`] on an open cache, its output on `console`.
+pub(crate) fn gc_in(
+    app: &App,
+    grace: Duration,
+    console: &mut Console<'_>,
+) -> Result<(), CommandError> {
     let (files, bytes) = app.cache.gc(grace)?;
-    eprintln!(
+    console.line(format!(
         "removed {files} blobs no cached manifest lists ({}), unused for {}",
         size(bytes),
         humantime::format_duration(grace)
-    );
+    ));
     Ok(())
 }
 
@@ -123,8 +248,29 @@ fn ago(ms: u64) -> String {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let secs = now.saturating_sub(ms) / 1000;
-    format!(
-        "{} ago",
-        humantime::format_duration(Duration::from_secs(secs))
-    )
+    // The largest unit only: `3h ago`, not `3h 4m 12s ago`.
+    let (n, unit) = match secs {
+        s if s < 60 => (s, "s"),
+        s if s < 3600 => (s / 60, "m"),
+        s if s < 86_400 => (s / 3600, "h"),
+        s => (s / 86_400, "d"),
+    };
+    format!("{n}{unit} ago")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cosign_tags_are_told_from_image_tags() {
+        let hex = "a".repeat(64);
+        assert!(super::is_cosign_tag(&format!("sha256-{hex}.sig")));
+        assert!(super::is_cosign_tag(&format!("sha256-{hex}.att")));
+        assert!(super::is_cosign_tag(&format!("sha256-{hex}.sbom")));
+        assert!(!super::is_cosign_tag(&format!("sha256-{hex}")));
+        assert!(!super::is_cosign_tag("v1.sig"));
+        assert!(!super::is_cosign_tag(&format!(
+            "sha256-{}.sig",
+            "a".repeat(63)
+        )));
+    }
 }

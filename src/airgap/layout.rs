@@ -5,7 +5,9 @@
 //! reference (`docker.io/library/busybox:latest`), so `skopeo copy oci-archive:FILE:REF` finds
 //! it. Referrers (signatures, attestations) are listed too, unnamed, with the repository they
 //! belong to in `dev.entrepot.repository`. `docker save` (Docker 25 and later) names images in
-//! `io.containerd.image.name` instead, and puts only the tag in `ref.name`.
+//! `io.containerd.image.name` instead, and puts only the tag in `ref.name`; skopeo's `oci:`
+//! and umoci write what they were given (`busybox:1.36`, or a tag alone), read as containerd
+//! reads them.
 
 use serde_json::{Value, json};
 
@@ -66,8 +68,12 @@ pub(super) fn index_json(entries: Vec<Value>) -> Vec<u8> {
 /// What an `index.json` entry is, as `import` reads it.
 #[derive(Debug)]
 pub(super) enum Entry {
-    /// An image with its full reference.
+    /// An image with its reference (`docker.io/library/busybox:1.36`, or a short one as
+    /// dockerd reads it: `busybox:1.36`).
     Named(Descriptor, String),
+    /// An image named by a tag alone (`latest`), as `skopeo copy ... oci:DIR:TAG` and umoci
+    /// write them: `--name REPOSITORY` says whose tag it is.
+    Tagged(Descriptor, String),
     /// A referrer, for this `upstream/repository`.
     Referrer(Descriptor, String),
     /// Neither: nothing says which repository it belongs to.
@@ -92,9 +98,11 @@ pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, ImportError> {
                 return Entry::Named(d, name);
             }
             match (text(REF_NAME), text(REPOSITORY)) {
-                // A full reference, not a bare tag (`docker save` and `skopeo ...:latest`).
-                (Some(name), _) if name.contains('/') => Entry::Named(d, name),
+                // containerd's rule (`images/archive`): a name holding any of `/:@` is a
+                // reference; anything else is a tag, of the repository the importer says.
+                (Some(name), _) if name.contains(['/', ':', '@']) => Entry::Named(d, name),
                 (_, Some(repo)) => Entry::Referrer(d, repo),
+                (Some(tag), None) if !tag.is_empty() => Entry::Tagged(d, tag),
                 _ => Entry::Unnamed(d),
             }
         })
@@ -130,12 +138,16 @@ mod tests {
             entry(&d, t, 1, (REPOSITORY, "docker.io/library/a")),
             entry(&d, t, 1, (REF_NAME, "latest")),
             entry(&d, t, 1, (CONTAINERD_NAME, "docker.io/library/b:latest")),
+            entry(&d, t, 1, (REF_NAME, "busybox:1.36")),
+            entry(&d, t, 1, ("other", "x")),
         ]);
         let e = entries(&index).unwrap();
         assert!(matches!(&e[0], Entry::Named(_, n) if n == "docker.io/library/a:v1"));
         assert!(matches!(&e[1], Entry::Referrer(_, r) if r == "docker.io/library/a"));
-        assert!(matches!(&e[2], Entry::Unnamed(_)));
+        assert!(matches!(&e[2], Entry::Tagged(_, t) if t == "latest"));
         assert!(matches!(&e[3], Entry::Named(_, n) if n == "docker.io/library/b:latest"));
+        assert!(matches!(&e[4], Entry::Named(_, n) if n == "busybox:1.36"));
+        assert!(matches!(&e[5], Entry::Unnamed(_)));
         assert!(entries(b"{").is_err());
     }
 }

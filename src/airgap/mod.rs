@@ -6,7 +6,8 @@
 //!
 //! Each command opens the cache as `serve` does ([`App::new`]), so it holds the cache directory
 //! alone: while a `serve` runs on it, the index's lock refuses the command with a message that
-//! says so, before anything is touched.
+//! says so, before anything is touched. `ls`, `rm`, `gc` and `export` instead ask a `serve`
+//! running on the cache to do the work, over its admin socket (`admin/`).
 
 mod export;
 mod import;
@@ -17,9 +18,11 @@ mod warm;
 
 use std::sync::Arc;
 
+pub(crate) use export::export_in;
 pub use export::{ExportOptions, export};
 pub use import::{ImportOptions, import};
 pub use inventory::{gc, ls, rm};
+pub(crate) use inventory::{gc_in, ls_in, rm_in};
 pub use warm::{WarmOptions, warm};
 
 use crate::app::App;
@@ -83,6 +86,9 @@ pub(crate) enum Failure {
     Runtime(#[source] std::io::Error),
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(#[source] std::io::Error),
+    /// A command a running `serve` carried out, or could not be sent.
+    #[error(transparent)]
+    Remote(#[from] crate::admin::RemoteError),
     /// Reading or writing a file the command was given (`what` names it).
     #[error("{what}: {source}")]
     Io {
@@ -108,6 +114,11 @@ impl From<crate::reference::ImageNameError> for CommandError {
     fn from(e: crate::reference::ImageNameError) -> CommandError {
         CommandError(e.into())
     }
+}
+
+/// Has a `serve` running on the cache carry out `request`: None if none answers.
+fn remote(config: &Config, request: &crate::admin::Request) -> Option<Result<(), CommandError>> {
+    crate::admin::remote(config, request).map(|r| r.map_err(|e| Failure::from(e).into()))
 }
 
 /// Opens the cache and the upstreams (blocking: call outside the async workers).

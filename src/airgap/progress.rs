@@ -14,7 +14,12 @@ pub(super) struct Progress {
 impl Progress {
     /// Progress over `total` units of work: `bytes`, or items of another kind.
     pub(super) fn new(total: u64, unit: &str) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
+        Progress::drawn(total, unit, std::io::stderr().is_terminal())
+    }
+
+    /// As [`Progress::new`], with bars drawn only if `terminal` (a command run for another
+    /// process draws none: its stderr is not that process's terminal).
+    pub(super) fn drawn(total: u64, unit: &str, terminal: bool) -> Progress {
         let target = if terminal {
             ProgressDrawTarget::stderr()
         } else {

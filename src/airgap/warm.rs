@@ -59,8 +59,8 @@ pub(crate) enum WarmError {
     },
     #[error(transparent)]
     Listing(#[from] crate::manifest::BadManifest),
-    #[error("the index lists no platform among {0}")]
-    NoPlatform(String),
+    #[error("the index lists no platform among {asked}: it has {has}")]
+    NoPlatform { asked: String, has: String },
     #[error("cosign tag of {digest}: {source}")]
     CosignTag {
         digest: Digest,
@@ -136,7 +136,7 @@ fn print_table(results: &[(String, Result<Warmed, WarmError>)]) {
             Ok(w) => vec![
                 name.clone(),
                 short(&w.digest),
-                w.platforms.join(","),
+                super::inventory::platforms(&w.platforms),
                 size(w.bytes),
                 size(w.fetched),
                 format!("{}", w.artifacts),
@@ -258,7 +258,15 @@ async fn warm_one(
     if listing.manifests.is_empty() {
         kept_platforms.push("-".into());
     } else if kept_platforms.is_empty() {
-        return Err(WarmError::NoPlatform(platforms.join(", ")));
+        let has: Vec<&str> = listing
+            .manifests
+            .iter()
+            .map(|m| m.platform.as_deref().unwrap_or("(none given)"))
+            .collect();
+        return Err(WarmError::NoPlatform {
+            asked: platforms.join(", "),
+            has: has.join(", "),
+        });
     }
     // Signatures and attestations of every manifest kept, with their own blobs.
     let mut artifacts = 0;

@@ -105,6 +105,7 @@ impl FillPermit {
     /// The fill was kept (or streamed through): its file and bytes belong to the store now.
     pub(super) fn finish(mut self) {
         self.ended = true;
+        self.cache.metrics.fill_completed();
     }
 
     /// The fill failed: nothing is kept. Clients that were given the last byte (`verified`: the

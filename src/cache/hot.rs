@@ -51,6 +51,12 @@ impl Hot {
         self.tags.insert(key, entry.clone());
     }
 
+    /// Forgets a tag (`entrepot rm` through a running `serve`).
+    pub(super) fn forget_tag(&self, upstream: &str, repo: &str, tag: &str) {
+        self.tags
+            .invalidate(&(upstream.to_owned(), repo.to_owned(), tag.to_owned()));
+    }
+
     pub(super) fn manifest(&self, upstream: &str, digest: &Digest) -> Option<(MediaType, Bytes)> {
         self.manifests.get(&(upstream.to_owned(), digest.clone()))
     }

@@ -1,9 +1,10 @@
 //! What the cache holds, image by image, for the offline commands (`ls`, `rm`, `gc`, `export`).
 //!
 //! An image is a tag and everything its manifest reaches: child manifests (the platforms the cache
-//! holds), config and layers. These run in the command's own process, which holds the cache
-//! directory alone (the index's lock), so they call the index and the store directly: blocking
-//! calls, made outside any async worker.
+//! holds), config and layers; or a manifest held by digest alone. These run in the command's own
+//! process, which holds the cache directory alone (the index's lock), or in a running `serve`
+//! for a command sent to its admin socket (`admin.rs`). They call the index and the store
+//! directly: blocking calls, made outside any async worker.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -24,6 +25,17 @@ pub(crate) struct TaggedImage {
     /// Parsed when read from the index: one that does not parse is left out (it could be
     /// neither pulled nor named).
     pub(crate) tag: Tag,
+    pub(crate) digest: Digest,
+}
+
+/// An image the cache holds by digest alone (pulled as `repo@sha256:...`, as Kubernetes pulls
+/// pinned images, or warmed so): a manifest linked to (upstream, repository) that no tag of the
+/// repository reaches, that no other manifest held there lists (a platform of an index), and
+/// that is not a referrer (a signature or attestation goes with its subject).
+#[derive(Clone, Debug)]
+pub(crate) struct DigestImage {
+    pub(crate) upstream: String,
+    pub(crate) repo: String,
     pub(crate) digest: Digest,
 }
 
@@ -71,6 +83,69 @@ impl Cache {
             })
             .collect();
         out.sort_by(|a, b| (&a.upstream, &a.repo, &a.tag).cmp(&(&b.upstream, &b.repo, &b.tag)));
+        Ok(out)
+    }
+
+    /// Every image held by digest alone (see [`DigestImage`]), ordered by upstream, repository
+    /// and digest. `tagged` is [`Cache::tagged_images`]: what they reach is not listed again.
+    pub(crate) fn digest_images(
+        &self,
+        tagged: &[TaggedImage],
+    ) -> Result<Vec<DigestImage>, CacheError> {
+        let linked: Vec<(Digest, String, String)> = {
+            let s = self.lock();
+            s.links
+                .all()
+                .filter(|(d, _)| s.lru.get(d).is_some_and(|m| m.kinds & KIND_MANIFEST != 0))
+                .filter_map(|(d, scope)| {
+                    let (up, repo) = scope.parts()?;
+                    Some((d.clone(), up.to_owned(), repo.to_owned()))
+                })
+                .collect()
+        };
+        // What is reached otherwise, per (upstream, repository): through a tag, as a child of
+        // another held manifest, or as a referrer.
+        let mut reached: HashSet<(String, String, Digest)> = HashSet::new();
+        for t in tagged {
+            if let Some(h) = self.held(&t.upstream, &t.digest)? {
+                for m in h.manifests {
+                    reached.insert((t.upstream.clone(), t.repo.clone(), m.digest));
+                }
+            }
+        }
+        let mut candidates = Vec::new();
+        for (digest, up, repo) in linked {
+            if reached.contains(&(up.clone(), repo.clone(), digest.clone())) {
+                continue;
+            }
+            let Some((media_type, bytes)) = self.manifest_bytes(&up, &digest)? else {
+                continue;
+            };
+            if crate::manifest::referrer_of(&digest, &media_type, &bytes).is_some() {
+                continue;
+            }
+            if let Ok(l) = Listing::parse(&digest, &bytes) {
+                for child in l.manifests {
+                    reached.insert((up.clone(), repo.clone(), child.digest));
+                }
+            }
+            candidates.push(DigestImage {
+                upstream: up,
+                repo,
+                digest,
+            });
+        }
+        let mut out: Vec<DigestImage> = candidates
+            .into_iter()
+            .filter(|i| !reached.contains(&(i.upstream.clone(), i.repo.clone(), i.digest.clone())))
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.upstream, &a.repo, a.digest.to_string()).cmp(&(
+                &b.upstream,
+                &b.repo,
+                b.digest.to_string(),
+            ))
+        });
         Ok(out)
     }
 
@@ -173,6 +248,13 @@ impl Cache {
         digest: &Digest,
     ) -> Result<(usize, u64), CacheError> {
         let all = self.tagged_images()?;
+        // Images held by digest alone keep what they reach (found before any tag goes, so the
+        // image removed is not one of them).
+        let by_digest: Vec<DigestImage> = self
+            .digest_images(&all)?
+            .into_iter()
+            .filter(|i| !(i.upstream == upstream && i.repo == repo && i.digest == *digest))
+            .collect();
         let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| {
             t.upstream == upstream
                 && t.repo == repo
@@ -189,9 +271,15 @@ impl Cache {
             })
             .collect();
         self.index.remove_tags(&names)?;
+        for (u, r, t) in &names {
+            self.hot.forget_tag(u, r, t);
+        }
         let mut keep = HashSet::new();
         for t in &kept {
             keep.extend(self.reached(&t.upstream, &t.repo, &t.digest)?);
+        }
+        for i in &by_digest {
+            keep.extend(self.reached(&i.upstream, &i.repo, &i.digest)?);
         }
         let reached = self.reached(upstream, repo, digest)?;
         self.delete(reached.into_iter().filter(|d| !keep.contains(d)).collect())

@@ -46,6 +46,11 @@ impl Scope {
     pub(super) fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The upstream and repository it names.
+    pub(super) fn parts(&self) -> Option<(&str, &str)> {
+        self.0.split_once('\0')
+    }
 }
 
 /// What [`Links`] accepts as a scope: a [`Scope`] (and, in unit tests, its stored text).
@@ -114,6 +119,13 @@ impl Links {
 
     pub(super) fn forget(&mut self, digest: &Digest) {
         self.by_digest.remove(digest);
+    }
+
+    /// Every (digest, scope) linked.
+    pub(super) fn all(&self) -> impl Iterator<Item = (&Digest, &Scope)> {
+        self.by_digest
+            .iter()
+            .flat_map(|(d, links)| links.iter().map(move |l| (d, &l.scope)))
     }
 }
 

@@ -175,9 +175,7 @@ impl AuthConfig {
             s.push_str(&format!("htpasswd = {:?}\n", h.display().to_string()));
         }
         s.push_str(&format!("realm = {:?}\n", self.realm));
-        if self.anonymous_ping {
-            s.push_str("anonymous_ping = true\n");
-        }
+        s.push_str(&format!("anonymous_ping = {}\n", self.anonymous_ping));
         for rule in &self.allow {
             let users: Vec<String> = rule.users.iter().map(|u| u.as_str().to_owned()).collect();
             let repos: Vec<String> = rule

@@ -48,18 +48,42 @@ impl Config {
             LogFormat::Json => "json",
         };
         s.push_str(&format!("\n[log]\nformat = \"{format}\"\n"));
-        for u in &self.upstreams {
+        if let Some(dc) = &self.docker_config {
             s.push_str(&format!(
-                "\n[[upstream]]\nname = {:?}\nurl = \"{}\"\ndefault = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\nmax_concurrent_requests = {}\n",
+                "\n[credentials]\ndocker_config = {:?}\n",
+                dc.display().to_string()
+            ));
+        }
+        for u in &self.upstreams {
+            let url = if u.url_given {
+                format!("url = \"{}\"\n", u.url)
+            } else {
+                "# url: none (cache.offline: nothing is contacted)\n".to_owned()
+            };
+            s.push_str(&format!(
+                "\n[[upstream]]\nname = {:?}\n{url}default = {}\nlibrary_prefix = {}\nconnect_timeout = \"{}\"\nread_timeout = \"{}\"\nmax_concurrent_requests = {}\n",
                 u.name,
-                u.url,
                 u.default,
                 u.library_prefix,
                 format_duration(u.connect_timeout),
                 format_duration(u.read_timeout),
                 u.max_concurrent_requests,
             ));
-            s.push_str(&u.credentials.describe());
+            if u.from_docker_config {
+                // Not settings of this entry: written back, they would be read as such.
+                let which = match &u.credentials {
+                    CredentialSource::Password { username, .. } => {
+                        format!(" (username {username:?})")
+                    }
+                    CredentialSource::IdentityToken(_) => " (identitytoken)".to_owned(),
+                    _ => String::new(),
+                };
+                s.push_str(&format!(
+                    "# credentials: from [credentials] docker_config{which}\n"
+                ));
+            } else {
+                s.push_str(&u.credentials.describe());
+            }
             if u.tls_insecure_skip_verify {
                 s.push_str("tls_insecure_skip_verify = true\n");
             }
@@ -98,7 +122,7 @@ impl CredentialSource {
                 format!("credential_helper = {:?}\n", p.display().to_string())
             }
             CredentialSource::IdentityToken(_) => {
-                "# credentials: identitytoken from docker_config (redacted)\n".into()
+                "# credentials: identitytoken from [credentials] docker_config\n".into()
             }
         }
     }

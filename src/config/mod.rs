@@ -25,6 +25,7 @@ pub(crate) use credentials::{CredentialSource, Secret};
 pub(crate) use patterns::RepoPattern;
 use schema::{RawCache, RawConfig, RawServer};
 pub(crate) use shared::{SharedConfig, SharedSecret};
+pub(crate) use units::format_size;
 pub(crate) use upstream::UpstreamConfig;
 
 /// The configuration shipped at the repository root, used when no file is given or found.
@@ -59,6 +60,8 @@ pub struct Config {
     pub(crate) auth: Option<AuthConfig>,
     /// `[shared]`: a second cache tier shared by replicas.
     pub(crate) shared: Option<SharedConfig>,
+    /// `[credentials] docker_config`, as given (for `check-config`).
+    pub(crate) docker_config: Option<PathBuf>,
 }
 
 /// How log lines are written (`[log] format`).
@@ -237,7 +240,11 @@ impl Checker<'_> {
         })
     }
 
-    fn upstreams(&self, raw: &mut RawConfig) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    fn upstreams(
+        &self,
+        raw: &mut RawConfig,
+        offline: bool,
+    ) -> Result<Vec<UpstreamConfig>, ConfigError> {
         if raw.upstream.is_empty() {
             return Err(self.bad("upstream", "at least one [[upstream]] is required"));
         }
@@ -247,7 +254,7 @@ impl Checker<'_> {
         };
         let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(raw.upstream.len());
         for (i, u) in std::mem::take(&mut raw.upstream).into_iter().enumerate() {
-            let checked = self.upstream(i, u, &upstreams, docker_config.as_ref())?;
+            let checked = self.upstream(i, u, &upstreams, docker_config.as_ref(), offline)?;
             upstreams.push(checked);
         }
         let defaults: Vec<&str> = upstreams
@@ -302,7 +309,8 @@ impl Config {
     fn parse_at(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             origin: origin.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            // toml's own layout: the line, and a caret under the mistake.
+            message: e.to_string().trim_end().to_owned(),
         })?;
         if let Some(base) = base {
             raw.rebase(base);
@@ -311,7 +319,8 @@ impl Config {
         let server = check.server(std::mem::take(&mut raw.server))?;
         let prefetch_given = raw.cache.prefetch_layers.is_some();
         let mut cache = check.cache(std::mem::take(&mut raw.cache))?;
-        let upstreams = check.upstreams(&mut raw)?;
+        let upstreams = check.upstreams(&mut raw, cache.offline)?;
+        let docker_config = raw.credentials.docker_config.take();
         let log = match raw.log.format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -341,6 +350,7 @@ impl Config {
             log,
             auth,
             shared,
+            docker_config,
         })
     }
 }

@@ -130,7 +130,8 @@ pub(super) struct RawCache {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) name: String,
-    pub(super) url: String,
+    /// Required unless `cache.offline` (an air-gapped site names its upstreams only).
+    pub(super) url: Option<String>,
     #[serde(default)]
     pub(super) default: bool,
     pub(super) username: Option<String>,

@@ -93,6 +93,60 @@ fn docker_config_entries() {
     );
     let shown = c.describe();
     assert!(!shown.contains("s3cr3t"), "{shown}");
+    // The docker config is named as the setting it is; what it gave is not printed as if it
+    // were settings of each upstream, so the output reads back to the same config.
+    assert!(
+        shown.contains(&format!(
+            "[credentials]\ndocker_config = {:?}",
+            path.display().to_string()
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("username = \"q\""), "{shown}");
+    assert!(!shown.contains("username = \"user\""), "{shown}");
+    assert!(shown.contains("username = \"_json_key\""), "{shown}");
+    assert_eq!(Config::parse(&shown, "shown").unwrap().describe(), shown);
+}
+
+/// An air-gapped site names its upstreams only; elsewhere a missing url names the key.
+#[test]
+fn an_offline_upstream_may_be_a_name_alone() {
+    let text = "[cache]\noffline = true\n[[upstream]]\nname = \"docker.io\"\ndefault = true\n[[upstream]]\nname = \"quay.io\"\n";
+    let c = Config::parse(text, "t").unwrap();
+    assert_eq!(c.upstreams.len(), 2);
+    let shown = c.describe();
+    assert!(!shown.contains("url ="), "{shown}");
+    assert_eq!(Config::parse(&shown, "shown").unwrap().describe(), shown);
+    let e = err("[[upstream]]\nname = \"docker.io\"\n");
+    assert!(
+        e.contains("upstream[0].url: missing") && e.contains("cache.offline"),
+        "{e}"
+    );
+}
+
+/// A TOML mistake keeps toml's layout: the line, and a caret under the mistake.
+#[test]
+fn a_syntax_error_shows_the_line_and_a_caret() {
+    let e = err(&format!("{UP}[cache]\nmax_size = 20GiB\n"));
+    assert!(e.contains("line 6"), "{e}");
+    assert!(e.contains("\n6 | max_size = 20GiB"), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.trim_start().starts_with('|') && l.contains('^')),
+        "{e}"
+    );
+}
+
+/// Decimal units are read as decimal, and the message says both kinds.
+#[test]
+fn sizes_say_binary_and_decimal_units() {
+    let c = Config::parse(&format!("{UP}[cache]\nmax_size = \"20GB\"\n"), "t").unwrap();
+    assert_eq!(c.cache.max_size, 20_000_000_000);
+    let e = err(&format!("{UP}[cache]\nmax_size = \"20 gigs\"\n"));
+    assert!(
+        e.contains("decimal KB, MB, GB, TB") && e.contains("GiB"),
+        "{e}"
+    );
 }
 
 #[test]

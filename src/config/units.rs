@@ -34,7 +34,9 @@ impl Checker<'_> {
         parse_size(v).ok_or_else(|| {
             self.bad(
                 key,
-                format!("{v:?} is not a size like 512MiB or 20GiB (units B, KiB, MiB, GiB, TiB)"),
+                format!(
+                    "{v:?} is not a size like 512MiB or 20GiB (binary units B, KiB, MiB, GiB, TiB; decimal KB, MB, GB, TB are powers of 1000: 20GB is 18.6GiB)"
+                ),
             )
         })
     }

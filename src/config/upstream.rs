@@ -13,8 +13,13 @@ use super::{Checker, ConfigError};
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamConfig {
     pub(crate) name: String,
+    /// With `cache.offline` and no `url` given, a placeholder nothing ever contacts
+    /// (`https://<name>.invalid/`; `url_given` is false).
     pub(crate) url: Url,
+    pub(crate) url_given: bool,
     pub(crate) default: bool,
+    /// The credentials came from `[credentials] docker_config`, not from this entry.
+    pub(crate) from_docker_config: bool,
     pub(crate) credentials: CredentialSource,
     /// When set, only repositories matching one of these are served (others get 403 DENIED).
     pub(crate) repositories: Option<Vec<RepoPattern>>,
@@ -39,11 +44,27 @@ impl Checker<'_> {
         u: RawUpstream,
         earlier: &[UpstreamConfig],
         docker_config: Option<&DockerConfig>,
+        offline: bool,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = |k: &str| format!("upstream[{i}].{k}");
         self.upstream_name(&u.name, &key("name"), earlier)?;
-        let url = self.upstream_url(&u.url, &key("url"))?;
+        let url = match &u.url {
+            Some(text) => self.upstream_url(text, &key("url"))?,
+            None if offline => {
+                self.upstream_url(&format!("https://{}.invalid/", u.name), &key("name"))?
+            }
+            None => {
+                return Err(self.bad(
+                    &key("url"),
+                    "missing: an upstream needs its registry's URL (only with cache.offline = true may it be a name alone)",
+                ));
+            }
+        };
         let credentials = self.credentials(&u, &key, docker_config)?;
+        let from_docker_config = !matches!(credentials, CredentialSource::None)
+            && u.password.is_none()
+            && u.password_file.is_none()
+            && u.credential_helper.is_none();
         let repositories = match &u.repositories {
             None => None,
             Some(list) => Some(self.patterns(list, &key("repositories"))?),
@@ -67,8 +88,10 @@ impl Checker<'_> {
             max_concurrent_requests,
             library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
             name: u.name,
+            url_given: u.url.is_some(),
             url,
             default: u.default,
+            from_docker_config,
             credentials,
             repositories,
             tls_insecure_skip_verify: u.tls_insecure_skip_verify,

@@ -11,8 +11,9 @@ mod request;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
     register_int_gauge_vec_with_registry, register_int_gauge_with_registry,
 };
 
@@ -52,6 +53,8 @@ pub(crate) struct Metrics {
     upstream_duration: HistogramVec,
     /// Blob fills running now.
     fills_in_flight: IntGauge,
+    /// Blob fills that ended with every byte verified.
+    fills_completed: IntCounter,
     /// Bytes evicted by the LRU, by kind.
     evicted_bytes: IntCounterVec,
     /// Fills that ended badly, by reason (`digest_mismatch`, `bad_response`, `unreachable`,
@@ -77,9 +80,12 @@ pub(crate) struct Metrics {
     ratelimit_remaining: IntGaugeVec,
 }
 
+/// What every metric's name starts with.
+const PREFIX: &str = "entrepot";
+
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("entrepot".into()), None).expect("valid prefix");
+        let registry = Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
         let counter =
             |name: &str, help: &str, labels: &[&str]| counter(&registry, name, help, labels);
         let requests = counter(
@@ -129,6 +135,14 @@ impl Metrics {
             &["kind"],
         );
         let (token_requests, auth_failures, shared) = access_counters(&registry);
+        let fills_completed = register_int_counter_with_registry!(
+            Opts::new(
+                "fills_completed_total",
+                "Blob fills that ended with every byte verified (stored, or streamed through when it could not be kept)."
+            ),
+            registry
+        )
+        .expect("unique");
         let g = gauges(&registry);
         let metrics = Metrics {
             registry,
@@ -140,6 +154,7 @@ impl Metrics {
             request_duration,
             upstream_duration,
             fills_in_flight: g.fills_in_flight,
+            fills_completed,
             evicted_bytes,
             fill_failures,
             token_requests,
@@ -187,11 +202,31 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// The text exposition format. Families whose labels cannot be known before their first
+    /// event (an upstream's token service status, its rate limit) still say what they are, with
+    /// a HELP and TYPE line and no sample: a gauge made at 0 would claim a rate limit hit.
     pub(crate) fn render(&self) -> Vec<u8> {
+        use prometheus::core::Collector as _;
+        let families = self.registry.gather();
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        let described = [
+            (self.token_requests.desc(), "counter"),
+            (self.ratelimit_remaining.desc(), "gauge"),
+        ];
+        for (descs, kind) in described {
+            for d in descs {
+                // The registry adds its prefix when it gathers.
+                let name = format!("{PREFIX}_{}", d.fq_name);
+                if !families.iter().any(|f| f.name() == name) {
+                    let help = &d.help;
+                    buf.extend_from_slice(
+                        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n").as_bytes(),
+                    );
+                }
+            }
+        }
         buf
     }
 
@@ -236,6 +271,11 @@ impl Metrics {
     /// A blob fill started (`+1`) or ended (`-1`).
     pub(crate) fn fills_in_flight(&self, delta: i64) {
         self.fills_in_flight.add(delta);
+    }
+
+    /// A blob fill ended with every byte verified.
+    pub(crate) fn fill_completed(&self) {
+        self.fills_completed.inc();
     }
 
     /// Fills running now, each until it has recorded its blob (or failed).
@@ -431,5 +471,34 @@ fn gauges(registry: &Registry) -> Gauges {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every family says what it is from the start, those without a sample yet included, and
+    /// completed fills are counted from 0.
+    #[test]
+    fn families_are_described_before_their_first_event() {
+        let m = super::Metrics::new();
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            "# HELP entrepot_token_requests_total ",
+            "# TYPE entrepot_token_requests_total counter",
+            "# HELP entrepot_upstream_ratelimit_remaining ",
+            "# TYPE entrepot_upstream_ratelimit_remaining gauge",
+            "entrepot_fills_completed_total 0",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        m.token_request("docker.io", "200");
+        m.fill_completed();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert_eq!(
+            text.matches("# HELP entrepot_token_requests_total ")
+                .count(),
+            1
+        );
+        assert!(text.contains("entrepot_fills_completed_total 1"), "{text}");
     }
 }

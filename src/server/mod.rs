@@ -1,5 +1,5 @@
 //! The HTTP server: accepts connections, applies connection hygiene, and hands each request to a
-//! handler (the API, in `app.rs`).
+//! handler (the API, in `run.rs`).
 //!
 //! Limits live here so no handler has to think about them: a cap on connections served at once
 //! (more wait in the accept queue), a deadline for reading request headers (slowloris; also for

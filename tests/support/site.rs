@@ -97,4 +97,3 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     }
     out
 }
-

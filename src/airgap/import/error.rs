@@ -29,6 +29,24 @@ pub(crate) enum ImportError {
 
     #[error("it names no image to load")]
     NamesNoImage,
+    #[error(
+        "index.json names none of its {0} images by repository (a tag alone, or no name): give --name REPOSITORY, or --name NAME:TAG for a layout of one image"
+    )]
+    NoneNamed(usize),
+    #[error(
+        "--name {name}: a name with a tag or digest names a layout of one image, and this one holds {images}: give a repository alone (each image keeps its tag)"
+    )]
+    NameForMany { name: String, images: usize },
+    #[error("--name names images of an OCI layout; a `docker save` archive names its own")]
+    NameForSaved,
+    #[error(
+        "image {image}: {source}; an archive made with `export --exclude-from` needs the earlier archive imported first"
+    )]
+    NotHere {
+        image: String,
+        #[source]
+        source: Box<ImportError>,
+    },
     #[error("image {name:?}: {source}")]
     BadName {
         name: String,
@@ -118,4 +136,20 @@ pub(crate) enum ImportError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+impl ImportError {
+    /// This error, said of `image` when it is content the archive lacks (the commonest cause:
+    /// an incremental archive imported before the one it builds on).
+    pub(crate) fn of_image(self, image: String) -> ImportError {
+        match self {
+            e @ (ImportError::MissingBlob { .. } | ImportError::MissingManifest(_)) => {
+                ImportError::NotHere {
+                    image,
+                    source: Box::new(e),
+                }
+            }
+            e => e,
+        }
+    }
 }

@@ -30,6 +30,9 @@ pub struct ImportOptions {
     pub source: PathBuf,
     /// Load without pinning: the LRU may evict it like pulled content.
     pub unpinned: bool,
+    /// `--name`: a repository for the images `index.json` names by a tag alone or not at all,
+    /// or a whole name (with tag or digest) for a layout of one image.
+    pub name: Option<String>,
 }
 
 /// Largest manifest read from an archive (as from an upstream).
@@ -57,11 +60,14 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     let mut staged = Staging::new(cache);
     let roots = match (&survey.index_json, &survey.docker_manifest) {
         (Some(index_json), _) => {
-            let roots = layout_roots(&app, index_json).map_err(fail)?;
+            let roots = layout_roots(&app, index_json, opts.name.as_deref()).map_err(fail)?;
             let sizes = survey.blobs.iter().map(|(d, s)| (Some(d), *s));
             fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             staged.stage(source, &survey).map_err(fail)?;
             roots
+        }
+        (None, Some(_)) if opts.name.is_some() => {
+            return Err(fail(ImportError::NameForSaved));
         }
         (None, Some(manifest_json)) if !source.is_dir() => {
             let saved = docker_save::parse(manifest_json).map_err(fail)?;
@@ -122,7 +128,11 @@ fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportEr
         let walked = match walks.get(&root.digest) {
             Some(w) => w.clone(),
             None => {
-                let w = std::rc::Rc::new(staged.walk(root)?);
+                let image = match tag {
+                    Some(t) => format!("{up}/{repo}:{t}"),
+                    None => format!("{up}/{repo}@{}", root.digest),
+                };
+                let w = std::rc::Rc::new(staged.walk(root).map_err(|e| e.of_image(image))?);
                 walks.insert(root.digest.clone(), w.clone());
                 w
             }
@@ -159,15 +169,22 @@ fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportEr
 /// An image to load: its root manifest, upstream, repository, and tag (if named by one).
 type Root = (Descriptor, String, String, Option<String>);
 
-/// The images an OCI layout's `index.json` names.
-fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, ImportError> {
+/// The images an OCI layout's `index.json` names, with `--name` for those it leaves unnamed.
+fn layout_roots(
+    app: &App,
+    index_json: &[u8],
+    name: Option<&str>,
+) -> Result<Vec<Root>, ImportError> {
+    let entries = layout::entries(index_json)?;
+    let images = entries
+        .iter()
+        .filter(|e| !matches!(e, Entry::Referrer(..)))
+        .count();
+    let given = name.map(|n| GivenName::of(n, images)).transpose()?;
     let mut roots = Vec::new();
-    for entry in layout::entries(index_json)? {
-        match entry {
-            Entry::Named(d, name) => {
-                let (up, repo, tag) = named(app, &name)?;
-                roots.push((d, up, repo, tag));
-            }
+    let mut skipped = 0;
+    for entry in entries {
+        let (d, name) = match entry {
             Entry::Referrer(d, repository) => {
                 let (up, repo, _) = app.upstreams.locate(&repository).map_err(|source| {
                     ImportError::BadReferrer {
@@ -176,14 +193,93 @@ fn layout_roots(app: &App, index_json: &[u8]) -> Result<Vec<Root>, ImportError> 
                     }
                 })?;
                 roots.push((d, up.name.clone(), repo.to_string(), None));
+                continue;
             }
-            Entry::Unnamed(d) => eprintln!(
-                "skipping {}: index.json gives it no name (org.opencontainers.image.ref.name with a full reference)",
-                d.digest
-            ),
-        }
+            Entry::Named(d, n) => {
+                let n = match &given {
+                    Some(g) if images == 1 => g.name_for(Some(tag_of(&n)), &d.digest),
+                    _ => n,
+                };
+                (d, n)
+            }
+            Entry::Tagged(d, tag) => match &given {
+                Some(g) => {
+                    let n = g.name_for(Some(&tag), &d.digest);
+                    (d, n)
+                }
+                None => {
+                    eprintln!(
+                        "skipping {}: index.json names it by the tag {tag:?} alone: give --name REPOSITORY to say whose",
+                        d.digest
+                    );
+                    skipped += 1;
+                    continue;
+                }
+            },
+            Entry::Unnamed(d) => match &given {
+                Some(g) => {
+                    let n = g.name_for(None, &d.digest);
+                    (d, n)
+                }
+                None => {
+                    eprintln!(
+                        "skipping {}: index.json gives it no name (org.opencontainers.image.ref.name): give --name REPOSITORY",
+                        d.digest
+                    );
+                    skipped += 1;
+                    continue;
+                }
+            },
+        };
+        let (up, repo, tag) = named(app, &name)?;
+        roots.push((d, up, repo, tag));
+    }
+    if skipped > 0 && roots.is_empty() {
+        return Err(ImportError::NoneNamed(skipped));
     }
     Ok(roots)
+}
+
+/// The tag of a reference as written: `latest` when it has none, empty for a digest reference
+/// (which [`GivenName::name_for`] then names by digest).
+fn tag_of(name: &str) -> &str {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once('@') {
+        Some(_) => "",
+        None => last.split_once(':').map_or("latest", |(_, t)| t),
+    }
+}
+
+/// What `--name` gave: a repository alone, or a whole name for a layout of one image.
+enum GivenName {
+    Repository(String),
+    Whole(String),
+}
+
+impl GivenName {
+    fn of(name: &str, images: usize) -> Result<GivenName, ImportError> {
+        let last = name.rsplit('/').next().unwrap_or(name);
+        if !(last.contains(':') || name.contains('@')) {
+            return Ok(GivenName::Repository(name.to_owned()));
+        }
+        if images != 1 {
+            return Err(ImportError::NameForMany {
+                name: name.to_owned(),
+                images,
+            });
+        }
+        Ok(GivenName::Whole(name.to_owned()))
+    }
+
+    /// The name an image gets: the whole name given, or the repository given with the image's
+    /// own tag (by digest when it has none).
+    fn name_for(&self, tag: Option<&str>, digest: &Digest) -> String {
+        match (self, tag) {
+            (GivenName::Whole(n), _) => n.clone(),
+            (GivenName::Repository(r), Some(t)) if !t.is_empty() => format!("{r}:{t}"),
+            (GivenName::Repository(r), _) => format!("{r}@{digest}"),
+        }
+    }
 }
 
 /// Upstream, repository and tag (None for a digest) of an image's full name.
