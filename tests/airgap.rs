@@ -320,6 +320,12 @@ fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd()
         refused.contains("neither in the archive nor in the cache"),
         "{refused}"
     );
+    // It names the image and says what to do (issue 24).
+    assert!(refused.contains("image docker.io/"), "{refused}");
+    assert!(
+        refused.contains("needs the earlier archive imported first"),
+        "{refused}"
+    );
     assert!(fresh.blobs().is_empty() && fresh.temp_files() == 0);
     m.kill9();
     gapped.ok(&["import", delta.to_str().unwrap()]);
