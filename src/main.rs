@@ -39,6 +39,15 @@ enum Command {
         /// Keep only this platform of a multi-platform image (`linux/amd64`); repeatable.
         #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
         platforms: Vec<String>,
+        /// Warm the images of what will run: Kubernetes manifests (multi-document YAML, as
+        /// `kubectl apply -f` and `helm template` write them; containers, init and ephemeral
+        /// containers, the helm.sh/images annotation), Compose files (services.*.image), or an
+        /// image list. `-` reads standard input. Repeatable.
+        #[arg(long = "from", value_name = "FILE|-")]
+        from: Vec<PathBuf>,
+        /// Print the images found, with where each came from, and warm nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write cached images as an OCI image layout in a tar (for `import` on the far side, or
     /// `skopeo copy oci-archive:FILE.tar:docker.io/library/busybox:latest`).
@@ -115,12 +124,16 @@ fn main() -> ExitCode {
             images,
             list,
             platforms,
+            from,
+            dry_run,
         } => finish(entrepot::warm(
             &config,
             WarmOptions {
                 images,
                 list,
                 platforms,
+                from,
+                dry_run,
             },
         )),
         Command::Export {

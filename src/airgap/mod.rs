@@ -15,6 +15,7 @@ mod inventory;
 mod layout;
 mod progress;
 mod warm;
+mod workloads;
 
 use std::sync::Arc;
 
@@ -45,6 +46,15 @@ pub(crate) enum Failure {
     Name(#[from] crate::upstream::Unresolved),
     #[error(transparent)]
     BadName(#[from] crate::reference::ImageNameError),
+    /// A name read from a file, and where.
+    #[error("{from}: {source}")]
+    NameAt {
+        from: String,
+        #[source]
+        source: crate::reference::ImageNameError,
+    },
+    #[error(transparent)]
+    Source(#[from] workloads::SourceError),
     /// An import that loaded nothing.
     #[error("{archive}: {problem}; nothing was loaded")]
     Import {

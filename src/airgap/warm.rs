@@ -32,6 +32,11 @@ pub struct WarmOptions {
     pub list: Option<PathBuf>,
     /// `os/arch[/variant]` to keep of an index; every platform when empty.
     pub platforms: Vec<String>,
+    /// Kubernetes manifests, Compose files or image lists to read the images out of (`-`:
+    /// standard input); see `workloads.rs`.
+    pub from: Vec<PathBuf>,
+    /// Print the images found, with where each came from, and warm nothing.
+    pub dry_run: bool,
 }
 
 /// Blobs fetched at once per image.
@@ -80,7 +85,27 @@ pub(crate) enum WarmError {
 }
 
 pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
-    let names = names(&opts)?;
+    let named = names(&opts)?;
+    if opts.dry_run {
+        let rows: Vec<Vec<String>> = named
+            .iter()
+            .map(|(n, from)| vec![super::workloads::as_kubelet_reads(n), from.clone()])
+            .collect();
+        print!("{}", table(&["IMAGE", "FROM"], &rows));
+        let distinct: std::collections::HashSet<&String> = rows.iter().map(|r| &r[0]).collect();
+        eprintln!(
+            "{} images found ({} references); nothing warmed (--dry-run)",
+            distinct.len(),
+            rows.len()
+        );
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let names: Vec<ImageName> = named
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| seen.insert(super::workloads::as_kubelet_reads(n)))
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,9 +195,14 @@ fn print_table(results: &[(String, Result<Warmed, WarmError>)]) {
     );
 }
 
-/// The image names given, from the command line and the list file, checked before any work.
-fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
-    let mut raw = opts.images.clone();
+/// The image names given (command line, list file, `--from` files), each with where it came
+/// from, checked before any work. Documents `--from` skips are said on stderr.
+fn names(opts: &WarmOptions) -> Result<Vec<(ImageName, String)>, CommandError> {
+    let mut raw: Vec<(String, String)> = opts
+        .images
+        .iter()
+        .map(|n| (n.clone(), "command line".to_owned()))
+        .collect();
     if let Some(list) = &opts.list {
         let text = std::fs::read_to_string(list).map_err(|source| Failure::Io {
             what: list.display().to_string(),
@@ -180,16 +210,29 @@ fn names(opts: &WarmOptions) -> Result<Vec<ImageName>, CommandError> {
         })?;
         raw.extend(
             text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
+                .enumerate()
+                .map(|(i, l)| (i, l.trim()))
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(i, l)| (l.to_owned(), format!("{}, line {}", list.display(), i + 1))),
         );
     }
-    if raw.is_empty() {
-        return Err(Failure::Usage("no images named: give IMAGE... or -f LIST").into());
+    for file in &opts.from {
+        let scan = super::workloads::read(file).map_err(Failure::from)?;
+        for line in &scan.skipped {
+            eprintln!("{line}");
+        }
+        raw.extend(scan.found.into_iter().map(|f| (f.name, f.from)));
     }
-    raw.iter()
-        .map(|n| ImageName::parse(n).map_err(CommandError::from))
+    if raw.is_empty() {
+        return Err(
+            Failure::Usage("no images named: give IMAGE..., -f LIST or --from FILE").into(),
+        );
+    }
+    raw.into_iter()
+        .map(|(n, from)| match ImageName::parse(&n) {
+            Ok(name) => Ok((name, from)),
+            Err(e) => Err(Failure::NameAt { from, source: e }.into()),
+        })
         .collect()
 }
 
