@@ -17,6 +17,7 @@ mod auth;
 mod blocking;
 mod cache;
 mod config;
+mod cosign;
 mod htpasswd;
 mod log_out;
 mod manifest;

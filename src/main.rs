@@ -86,6 +86,14 @@ enum Command {
         /// layout of one image, its whole name (`quay.io/org/app:1.0`).
         #[arg(long, value_name = "REF")]
         name: Option<String>,
+        /// Load nothing unless every image carries a cosign signature by one of these public
+        /// keys (PEM, as `cosign generate-key-pair` writes KEY.pub); repeatable, and with
+        /// `[cache] import_keys`.
+        #[arg(long, value_name = "KEY.pub")]
+        require_signature: Vec<PathBuf>,
+        /// With keys: leave unsigned images out (each named) and load the rest.
+        #[arg(long)]
+        skip_unsigned: bool,
     },
     /// List cached images: tags (and images held by digest alone), platforms, sizes, last use,
     /// and whether pinned.
@@ -156,12 +164,16 @@ fn main() -> ExitCode {
             source,
             unpinned,
             name,
+            require_signature,
+            skip_unsigned,
         } => finish(entrepot::import(
             &config,
             ImportOptions {
                 source,
                 unpinned,
                 name,
+                require_signature,
+                skip_unsigned,
             },
         )),
         Command::Ls => finish(entrepot::ls(&config)),

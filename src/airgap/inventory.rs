@@ -9,6 +9,7 @@ use crate::admin::{self, Console};
 use crate::app::App;
 use crate::cache::{Cache, TaggedImage};
 use crate::config::Config;
+use crate::cosign::is_cosign_tag;
 use crate::reference::{Digest, Reference};
 
 /// Prints every cached image: name, digest, platforms, size, last use, and whether pinned.
@@ -77,18 +78,6 @@ pub(crate) fn ls_in(app: &App, console: &mut Console<'_>) -> Result<(), CommandE
         size(cache.pinned_bytes())
     ));
     Ok(())
-}
-
-/// cosign's `sha256-<hex>.sig|.att|.sbom`: a tag that names another image's signature,
-/// attestation or SBOM, not an image of its own.
-pub(super) fn is_cosign_tag(tag: &str) -> bool {
-    let Some((alg_hex, suffix)) = tag.rsplit_once('.') else {
-        return false;
-    };
-    matches!(suffix, "sig" | "att" | "sbom")
-        && alg_hex
-            .strip_prefix("sha256-")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// An image `ls` lists: where, and its root manifest.
@@ -256,21 +245,4 @@ fn ago(ms: u64) -> String {
         s => (s / 86_400, "d"),
     };
     format!("{n}{unit} ago")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cosign_tags_are_told_from_image_tags() {
-        let hex = "a".repeat(64);
-        assert!(super::is_cosign_tag(&format!("sha256-{hex}.sig")));
-        assert!(super::is_cosign_tag(&format!("sha256-{hex}.att")));
-        assert!(super::is_cosign_tag(&format!("sha256-{hex}.sbom")));
-        assert!(!super::is_cosign_tag(&format!("sha256-{hex}")));
-        assert!(!super::is_cosign_tag("v1.sig"));
-        assert!(!super::is_cosign_tag(&format!(
-            "sha256-{}.sig",
-            "a".repeat(63)
-        )));
-    }
 }

@@ -55,6 +55,8 @@ pub(crate) enum Failure {
     },
     #[error(transparent)]
     Source(#[from] workloads::SourceError),
+    #[error(transparent)]
+    Key(#[from] crate::cosign::KeyError),
     /// An import that loaded nothing.
     #[error("{archive}: {problem}; nothing was loaded")]
     Import {

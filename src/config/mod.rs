@@ -106,6 +106,8 @@ pub(crate) struct CacheConfig {
     /// Start fills of an image manifest's missing layers when a client GETs it (default: on,
     /// but off with `[shared]`, where another replica may own those layers).
     pub(crate) prefetch_layers: bool,
+    /// `import_keys`: read (and checked) at start-up.
+    pub(crate) import_keys: Vec<PathBuf>,
 }
 
 /// Turns the file's raw values into checked ones; every mistake names its key and the file.
@@ -230,6 +232,10 @@ impl Checker<'_> {
         let tag_ttl = self.duration(raw.tag_ttl.as_deref(), "1m", "cache.tag_ttl")?;
         let negative_ttl =
             self.duration(raw.negative_ttl.as_deref(), "5s", "cache.negative_ttl")?;
+        for (i, key) in raw.import_keys.iter().enumerate() {
+            crate::cosign::Keys::read(std::slice::from_ref(key))
+                .map_err(|e| self.bad(&format!("cache.import_keys[{i}]"), e.to_string()))?;
+        }
         Ok(CacheConfig {
             dir,
             max_size,
@@ -237,6 +243,7 @@ impl Checker<'_> {
             negative_ttl,
             offline: raw.offline.unwrap_or(false),
             prefetch_layers: raw.prefetch_layers.unwrap_or(true),
+            import_keys: raw.import_keys,
         })
     }
 

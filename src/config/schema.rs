@@ -19,6 +19,11 @@ impl RawConfig {
             }
         };
         fix(&mut self.cache.dir);
+        for k in &mut self.cache.import_keys {
+            if k.is_relative() {
+                *k = base.join(&*k);
+            }
+        }
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
         fix(&mut self.server.client_ca);
@@ -124,6 +129,9 @@ pub(super) struct RawCache {
     pub(super) negative_ttl: Option<String>,
     pub(super) offline: Option<bool>,
     pub(super) prefetch_layers: Option<bool>,
+    /// Public keys `import` requires a cosign signature by (with `--require-signature`).
+    #[serde(default)]
+    pub(super) import_keys: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]

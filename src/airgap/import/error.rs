@@ -40,6 +40,15 @@ pub(crate) enum ImportError {
     #[error("--name names images of an OCI layout; a `docker save` archive names its own")]
     NameForSaved,
     #[error(
+        "{image} is not signed: {why}{}",
+        if *more > 0 { format!(" (and {more} more images; --skip-unsigned leaves them out)") } else { String::new() }
+    )]
+    Unsigned {
+        image: String,
+        why: crate::cosign::Unsigned,
+        more: usize,
+    },
+    #[error(
         "image {image}: {source}; an archive made with `export --exclude-from` needs the earlier archive imported first"
     )]
     NotHere {

@@ -33,6 +33,11 @@ pub struct ImportOptions {
     /// `--name`: a repository for the images `index.json` names by a tag alone or not at all,
     /// or a whole name (with tag or digest) for a layout of one image.
     pub name: Option<String>,
+    /// `--require-signature KEY.pub`: every image must carry a cosign signature by one of these
+    /// keys (with `[cache] import_keys`); else nothing is loaded.
+    pub require_signature: Vec<PathBuf>,
+    /// With keys: leave unsigned images out (named) instead of loading nothing.
+    pub skip_unsigned: bool,
 }
 
 /// Largest manifest read from an archive (as from an upstream).
@@ -40,6 +45,7 @@ const MAX_MANIFEST: u64 = 4 << 20;
 
 mod docker_save;
 mod error;
+mod signed;
 mod staging;
 
 pub(crate) use error::ImportError;
@@ -56,6 +62,13 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
         }
         .into()
     };
+    let key_files: Vec<PathBuf> = opts
+        .require_signature
+        .iter()
+        .chain(&config.cache.import_keys)
+        .cloned()
+        .collect();
+    let keys = crate::cosign::Keys::read(&key_files).map_err(Failure::from)?;
     let survey = survey(source).map_err(fail)?;
     let mut staged = Staging::new(cache);
     let roots = match (&survey.index_json, &survey.docker_manifest) {
@@ -89,7 +102,29 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     if roots.is_empty() {
         return Err(fail(ImportError::NamesNoImage));
     }
-    let load = load_of(&staged, &roots, !opts.unpinned).map_err(fail)?;
+    let mut load = load_of(&staged, &roots, !opts.unpinned).map_err(fail)?;
+    if !keys.is_empty() {
+        let unsigned = signed::unsigned(&staged, &roots, &load, &keys);
+        if let Some((_, image, why)) = unsigned.first()
+            && !opts.skip_unsigned
+        {
+            return Err(fail(ImportError::Unsigned {
+                image: image.clone(),
+                why: why.clone(),
+                more: unsigned.len() - 1,
+            }));
+        }
+        if !unsigned.is_empty() {
+            for (_, image, why) in &unsigned {
+                eprintln!("left out {image}: {why}");
+            }
+            let kept = signed::without(roots, &unsigned);
+            if kept.is_empty() {
+                return Err(fail(ImportError::NamesNoImage));
+            }
+            load = load_of(&staged, &kept, !opts.unpinned).map_err(fail)?;
+        }
+    }
     // Exactly what will be pinned, now that it is known: never past max_size.
     let files = load.files.iter().map(|f| (Some(&f.0), f.2));
     fits(cache, files, !opts.unpinned).map_err(fail)?;
