@@ -48,6 +48,10 @@ enum Command {
         /// Print the images found, with where each came from, and warm nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Each image must carry a cosign signature by one of these public keys (PEM KEY.pub);
+        /// one that does not fails, and nothing of it stays in the cache. Repeatable.
+        #[arg(long, value_name = "KEY.pub")]
+        require_signature: Vec<PathBuf>,
     },
     /// Write cached images as an OCI image layout in a tar (for `import` on the far side, or
     /// `skopeo copy oci-archive:FILE.tar:docker.io/library/busybox:latest`).
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             platforms,
             from,
             dry_run,
+            require_signature,
         } => finish(entrepot::warm(
             &config,
             WarmOptions {
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
                 platforms,
                 from,
                 dry_run,
+                require_signature,
             },
         )),
         Command::Export {

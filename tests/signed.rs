@@ -1,7 +1,8 @@
 //! `import --require-signature` (issue 25, "let in only what is signed"): an air-gapped side
 //! loads an archive only if every image in it carries a cosign signature by a trusted key, and
 //! loads nothing of an archive holding one unsigned image, one signed by another key, or one
-//! whose signature is over another digest.
+//! whose signature is over another digest; `warm --require-signature` keeps an unsigned image
+//! out of the connected side's cache.
 //!
 //! cosign is not packaged for this machine, so the signatures are made here as cosign makes
 //! them (sigstore/cosign `specs/SIGNATURE_SPEC.md`): a key pair from Python's `cryptography`
@@ -155,6 +156,30 @@ fn only_images_signed_by_a_trusted_key_are_let_in() {
     };
     let good = export("good.tar", &["oci/app:v1"]);
     let key = ours_pub.to_str().unwrap();
+
+    // warm --require-signature on the connected side: an unsigned image fails, and nothing of
+    // it stays in the cache, so it can never reach an archive.
+    let strict = Site::new("signed-warm", &reg.url(), "");
+    let out = strict.run(&[
+        "warm",
+        "--require-signature",
+        key,
+        "oci/app:v1",
+        "multi/arch:v1",
+    ]);
+    assert!(!out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("not signed: it has no cosign signature; nothing of it is kept"),
+        "{table}"
+    );
+    let ls = strict.ok(&["ls"]);
+    assert!(ls.contains("docker.io/oci/app:v1"), "{ls}");
+    assert!(!ls.contains("multi/arch"), "{ls}");
+    let held = strict.blobs();
+    for (b, _) in &seed.image("multi/arch").blobs {
+        assert!(!held.contains(&b[7..].to_owned()), "{b} stayed");
+    }
     let cases = [
         (
             export("unsigned.tar", &["oci/app:v1", "multi/arch:v1"]),

@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::blocking::off_the_workers;
 use crate::cache::{Blob, CacheError, Manifest};
 use crate::config::Config;
+use crate::cosign::Keys;
 use crate::manifest::{Descriptor, Listing, platform_matches};
 use crate::reference::{Digest, ImageName, Reference, RepoName, Tag};
 use crate::shutdown::Shutdown;
@@ -37,6 +38,9 @@ pub struct WarmOptions {
     pub from: Vec<PathBuf>,
     /// Print the images found, with where each came from, and warm nothing.
     pub dry_run: bool,
+    /// Public keys (cosign's PEM `.pub`) one of which must have signed each image; an image
+    /// without such a signature fails and leaves nothing of it in the cache.
+    pub require_signature: Vec<PathBuf>,
 }
 
 /// Blobs fetched at once per image.
@@ -49,6 +53,8 @@ struct Warmed {
     bytes: u64,
     fetched: u64,
     artifacts: usize,
+    /// The root's signatures and attestations, as manifests (for `--require-signature`).
+    signatures: Vec<bytes::Bytes>,
 }
 
 /// Why one image could not be warmed (the others go on).
@@ -78,6 +84,8 @@ pub(crate) enum WarmError {
     Held(#[from] CacheError),
     #[error("the manifest was not kept in the cache")]
     ManifestNotKept,
+    #[error("not signed: {0}; nothing of it is kept")]
+    Unsigned(crate::cosign::Unsigned),
     #[error(
         "blob {0} was not kept: it is larger than the cache's max_size, or was evicted to make room"
     )]
@@ -86,6 +94,7 @@ pub(crate) enum WarmError {
 
 pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
     let named = names(&opts)?;
+    let keys = Keys::read(&opts.require_signature).map_err(Failure::from)?;
     if opts.dry_run {
         let rows: Vec<Vec<String>> = named
             .iter()
@@ -114,7 +123,7 @@ pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
     let outcome = runtime.block_on(async {
         // The same stop signals `serve` watches, installed before any work starts.
         let mut stop = Shutdown::on_signals().map_err(Failure::Signals)?;
-        let work = warm_all(&app, &names, &opts.platforms);
+        let work = warm_all(&app, &names, &opts.platforms, &keys);
         Ok::<_, CommandError>(tokio::select! {
             r = work => Some(r),
             () = stop.recv() => None,
@@ -240,6 +249,7 @@ async fn warm_all(
     app: &Arc<App>,
     names: &[ImageName],
     platforms: &[String],
+    keys: &Keys,
 ) -> Vec<(String, Result<Warmed, WarmError>)> {
     // Overall: bytes of every image as each one's size becomes known.
     let progress = Progress::new(0, "bytes");
@@ -253,7 +263,13 @@ async fn warm_all(
                 overall.set_message(format!("image {} of {}", out.len() + 1, names.len()));
                 let bar = progress.item(&shown);
                 let bars = [bar.clone(), overall.clone()];
-                let r = warm_one(app, &up, &repo, &name.reference, platforms, &bars).await;
+                let mut r = warm_one(app, &up, &repo, &name.reference, platforms, &bars).await;
+                if let Ok(w) = &r
+                    && !keys.is_empty()
+                    && let Err(e) = signed(app, &up, &repo, &name.reference, w, keys).await
+                {
+                    r = Err(e);
+                }
                 bar.finish_and_clear();
                 (shown, r)
             }
@@ -313,9 +329,13 @@ async fn warm_one(
     }
     // Signatures and attestations of every manifest kept, with their own blobs.
     let mut artifacts = 0;
+    let mut signatures = Vec::new();
     for m in manifests.clone() {
         for a in artifacts_of(app, up, repo, &m.digest).await? {
             blobs.extend(listing_of(&a)?.blobs);
+            if m.digest == root.digest {
+                signatures.extend(a.bytes.clone());
+            }
             manifests.push(a);
             artifacts += 1;
         }
@@ -349,7 +369,42 @@ async fn warm_one(
         bytes,
         fetched,
         artifacts,
+        signatures,
     })
+}
+
+/// `--require-signature`: whether the image warmed carries a cosign signature by one of `keys`
+/// (among the artifacts warmed with it). If not, what it brought into the cache goes again, so
+/// it can never reach an archive.
+async fn signed(
+    app: &Arc<App>,
+    up: &Upstream,
+    repo: &RepoName,
+    reference: &Reference,
+    warmed: &Warmed,
+    keys: &Keys,
+) -> Result<(), WarmError> {
+    let cache = app.cache.clone();
+    let payload = |d: &Digest| {
+        let (path, size) = cache.stored_file(d)?;
+        // A payload is a few hundred bytes; anything large is not one.
+        (size <= 1 << 20)
+            .then(|| std::fs::read(path).ok())
+            .flatten()
+    };
+    let candidates: Vec<&[u8]> = warmed.signatures.iter().map(|b| b.as_ref()).collect();
+    let digest = &warmed.digest;
+    let Err(why) = crate::cosign::verify(keys, digest, &candidates, payload) else {
+        return Ok(());
+    };
+    let (name, repo, d) = (up.name.clone(), repo.to_string(), digest.clone());
+    let tag = match reference {
+        Reference::Tag(t) => Some(t.as_str().to_owned()),
+        Reference::Digest(_) => None,
+    };
+    let cache = app.cache.clone();
+    off_the_workers(move || cache.remove_image(&name, &repo, tag.as_deref(), &d)).await?;
+    Err(WarmError::Unsigned(why))
 }
 
 async fn manifest(
