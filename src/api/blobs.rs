@@ -43,17 +43,26 @@ pub(super) async fn get(
             .await
             .map_err(|e| ApiError::from(&*e))?,
     };
-    let (status, start, end) = match range {
+    let (status, start, end) = match range.map(|r| range::resolve_all(&r, size)) {
         None => (StatusCode::OK, 0, size),
-        Some(r) => match r.resolve(size) {
-            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
-            None => {
+        Some(spans) => match spans[..] {
+            [(s, e)] => (StatusCode::PARTIAL_CONTENT, s, e),
+            [] => {
                 return Ok(Response::builder()
                     .status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .header(header::CONTENT_RANGE, format!("bytes */{size}"))
                     .header(header::CONTENT_LENGTH, 0)
                     .body(full(Vec::new()))
                     .expect("valid"));
+            }
+            _ => {
+                return Ok(multipart(
+                    &digest,
+                    source,
+                    size,
+                    &spans,
+                    app.metrics.clone(),
+                ));
             }
         },
     };
@@ -69,7 +78,7 @@ pub(super) async fn get(
 }
 
 /// The client's `Range`, if it sent one; a malformed or unsupported one is a 416.
-fn requested_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+fn requested_range(headers: &HeaderMap) -> Result<Option<Vec<ByteRange>>, ApiError> {
     let Some(v) = headers.get(header::RANGE) else {
         return Ok(None);
     };
@@ -109,6 +118,107 @@ fn body(source: Blob, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
             let s = reader.stream(file, start, end).inspect(count);
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
+    }
+}
+
+/// A 206 `multipart/byteranges` answer: each span (sorted, apart) as a part with its own
+/// `Content-Range`. A held blob is read span by span from its file; a blob being filled is read
+/// once from the first span's start to the last one's end as its bytes arrive, the gaps between
+/// spans skipped, so a cold blob gets the same answer as soon as the bytes it needs are in.
+fn multipart(
+    digest: &Digest,
+    source: Blob,
+    size: u64,
+    spans: &[(u64, u64)],
+    metrics: Arc<Metrics>,
+) -> Response<Body> {
+    use futures_util::StreamExt as _;
+    let boundary = boundary();
+    let part_head = |(s, e): (u64, u64)| {
+        bytes::Bytes::from(format!(
+            "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {s}-{}/{size}\r\n\r\n",
+            e - 1
+        ))
+    };
+    let heads: Vec<bytes::Bytes> = spans.iter().copied().map(part_head).collect();
+    let tail = bytes::Bytes::from(format!("\r\n--{boundary}--\r\n"));
+    let len = heads.iter().map(|h| h.len() as u64).sum::<u64>()
+        + spans.iter().map(|(s, e)| e - s).sum::<u64>()
+        + tail.len() as u64;
+    let (first, last) = (spans[0].0, spans[spans.len() - 1].1);
+    let data = body(source, first, last, metrics);
+    let sieve = Sieve {
+        spans: spans.to_vec(),
+        heads,
+        pos: first,
+        next: 0,
+    };
+    let parts = data
+        .into_data_stream()
+        .scan(sieve, |sieve, chunk| {
+            let out = match chunk {
+                Ok(b) => sieve.take(b).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            std::future::ready(Some(futures_util::stream::iter(out)))
+        })
+        .flatten()
+        .chain(futures_util::stream::once(std::future::ready(Ok(tail))));
+    let mut b = blob_headers(digest, StatusCode::PARTIAL_CONTENT, len);
+    if let Some(h) = b.headers_mut() {
+        let value = format!("multipart/byteranges; boundary={boundary}");
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::try_from(value).expect("a boundary of hex digits"),
+        );
+    }
+    b.body(StreamBody::new(parts.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync())
+        .expect("valid")
+}
+
+/// A boundary no blob is likely to hold: 128 random bits.
+fn boundary() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("entrepot-{hex}")
+}
+
+/// Cuts a stream of the bytes `[first span's start, last span's end)` into the parts of a
+/// multipart answer: the bytes inside the spans, each span's head before its first byte.
+struct Sieve {
+    spans: Vec<(u64, u64)>,
+    heads: Vec<bytes::Bytes>,
+    /// The blob offset of the next byte the stream gives.
+    pos: u64,
+    /// The span being sent (or next to send).
+    next: usize,
+}
+
+impl Sieve {
+    fn take(&mut self, chunk: bytes::Bytes) -> Vec<bytes::Bytes> {
+        let mut out = Vec::new();
+        let (start, end) = (self.pos, self.pos + chunk.len() as u64);
+        self.pos = end;
+        while let Some(&(s, e)) = self.spans.get(self.next) {
+            if s >= end {
+                break;
+            }
+            if s >= start {
+                out.push(self.heads[self.next].clone());
+            }
+            let from = s.max(start);
+            let to = e.min(end);
+            if from < to {
+                out.push(chunk.slice((from - start) as usize..(to - start) as usize));
+            }
+            if e > end {
+                break;
+            }
+            self.next += 1;
+        }
+        out
     }
 }
 

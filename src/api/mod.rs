@@ -237,8 +237,10 @@ pub(crate) fn route_kind(path: &str) -> &'static str {
     route::parse(path).kind()
 }
 
-/// The byte range `[start, end)` a `Range` value asks of a blob of `size` bytes, if it is one we
-/// serve (for the micro-benchmarks).
+/// The (first) byte range `[start, end)` a `Range` value asks of a blob of `size` bytes, if it is
+/// one we serve (for the micro-benchmarks).
 pub(crate) fn range_of(value: &str, size: u64) -> Option<(u64, u64)> {
-    range::parse(value).ok()?.resolve(size)
+    range::resolve_all(&range::parse(value).ok()?, size)
+        .first()
+        .copied()
 }

@@ -1,8 +1,12 @@
-//! The `Range` header for blobs: `bytes=N-`, `bytes=N-M` and `bytes=-S`.
+//! The `Range` header for blobs: `bytes=N-`, `bytes=N-M` and `bytes=-S`, one or many.
 //!
 //! dockerd, containerd and skopeo resume with `bytes=N-`; a 200 at an offset breaks them, so a
-//! satisfiable range always gets a 206. Multi-range requests and anything malformed are refused
-//! with 416 rather than guessed at.
+//! satisfiable range always gets a 206. Many ranges (`bytes=0-99,1000-1999`, as podman's partial
+//! pulls of zstd:chunked images send) get a `multipart/byteranges` 206; as RFC 9110 §14.2 lets a
+//! server, they are sorted and overlapping or adjacent ones merged, and unsatisfiable ones
+//! dropped (none left: 416). More than [`MAX_RANGES`], or anything malformed, is refused with 416
+//! rather than guessed at (never a 200 with the whole blob, which makes such a client download
+//! twice).
 
 /// A parsed, not yet resolved, single byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,12 +21,39 @@ pub(super) enum ByteRange {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct RangeError;
 
-/// Parses a Range header value.
-pub(super) fn parse(value: &str) -> Result<ByteRange, RangeError> {
+/// The most ranges one request may ask for.
+pub(super) const MAX_RANGES: usize = 100;
+
+/// Parses a Range header value: one range or several.
+pub(super) fn parse(value: &str) -> Result<Vec<ByteRange>, RangeError> {
     let spec = value.trim().strip_prefix("bytes=").ok_or(RangeError)?;
-    if spec.contains(',') {
+    let ranges = spec
+        .split(',')
+        .map(parse_one)
+        .collect::<Result<Vec<_>, _>>()?;
+    if ranges.len() > MAX_RANGES {
         return Err(RangeError);
     }
+    Ok(ranges)
+}
+
+/// The spans `[start, end)` to send for `ranges` in a blob of `size` bytes: the satisfiable
+/// ones, sorted, overlapping and adjacent ones merged. Empty: nothing can be satisfied (416).
+pub(super) fn resolve_all(ranges: &[ByteRange], size: u64) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = ranges.iter().filter_map(|r| r.resolve(size)).collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+/// One `N-M`, `N-` or `-S`.
+fn parse_one(spec: &str) -> Result<ByteRange, RangeError> {
     let (a, b) = spec.trim().split_once('-').ok_or(RangeError)?;
     let num = |s: &str| -> Result<u64, RangeError> {
         if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
@@ -80,30 +111,42 @@ impl ByteRange {
 mod tests {
     use super::*;
 
+    /// One range, parsed alone.
+    fn one(s: &str) -> Result<ByteRange, RangeError> {
+        parse(s).map(|v| {
+            assert_eq!(v.len(), 1);
+            v[0]
+        })
+    }
+
     #[test]
     fn parses() {
         assert_eq!(
-            parse("bytes=10-"),
+            one("bytes=10-"),
             Ok(ByteRange::From {
                 start: 10,
                 end: None
             })
         );
         assert_eq!(
-            parse("bytes=0-99"),
+            one("bytes=0-99"),
             Ok(ByteRange::From {
                 start: 0,
                 end: Some(99)
             })
         );
-        assert_eq!(parse("bytes=-5"), Ok(ByteRange::Suffix(5)));
+        assert_eq!(one("bytes=-5"), Ok(ByteRange::Suffix(5)));
+        assert_eq!(parse("bytes=0-1, 3-4,-2").map(|v| v.len()), Ok(3));
+        let many = format!("bytes={}", vec!["0-1"; MAX_RANGES + 1].join(","));
+        assert_eq!(parse(&many), Err(RangeError));
         for bad in [
             "",
             "bytes=",
             "bytes=-",
             "bytes=5-1",
             "bytes=a-",
-            "bytes=0-1,3-4",
+            "bytes=0-1,",
+            "bytes=0-1,x",
             "items=0-",
             "bytes=-0",
             "bytes=99999999999999999999-",
@@ -114,13 +157,20 @@ mod tests {
     }
 
     #[test]
+    fn many_ranges_are_sorted_merged_and_the_unsatisfiable_dropped() {
+        let r = parse("bytes=50-59,0-9,5-14,15-19,200-,-5").unwrap();
+        assert_eq!(resolve_all(&r, 100), vec![(0, 20), (50, 60), (95, 100)]);
+        assert!(resolve_all(&parse("bytes=100-,200-300").unwrap(), 100).is_empty());
+    }
+
+    #[test]
     fn resolves() {
-        assert_eq!(parse("bytes=10-").unwrap().resolve(100), Some((10, 100)));
-        assert_eq!(parse("bytes=100-").unwrap().resolve(100), None);
-        assert_eq!(parse("bytes=0-1000").unwrap().resolve(100), Some((0, 100)));
-        assert_eq!(parse("bytes=-10").unwrap().resolve(100), Some((90, 100)));
-        assert_eq!(parse("bytes=-1000").unwrap().resolve(100), Some((0, 100)));
-        assert_eq!(parse("bytes=0-").unwrap().resolve(0), None);
+        assert_eq!(one("bytes=10-").unwrap().resolve(100), Some((10, 100)));
+        assert_eq!(one("bytes=100-").unwrap().resolve(100), None);
+        assert_eq!(one("bytes=0-1000").unwrap().resolve(100), Some((0, 100)));
+        assert_eq!(one("bytes=-10").unwrap().resolve(100), Some((90, 100)));
+        assert_eq!(one("bytes=-1000").unwrap().resolve(100), Some((0, 100)));
+        assert_eq!(one("bytes=0-").unwrap().resolve(0), None);
     }
 
     mod properties {
@@ -131,16 +181,19 @@ mod tests {
             /// Any header either is refused or resolves inside the blob.
             #[test]
             fn ranges_stay_inside_the_blob(s in "\\PC{0,40}", size in 0u64..u64::MAX / 2) {
-                if let Ok(r) = parse(&s)
-                    && let Some((a, b)) = r.resolve(size)
-                {
-                    prop_assert!(a < b && b <= size);
+                if let Ok(r) = parse(&s) {
+                    let spans = resolve_all(&r, size);
+                    for (a, b) in &spans {
+                        prop_assert!(a < b && *b <= size);
+                    }
+                    // Sorted, and apart: no byte is sent twice.
+                    prop_assert!(spans.windows(2).all(|w| w[0].1 < w[1].0));
                 }
             }
 
             #[test]
             fn numeric_ranges(a in 0u64..1_000_000, len in 0u64..1_000_000, size in 1u64..2_000_000) {
-                let r = parse(&format!("bytes={a}-{}", a + len)).unwrap();
+                let r = parse(&format!("bytes={a}-{}", a + len)).unwrap()[0];
                 match r.resolve(size) {
                     Some((s, e)) => prop_assert!(s == a && e == (a + len + 1).min(size)),
                     None => prop_assert!(a >= size),
