@@ -765,7 +765,9 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
         "the upstream has no referrers API"
     );
 
-    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .tag_ttl("1s")
+        .start();
     let referrers = |query: &str| {
         let r = raw_request(
             m.port,
@@ -789,6 +791,11 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
         (types, r.header("oci-filters-applied").map(str::to_owned))
     };
     assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
+    // Within tag_ttl the answer is the one already given: the upstream is not asked again
+    // (issue 23, "the answer cached with a TTL like tags").
+    let asked = reg.count(&format!("/v2/{repo}/referrers/"));
+    assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
+    assert_eq!(reg.count(&format!("/v2/{repo}/referrers/")), asked);
     assert_eq!(
         referrers(&format!("?artifactType={}", SIG.replace('+', "%2B"))),
         (vec![SIG.to_owned()], Some("artifactType".to_owned()))
@@ -813,7 +820,9 @@ fn referrers_are_answered_from_the_fallback_tag_over_an_upstream_without_the_api
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("DIGEST_INVALID"));
 
-    // The upstream goes: the list is still answered.
+    // The upstream goes, once the answer given is past tag_ttl: the list is still answered,
+    // from what the cache holds.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     reg.stop();
     assert_eq!(referrers(""), (vec![SIG.to_owned(), SBOM.to_owned()], None));
 }

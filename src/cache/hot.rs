@@ -12,6 +12,7 @@ use moka::sync::Cache as Lru;
 use super::index::TagEntry;
 use crate::media_type::MediaType;
 use crate::reference::Digest;
+use crate::upstream::ReferrersAnswer;
 
 /// How many tags, and how many bytes of manifests, are kept in memory.
 const HOT_TAGS: u64 = 10_000;
@@ -25,11 +26,21 @@ pub(super) struct Hot {
     /// Image manifest digest -> the cache's removal count when every blob it lists was held
     /// (layer prefetch skips parsing it again while nothing has been removed since).
     held_all: Lru<Digest, u64>,
+    /// (upstream, repository, subject, artifact type) -> the referrers answer, for `tag_ttl`
+    /// (like a tag: a signature pushed just now shows within that).
+    referrers: Lru<ReferrersKey, ReferrersAnswer>,
 }
 
+/// Which referrers answer: upstream, repository, subject, artifact type.
+pub(super) type ReferrersKey = (String, String, Digest, Option<String>);
+
 impl Hot {
-    pub(super) fn new() -> Hot {
+    pub(super) fn new(tag_ttl: std::time::Duration) -> Hot {
         Hot {
+            referrers: Lru::builder()
+                .max_capacity(HOT_TAGS)
+                .time_to_live(tag_ttl.max(std::time::Duration::from_millis(1)))
+                .build(),
             tags: Lru::new(HOT_TAGS),
             manifests: Lru::builder()
                 .weigher(|_, (t, b): &(MediaType, Bytes)| {
@@ -70,6 +81,14 @@ impl Hot {
     ) {
         let key = (upstream.to_owned(), digest.clone());
         self.manifests.insert(key, (media_type.clone(), bytes));
+    }
+
+    pub(super) fn referrers(&self, key: &ReferrersKey) -> Option<ReferrersAnswer> {
+        self.referrers.get(key)
+    }
+
+    pub(super) fn put_referrers(&self, key: ReferrersKey, answer: ReferrersAnswer) {
+        self.referrers.insert(key, answer);
     }
 
     /// The removal count at which every blob `manifest` lists was last seen held.

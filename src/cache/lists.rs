@@ -44,7 +44,7 @@ impl Cache {
     /// `artifact_type` if it did not); else the fallback tag `<alg>-<hex>` that clients pushing to
     /// a registry without the API keep the list in (through the tag cache, so with its TTL);
     /// else, and when the upstream fails or offline, what the cache holds (`referrers.rs`),
-    /// which may be an empty index.
+    /// which may be an empty index. An answer from the upstream is kept for `tag_ttl`.
     pub(crate) async fn referrers(
         &self,
         up: &Upstream,
@@ -57,27 +57,48 @@ impl Cache {
                 .cached_referrers(&up.name, repo, digest, artifact_type)
                 .await;
         }
-        match up.referrers(repo, digest, artifact_type).await {
+        // An answer the upstream (or its fallback tag) gave is good for `tag_ttl`, like a tag.
+        let key = (
+            up.name.clone(),
+            repo.to_string(),
+            digest.clone(),
+            artifact_type.map(str::to_owned),
+        );
+        if let Some(answer) = self.hot.referrers(&key) {
+            return Ok(answer);
+        }
+        let fresh = match up.referrers(repo, digest, artifact_type).await {
             Ok(answer) if answer.filters_applied.is_some() || artifact_type.is_none() => {
-                return Ok(answer);
+                Some(answer)
             }
-            Ok(answer) => {
-                if let Some(listed) = index_manifests(&answer.body) {
-                    return Ok(index_answer(listed, artifact_type));
-                }
-                return Ok(answer);
-            }
-            Err(UpstreamError::NotFound { .. }) => {}
+            Ok(answer) => Some(match index_manifests(&answer.body) {
+                Some(listed) => index_answer(listed, artifact_type),
+                None => answer,
+            }),
+            Err(UpstreamError::NotFound { .. }) => self
+                .fallback_referrers(up, repo, digest)
+                .await
+                .map(|listed| index_answer(listed, artifact_type)),
             Err(e) if e.stale_ok() => {
                 tracing::info!(upstream = %up.name, %repo, error = %e, "referrers from the cache: upstream failing");
+                // The fallback tag as the tag cache holds it (stale is fine now), not kept.
+                if let Some(listed) = self.fallback_referrers(up, repo, digest).await {
+                    return Ok(index_answer(listed, artifact_type));
+                }
+                None
             }
             Err(e) => return Err(e.into()),
+        };
+        match fresh {
+            Some(answer) => {
+                self.hot.put_referrers(key, answer.clone());
+                Ok(answer)
+            }
+            None => {
+                self.cached_referrers(&up.name, repo, digest, artifact_type)
+                    .await
+            }
         }
-        if let Some(listed) = self.fallback_referrers(up, repo, digest).await {
-            return Ok(index_answer(listed, artifact_type));
-        }
-        self.cached_referrers(&up.name, repo, digest, artifact_type)
-            .await
     }
 
     /// The referrers kept in the fallback tag `<alg>-<hex>` (an image index), if the upstream

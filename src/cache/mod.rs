@@ -115,7 +115,7 @@ impl Cache {
             index: Arc::new(index),
             state: Mutex::new(state),
             evicting: tokio::sync::Mutex::new(()),
-            hot: hot::Hot::new(),
+            hot: hot::Hot::new(tag_ttl),
             fill_memory: Arc::new(tokio::sync::Semaphore::new(
                 fill_task::FILL_MEMORY / fill_task::FILL_WRITE_CHUNK,
             )),

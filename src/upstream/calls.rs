@@ -56,6 +56,7 @@ pub(crate) struct TagsPage {
 const MAX_TAGS_PAGES: usize = 100;
 
 /// A referrers answer, passed on as it came (header values as text: the cache speaks no HTTP).
+#[derive(Clone)]
 pub(crate) struct ReferrersAnswer {
     pub(crate) content_type: String,
     /// `OCI-Filters-Applied`, if the upstream applied the `artifactType` filter.
