@@ -93,7 +93,7 @@ pub(crate) enum WarmError {
 }
 
 pub fn warm(config: &Config, opts: WarmOptions) -> Result<(), CommandError> {
-    let named = names(&opts)?;
+    let named = super::workloads::names(&opts)?;
     let keys = Keys::read(&opts.require_signature).map_err(Failure::from)?;
     if opts.dry_run {
         let rows: Vec<Vec<String>> = named
@@ -202,47 +202,6 @@ fn print_table(results: &[(String, Result<Warmed, WarmError>)]) {
             &rows
         )
     );
-}
-
-/// The image names given (command line, list file, `--from` files), each with where it came
-/// from, checked before any work. Documents `--from` skips are said on stderr.
-fn names(opts: &WarmOptions) -> Result<Vec<(ImageName, String)>, CommandError> {
-    let mut raw: Vec<(String, String)> = opts
-        .images
-        .iter()
-        .map(|n| (n.clone(), "command line".to_owned()))
-        .collect();
-    if let Some(list) = &opts.list {
-        let text = std::fs::read_to_string(list).map_err(|source| Failure::Io {
-            what: list.display().to_string(),
-            source,
-        })?;
-        raw.extend(
-            text.lines()
-                .enumerate()
-                .map(|(i, l)| (i, l.trim()))
-                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-                .map(|(i, l)| (l.to_owned(), format!("{}, line {}", list.display(), i + 1))),
-        );
-    }
-    for file in &opts.from {
-        let scan = super::workloads::read(file).map_err(Failure::from)?;
-        for line in &scan.skipped {
-            eprintln!("{line}");
-        }
-        raw.extend(scan.found.into_iter().map(|f| (f.name, f.from)));
-    }
-    if raw.is_empty() {
-        return Err(
-            Failure::Usage("no images named: give IMAGE..., -f LIST or --from FILE").into(),
-        );
-    }
-    raw.into_iter()
-        .map(|(n, from)| match ImageName::parse(&n) {
-            Ok(name) => Ok((name, from)),
-            Err(e) => Err(Failure::NameAt { from, source: e }.into()),
-        })
-        .collect()
 }
 
 async fn warm_all(

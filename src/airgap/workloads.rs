@@ -8,6 +8,8 @@
 //! - Compose files: `services.<name>.image`.
 //! - Plain image lists, one name per line (`#` comments and blank lines skipped), as `-f` reads.
 //!
+//! [`names`] gathers what `warm` is to warm: the command line, the `-f` list and these files.
+//!
 //! Each image comes with where it was found (file, document, kind/name, container), for
 //! `--dry-run`. A document that is neither is skipped with a line saying so, never silently; a
 //! YAML error names the file, line and column. The YAML reader is `yaml-rust2` (a maintained
@@ -19,6 +21,7 @@ use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::{CommandError, Failure, WarmOptions};
 use crate::reference::{ImageName, Reference};
 
 /// An image reference found, and where.
@@ -218,6 +221,47 @@ fn compose(doc: &Yaml, at: &str, out: &mut Scan) {
             )),
         }
     }
+}
+
+/// The image names given (command line, list file, `--from` files), each with where it came
+/// from, checked before any work. Documents `--from` skips are said on stderr.
+pub(super) fn names(opts: &WarmOptions) -> Result<Vec<(ImageName, String)>, CommandError> {
+    let mut raw: Vec<(String, String)> = opts
+        .images
+        .iter()
+        .map(|n| (n.clone(), "command line".to_owned()))
+        .collect();
+    if let Some(list) = &opts.list {
+        let text = std::fs::read_to_string(list).map_err(|source| Failure::Io {
+            what: list.display().to_string(),
+            source,
+        })?;
+        raw.extend(
+            text.lines()
+                .enumerate()
+                .map(|(i, l)| (i, l.trim()))
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(i, l)| (l.to_owned(), format!("{}, line {}", list.display(), i + 1))),
+        );
+    }
+    for file in &opts.from {
+        let scan = read(file).map_err(Failure::from)?;
+        for line in &scan.skipped {
+            eprintln!("{line}");
+        }
+        raw.extend(scan.found.into_iter().map(|f| (f.name, f.from)));
+    }
+    if raw.is_empty() {
+        return Err(
+            Failure::Usage("no images named: give IMAGE..., -f LIST or --from FILE").into(),
+        );
+    }
+    raw.into_iter()
+        .map(|(n, from)| match ImageName::parse(&n) {
+            Ok(name) => Ok((name, from)),
+            Err(e) => Err(Failure::NameAt { from, source: e }.into()),
+        })
+        .collect()
 }
 
 /// A name as kubelet and dockerd read it: `nginx` is `docker.io/library/nginx:latest`.
