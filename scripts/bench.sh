@@ -6,6 +6,7 @@
 #   scripts/bench.sh manifests  the warm manifest rate beside nginx serving the same bytes
 #   scripts/bench.sh auth       warm manifest rate without and with [auth]
 #   scripts/bench.sh shared     a shared-tier hit (Garage) against a local hit
+#   scripts/bench.sh scale      caches of 10k, 100k and 1M blobs (ENTREPOT_SCALE=10000,100000 for fewer)
 #   scripts/bench.sh micro      the Criterion micro-benchmarks of the hot paths (benches/hot.rs)
 set -eu
 cd "$(dirname "$0")/.."

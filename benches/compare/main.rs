@@ -25,6 +25,7 @@ mod support;
 
 mod clients;
 mod contenders;
+mod scale;
 mod tiers;
 
 use std::fmt::Write as _;
@@ -534,6 +535,7 @@ fn main() {
         Some("manifests") => manifests(),
         Some("auth") => tiers::auth(),
         Some("shared") => tiers::shared(),
+        Some("scale") => scale::scale(),
         Some("memory") => {
             memory_under_cold_fills();
         }
