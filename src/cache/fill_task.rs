@@ -19,7 +19,7 @@ use super::buffers::{BUFFER_SIZE, Buffer};
 use super::fill::Outcome;
 use super::fill_writer::{FillWriter, PendingWrites};
 use super::fills::{FillPermit, Progress};
-use super::index::KIND_BLOB;
+use super::index::{Batch, KIND_BLOB};
 use super::links::scope;
 use super::source::FillSource;
 use super::{Cache, CacheError, Fill, blocking, now_millis};
@@ -253,16 +253,18 @@ impl Cache {
         self.forget_fill(fill);
         // The file is verified and in place; if the index write fails, the next start forgets
         // the file, which costs a refetch and nothing else.
-        let d = digest.clone();
-        let (upstream, repo) = (up.name.clone(), repo.to_string());
+        // One transaction (one commit, one fsync) for the entry, its link and the repository.
+        let batch = Batch {
+            entries: vec![(digest.clone(), meta)],
+            links: new_link
+                .then(|| (digest.clone(), scope.as_str().to_owned(), Some(size)))
+                .into_iter()
+                .collect(),
+            repos: vec![(up.name.clone(), repo.to_string())],
+            ..Batch::default()
+        };
         let recorded = self
-            .with_index(move |ix| {
-                ix.put_entries(&[(d.clone(), meta)])?;
-                if new_link {
-                    ix.put_links(&[(d, scope.as_str().to_owned(), Some(size))])?;
-                }
-                ix.note_repo(&upstream, &repo, now_millis())
-            })
+            .with_index(move |ix| ix.write(&batch, now_millis()))
             .await;
         if let Err(e) = recorded {
             tracing::error!(%digest, error = %e, "could not record a stored blob in the index");

@@ -3,7 +3,7 @@
 //! visible in one index transaction with their manifests' types, links, tags and referrers.
 //!
 //! Files first, index second: a crash between the two leaves files the index does not know,
-//! which the next open deletes (`reconcile`). Imported content is pinned unless asked otherwise:
+//! which the next open hashes again and keeps as unlinked blobs, or deletes (`reconcile`). Imported content is pinned unless asked otherwise:
 //! the LRU never evicts it (`lru.rs`), though its bytes count towards `max_size`.
 
 use std::path::PathBuf;
@@ -35,13 +35,21 @@ impl Cache {
         self.store.temp_path(digest)
     }
 
-    /// Moves verified, fsynced files into the store and records everything in one transaction,
-    /// then evicts unpinned content if the cache is now over `max_size`. Blocking.
+    /// Moves verified files into the store and records everything in one transaction, then
+    /// evicts unpinned content if the cache is now over `max_size`. Blocking.
+    ///
+    /// The temp files were written without a sync each: one filesystem sync makes them durable
+    /// before any is renamed into place (a name promises its content), and a second makes the
+    /// renames durable before the index records them. Two syncs per import, not two per file.
     pub(crate) fn load(&self, load: Load) -> Result<(), CacheError> {
-        for (digest, temp, _, _) in &load.files {
-            if let Some(temp) = temp {
-                self.store.commit(temp, digest)?;
+        if load.files.iter().any(|(_, temp, _, _)| temp.is_some()) {
+            self.store.sync()?;
+            for (digest, temp, _, _) in &load.files {
+                if let Some(temp) = temp {
+                    self.store.commit_unsynced(temp, digest)?;
+                }
             }
+            self.store.sync()?;
         }
         let now = now_millis();
         let pin = if load.pin { KIND_PINNED } else { 0 };
@@ -96,7 +104,7 @@ impl Cache {
             .collect();
         self.index.write(&batch, now)?;
         let victims = self.lock().evict_to(self.low_watermark(), self.bound());
-        remove_victims(&self.store, &self.index, &self.metrics, victims)?;
+        remove_victims(&self.store, &self.index, &self.metrics, &victims)?;
         self.lock().lru.deleting = 0;
         Ok(())
     }

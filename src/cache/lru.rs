@@ -1,17 +1,20 @@
 //! Space accounting and least-recently-used eviction: how the cache stays within `max_size`.
 //!
 //! [`State`] is the in-memory view of what is stored (sizes, access times, kinds) and of the
-//! bytes promised to fills in flight. A fill reserves its size before it writes; when stored plus
-//! reserved bytes would pass `max_size`, the oldest entries are evicted down to the low watermark
-//! (90%). Access times change in memory on every hit and reach the index in batches.
+//! bytes promised to fills in flight. A fill reserves its bytes as they arrive; eviction runs in
+//! the background (`evictor.rs`), started once stored, reserved and deleting bytes pass the
+//! high-water mark (95% of the bound), down to the low-water mark (90%), so a fill finds the room
+//! made before it needs it. Only a reservation that would pass the bound itself waits, and only
+//! until eviction has deleted enough. Access times change in memory on every hit and reach the
+//! index in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::fills::Fills;
 use super::index::{EntryMeta, Index, KIND_BLOB, KIND_PINNED};
 use super::links::Links;
 use super::store::BlobStore;
-use super::{Cache, CacheError, blocking, now_millis};
+use super::{Cache, CacheError, now_millis};
 use crate::metrics::{Content, Metrics};
 use crate::reference::Digest;
 
@@ -39,17 +42,6 @@ impl State {
     /// Evicts as [`Lru::evict_to`] does, and forgets the links of what went.
     pub(super) fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {
         let victims = self.lru.evict_to(target, trigger);
-        self.forget_links(&victims);
-        victims
-    }
-
-    /// Evicts as [`Lru::evict_in_order`] does, and forgets the links of what went.
-    fn evict_in_order(
-        &mut self,
-        by_age: Vec<(u64, Digest)>,
-        target: u64,
-    ) -> Vec<(Digest, EntryMeta)> {
-        let victims = self.lru.evict_in_order(by_age, target);
         self.forget_links(&victims);
         victims
     }
@@ -164,43 +156,49 @@ impl Lru {
     }
 
     /// Removes least-recently-used entries until the stored bytes are at most `target`; only
-    /// does anything if they are above `trigger` (0: always). Returns what was removed.
+    /// does anything if they are above `trigger` (0: always). Returns what was removed, oldest
+    /// first; their bytes count as `deleting` until the caller has deleted the files. Pinned
+    /// entries (imported) are never chosen.
+    ///
+    /// One pass over the entries, keeping a heap of the oldest ones whose sizes add up to what
+    /// must go: no copy nor sort of every entry, and only the victims' digests are cloned.
     pub(super) fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {
         if self.committed <= trigger.max(target) {
             return Vec::new();
         }
-        let by_age = oldest_first(self.ages());
-        self.evict_in_order(by_age, target)
-    }
-
-    /// Every entry's last access, unsorted: cheap to take under the lock.
-    fn ages(&self) -> Vec<(u64, Digest)> {
-        self.entries
-            .iter()
-            .map(|(d, m)| (m.last_access_ms, d.clone()))
-            .collect()
-    }
-
-    /// Removes entries in the order given until the stored bytes are at most `target`, skipping
-    /// any used since the order was taken (it is no longer old) and pinned ones (imported). Their
-    /// bytes count as `deleting` until the caller has deleted the files.
-    fn evict_in_order(
-        &mut self,
-        by_age: Vec<(u64, Digest)>,
-        target: u64,
-    ) -> Vec<(Digest, EntryMeta)> {
-        let mut victims = Vec::new();
-        for (at, d) in by_age {
-            if self.committed <= target {
-                break;
+        let need = self.committed - target;
+        let chosen: Vec<Digest> = {
+            // Newest on top: it is the first to leave the heap when the rest cover `need`.
+            let mut heap: BinaryHeap<(u64, &Digest, u64)> = BinaryHeap::new();
+            let mut sum = 0u64;
+            for (d, m) in &self.entries {
+                if m.kinds & KIND_PINNED != 0 {
+                    continue;
+                }
+                if sum >= need
+                    && heap
+                        .peek()
+                        .is_some_and(|top| (m.last_access_ms, d) >= (top.0, top.1))
+                {
+                    continue;
+                }
+                heap.push((m.last_access_ms, d, m.size));
+                sum += m.size;
+                while let Some(&(_, _, size)) = heap.peek() {
+                    if sum - size < need {
+                        break;
+                    }
+                    sum -= size;
+                    heap.pop();
+                }
             }
-            if self
-                .entries
-                .get(&d)
-                .is_none_or(|m| m.last_access_ms != at || m.kinds & KIND_PINNED != 0)
-            {
-                continue;
-            }
+            heap.into_sorted_vec()
+                .into_iter()
+                .map(|(_, d, _)| d.clone())
+                .collect()
+        };
+        let mut victims = Vec::with_capacity(chosen.len());
+        for d in chosen {
             if let Some(m) = self.forget(&d) {
                 self.deleting += m.size;
                 victims.push((d, m));
@@ -210,63 +208,28 @@ impl Lru {
     }
 }
 
-/// Sorts entries' ages oldest first (outside the lock: it is the costly part of an eviction).
-fn oldest_first(mut ages: Vec<(u64, Digest)>) -> Vec<(u64, Digest)> {
-    ages.sort_unstable();
-    ages
-}
-
 impl Cache {
-    /// Makes room for `size` more bytes, evicting if needed. Returns false if the item can never
-    /// fit (larger than `max_size`): it is then streamed through and not kept. On return, the
-    /// bytes on disk plus every reservation are within `max_size`.
+    /// Makes room for `size` more bytes. Returns false if the item can never fit (larger than
+    /// the bound): it is then streamed through and not kept. Past the high-water mark it starts
+    /// the background eviction and goes on; only a reservation that would pass the bound waits,
+    /// until eviction has deleted enough (`NoRoom` if fills in flight alone would pass it). On
+    /// return, the bytes on disk plus every reservation are within the bound.
     pub(super) async fn reserve(&self, size: u64) -> Result<bool, CacheError> {
         if size > self.bound() {
             return Ok(false);
         }
-        let over = {
+        let total = {
             let mut s = self.lock();
             s.lru.reserved += size;
-            s.lru.committed + s.lru.deleting + s.lru.reserved > self.bound()
+            s.lru.committed + s.lru.deleting + s.lru.reserved
         };
-        if over {
-            // One eviction at a time; whoever waited here finds the room the last one made.
-            let _one = self.evicting.lock().await;
-            self.evict(|s| self.low_watermark().saturating_sub(s.lru.reserved))
-                .await?;
-            let mut s = self.lock();
-            if s.lru.committed + s.lru.reserved > self.bound() {
-                // Fills in flight alone would pass the bound: this one cannot go on.
-                s.lru.reserved -= size;
-                return Err(CacheError::NoRoom(self.bound()));
-            }
+        if total > self.high_watermark() {
+            self.start_eviction();
         }
-        Ok(true)
-    }
-
-    /// Evicts least-recently-used entries down to `target(state)` stored bytes: ages are taken
-    /// under the lock, sorted outside it, and the files deleted on the blocking pool.
-    pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
-        let ages = {
-            let s = self.lock();
-            if s.lru.committed <= target(&s) {
-                return Ok(());
-            }
-            s.lru.ages()
-        };
-        let by_age = oldest_first(ages);
-        let victims = {
-            let mut s = self.lock();
-            let target = target(&s);
-            s.evict_in_order(by_age, target)
-        };
-        let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
-        let (store, index, metrics) =
-            (self.store.clone(), self.index.clone(), self.metrics.clone());
-        let removed = blocking(move || remove_victims(&store, &index, &metrics, victims)).await;
-        self.lock().lru.deleting -= freed;
-        self.publish_size();
-        removed
+        if total <= self.bound() {
+            return Ok(true);
+        }
+        self.wait_for_room(size).await
     }
 
     /// Gives back bytes reserved for something that will not be stored.
@@ -275,18 +238,23 @@ impl Cache {
     }
 }
 
-/// Deletes evicted files and their index entries.
+/// Removes evicted entries from the index, then deletes their files: a stop in between leaves
+/// files the index does not know, which the next start hashes and keeps or deletes
+/// (`reconcile`). On a full disk the index cannot take even a removal: the files go first
+/// then, and the index is written once they have made room (an entry whose file is gone is
+/// forgotten at the next start, or when it is next read). Blocking.
 pub(super) fn remove_victims(
     store: &BlobStore,
     index: &Index,
     metrics: &Metrics,
-    victims: Vec<(Digest, EntryMeta)>,
+    victims: &[(Digest, EntryMeta)],
 ) -> Result<(), CacheError> {
     if victims.is_empty() {
         return Ok(());
     }
     let digests: Vec<Digest> = victims.iter().map(|(d, _)| d.clone()).collect();
-    for (d, meta) in &victims {
+    let indexed = index.remove_entries(&digests);
+    for (d, meta) in victims {
         let kind = if meta.kinds & KIND_BLOB != 0 {
             Content::Blob
         } else {
@@ -296,7 +264,9 @@ pub(super) fn remove_victims(
         tracing::debug!(digest = %d, size = meta.size, "evicted");
         store.remove(d)?;
     }
-    index.remove_entries(&digests)?;
+    if indexed.is_err() {
+        index.remove_entries(&digests)?;
+    }
     Ok(())
 }
 
@@ -329,6 +299,59 @@ mod tests {
         assert_eq!(gone, vec![Digest::sha256_of(&[2]), Digest::sha256_of(&[3])]);
         assert_eq!(s.committed, 100);
         assert!(s.evict_to(150, 200).is_empty());
+    }
+
+    /// The one-pass choice takes exactly what sorting every entry by age would: the oldest
+    /// unpinned entries, oldest first, until the stored bytes are within the target.
+    #[test]
+    fn victims_are_exactly_the_oldest_as_a_full_sort_would_choose() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20u32 {
+            let mut s = Lru::default();
+            for i in 0..2000u32 {
+                let kinds = if next() % 7 == 0 {
+                    KIND_BLOB | KIND_PINNED
+                } else {
+                    KIND_BLOB
+                };
+                let meta = EntryMeta {
+                    size: 1 + next() % 5000,
+                    // Few distinct times: ties are broken by digest, as a sort would.
+                    last_access_ms: next() % 300,
+                    kinds,
+                };
+                s.insert_found(
+                    Digest::sha256_of(&[round.to_le_bytes(), i.to_le_bytes()].concat()),
+                    meta,
+                );
+            }
+            let target = s.committed / 100 * (next() % 100);
+            let mut sorted: Vec<(u64, Digest, EntryMeta)> = s
+                .entries
+                .iter()
+                .filter(|(_, m)| m.kinds & KIND_PINNED == 0)
+                .map(|(d, m)| (m.last_access_ms, d.clone(), *m))
+                .collect();
+            sorted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let mut left = s.committed;
+            let mut expected = Vec::new();
+            for (_, d, m) in sorted {
+                if left <= target {
+                    break;
+                }
+                left -= m.size;
+                expected.push(d);
+            }
+            let gone: Vec<Digest> = s.evict_to(target, 0).into_iter().map(|(d, _)| d).collect();
+            assert_eq!(gone, expected, "round {round}");
+            assert_eq!(s.committed, left);
+        }
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! me this manifest (by digest, or by tag through the tag TTL and an upstream HEAD:
 //! `manifests.rs`), list this repository's tags or a manifest's referrers (`lists.rs`), and what
 //! is cached (for `_catalog`). It keeps the disk within `max_size` by evicting
-//! least-recently-used entries down to a low watermark (`lru.rs`). The cache is the only caller
+//! least-recently-used entries down to a low watermark, in the background (`lru.rs`,
+//! `evictor.rs`). The cache is the only caller
 //! of the upstream layer.
 
 mod blobs;
 mod buffers;
 mod coalesce;
 mod error;
+mod evictor;
 mod file_reader;
 mod fill;
 mod fill_task;
@@ -33,10 +35,10 @@ mod source;
 mod store;
 mod tags;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::blocking::assert_off_the_workers;
@@ -65,6 +67,10 @@ pub(crate) struct Cache {
     state: Mutex<State>,
     /// Held while evicting, so one eviction runs at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// The background eviction (`evictor.rs`).
+    evictor: Arc<evictor::Evictor>,
+    /// This cache, for the tasks it spawns (which must not keep it alive).
+    me: Weak<Cache>,
     /// Recently used tags and manifests, in memory (`hot.rs`).
     hot: hot::Hot,
     /// The fills' memory budget, in chunks (`fill_task.rs`).
@@ -106,10 +112,13 @@ impl Cache {
     ) -> Result<Arc<Cache>, CacheError> {
         std::fs::create_dir_all(dir)?;
         // The index first: its lock keeps a second process from clearing the first's temp files.
-        let index = Index::open(&dir.join("index.redb"))?;
+        let index =
+            Index::open_with_cache(&dir.join("index.redb"), index::page_cache_for(max_size))?;
         let store = BlobStore::open(dir)?;
         let state = reconcile(&store, &index)?;
-        let cache = Arc::new(Cache {
+        let cache = Arc::new_cyclic(|me| Cache {
+            me: me.clone(),
+            evictor: Arc::default(),
             store: Arc::new(store),
             manifests_in_flight: coalesce::Coalescer::new(),
             index: Arc::new(index),
@@ -142,7 +151,7 @@ impl Cache {
             );
         }
         let victims = cache.lock().evict_to(cache.low_watermark(), cache.bound());
-        remove_victims(&cache.store, &cache.index, &cache.metrics, victims)?;
+        remove_victims(&cache.store, &cache.index, &cache.metrics, &victims)?;
         cache.lock().lru.deleting = 0;
         cache.publish_size();
         cache.metrics.set_cache_max_bytes(max_size);
@@ -194,16 +203,16 @@ impl Cache {
 /// if it still matches its name, since a file is renamed into place only once verified and only
 /// its record can have been lost, and deleted otherwise.
 fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
-    let on_disk: HashMap<Digest, u64> = store.list()?.into_iter().collect();
+    let on_disk: HashSet<Digest> = store.list()?.into_iter().collect();
     let mut state = State::default();
     let mut lost = Vec::new();
-    for (digest, mut meta) in index.entries()? {
-        match on_disk.get(&digest) {
-            Some(&size) => {
-                meta.size = size;
-                state.lru.insert_found(digest, meta);
-            }
-            None => lost.push(digest),
+    for (digest, meta) in index.entries()? {
+        // A file is written whole before it is renamed into place and recorded: its size is
+        // the one recorded.
+        if on_disk.contains(&digest) {
+            state.lru.insert_found(digest, meta);
+        } else {
+            lost.push(digest);
         }
     }
     if !lost.is_empty() {
@@ -214,11 +223,12 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
         index.remove_entries(&lost)?;
     }
     let mut adopted = Vec::new();
-    for (digest, &size) in &on_disk {
+    for digest in &on_disk {
         if state.lru.holds(digest) {
             continue;
         }
         if store.matches_its_name(digest).unwrap_or(false) {
+            let size = store.size(digest)?;
             tracing::info!(%digest, size, "verified file missing from the index: kept");
             let meta = EntryMeta {
                 size,

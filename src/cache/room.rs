@@ -86,7 +86,7 @@ impl Cache {
     }
 
     /// Measures the filesystem again (`measure_room`) and, if the bound fell below what is
-    /// stored, evicts down to the low-water mark.
+    /// stored, starts the background eviction (down to the low-water mark).
     pub(crate) async fn refresh_room(self: &Arc<Self>) {
         let cache = self.clone();
         let measured = blocking(move || cache.measure_room()).await;
@@ -98,16 +98,8 @@ impl Cache {
             let s = self.lock();
             s.lru.committed + s.lru.deleting + s.lru.reserved > self.bound()
         };
-        if !over {
-            // Within the bound: eviction waits for a reservation that needs room, as always.
-            return;
-        }
-        let _one = self.evicting.lock().await;
-        let evicted = self
-            .evict(|s| self.low_watermark().saturating_sub(s.lru.reserved))
-            .await;
-        if let Err(e) = evicted {
-            tracing::warn!(error = %e, "could not evict down to the cache's bound");
+        if over {
+            self.start_eviction();
         }
     }
 
@@ -146,8 +138,9 @@ impl Cache {
             s.evict_to(target, 0)
         };
         let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
-        let removed = remove_victims(&self.store, &self.index, &self.metrics, victims);
+        let removed = remove_victims(&self.store, &self.index, &self.metrics, &victims);
         self.lock().lru.deleting -= freed;
+        self.room_freed();
         self.publish_size();
         if let Err(e) = removed {
             tracing::warn!(error = %e, "could not delete evicted files");

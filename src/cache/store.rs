@@ -60,6 +60,12 @@ impl BlobStore {
         written.and(removed)
     }
 
+    /// The size of the stored file for `digest`. Blocking.
+    pub(super) fn size(&self, digest: &Digest) -> io::Result<u64> {
+        super::assert_off_the_workers();
+        Ok(fs::metadata(self.path(digest))?.len())
+    }
+
     /// Whether the stored file for `digest` still holds exactly the bytes its name promises
     /// (read and hashed whole). Blocking.
     pub(super) fn matches_its_name(&self, digest: &Digest) -> io::Result<bool> {
@@ -96,12 +102,33 @@ impl BlobStore {
     /// Moves a verified, fsynced temp file into place under its digest name, and makes the rename
     /// durable. Blocking: call from a blocking context.
     pub(super) fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
+        let parent = self.rename_into_place(temp, digest)?;
+        fs::File::open(parent)?.sync_all()
+    }
+
+    /// Moves a verified temp file into place, durable only at the next [`BlobStore::sync`]: for
+    /// many files at once (an import), where one filesystem sync replaces a sync per file.
+    /// Blocking.
+    pub(super) fn commit_unsynced(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
+        self.rename_into_place(temp, digest).map(drop)
+    }
+
+    fn rename_into_place(&self, temp: &Path, digest: &Digest) -> io::Result<PathBuf> {
         super::assert_off_the_workers();
         let dest = self.path(digest);
         let parent = dest.parent().expect("blob paths have parents");
         fs::create_dir_all(parent)?;
         fs::rename(temp, &dest)?;
-        fs::File::open(parent)?.sync_all()
+        Ok(parent.to_owned())
+    }
+
+    /// Makes every write and rename on the store's filesystem durable (`syncfs`): one sync for a
+    /// group of files, each written without its own. Blocking.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        super::assert_off_the_workers();
+        let dir = fs::File::open(&self.tmp)?;
+        rustix::fs::syncfs(&dir)?;
+        Ok(())
     }
 
     /// Writes a small verified value (a manifest) under its digest: temp, fsync, rename.
@@ -129,9 +156,11 @@ impl BlobStore {
         }
     }
 
-    /// Every file in the store that is named like a digest, with its size. Anything else found
-    /// there (stray names, directories) is removed: nothing but verified content lives here.
-    pub(super) fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
+    /// Every file in the store that is named like a digest. Anything else found there (stray
+    /// names, directories) is removed: nothing but verified content lives here. Reads the
+    /// directories only (the type comes with each name): no `stat` per file, which at a million
+    /// files was most of a start-up.
+    pub(super) fn list(&self) -> io::Result<Vec<Digest>> {
         super::assert_off_the_workers();
         let mut out = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
@@ -151,9 +180,8 @@ impl BlobStore {
                         .to_str()
                         .and_then(|n| Digest::parse(&format!("{}:{n}", alg.name())).ok())
                         .filter(|d| prefix.file_name().to_str() == Some(&d.hex()[..2]));
-                    let meta = file.metadata()?;
                     match parsed {
-                        Some(d) if meta.is_file() => out.push((d, meta.len())),
+                        Some(d) if file.file_type()?.is_file() => out.push(d),
                         _ => {
                             tracing::warn!(path = %file.path().display(), "removing a stray file from the blob store");
                             let _ = fs::remove_file(file.path());

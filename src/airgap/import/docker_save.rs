@@ -6,7 +6,6 @@
 //! digest do not: an OCI layout (Docker 25+, `skopeo`, `entrepot export`) keeps digests.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -181,11 +180,8 @@ impl Staging<'_> {
             size: bytes.len() as u64,
         };
         self.files.insert(digest.clone(), staged);
-        let written = File::create(&temp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()
-        });
-        written.map_err(ImportError::Tmp)?;
+        // Synced with every other staged file at load (`Cache::load`).
+        std::fs::write(&temp, &bytes).map_err(ImportError::Tmp)?;
         Ok(Descriptor {
             digest,
             size: bytes.len() as u64,

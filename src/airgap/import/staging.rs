@@ -82,7 +82,7 @@ impl<'a> Staging<'a> {
         Ok(())
     }
 
-    /// Hashes one blob as it is read; copies it under `tmp/` (fsynced) unless the cache holds it.
+    /// Hashes one blob as it is read; copies it under `tmp/` (synced with the rest at load) unless the cache holds it.
     fn take(
         &mut self,
         digest: &Digest,
@@ -229,7 +229,7 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// Copies `from` into `to` (fsynced), or nowhere, hashing it. Returns its digest and size.
+/// Copies `from` into `to` (synced later, with the rest), or nowhere, hashing it. Returns its digest and size.
 fn copy_hashed(
     mut from: impl Read,
     to: Option<&Path>,
@@ -255,9 +255,9 @@ fn copy_hashed(
         size += n as u64;
         bar.inc(n as u64);
     }
-    if let Some(out) = out {
-        out.sync_all().map_err(ImportError::Tmp)?;
-    }
+    // No sync here: `Cache::load` syncs the filesystem once before any file is renamed into
+    // place, instead of once per blob.
+    drop(out);
     Ok((hasher.finish(), size))
 }
 

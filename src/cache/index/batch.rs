@@ -24,6 +24,8 @@ pub(in crate::cache) struct Batch {
     pub(in crate::cache) tags: Vec<(String, String, String, TagEntry)>,
     /// Subject, `upstream\0repo`, referrer, the referrer's descriptor (JSON).
     pub(in crate::cache) referrers: Vec<(Digest, String, Digest, String)>,
+    /// Upstream, repository: served from, for `_catalog` (as manifests' and tags' are).
+    pub(in crate::cache) repos: Vec<(String, String)>,
 }
 
 impl Index {
@@ -47,6 +49,11 @@ impl Index {
                         media_type.as_str(),
                     )
                     .map_err(ie)?;
+                repos
+                    .insert(key(&[upstream, repo]).as_str(), now_ms)
+                    .map_err(ie)?;
+            }
+            for (upstream, repo) in &b.repos {
                 repos
                     .insert(key(&[upstream, repo]).as_str(), now_ms)
                     .map_err(ie)?;
@@ -173,9 +180,17 @@ mod tests {
                 entry.clone(),
             )],
             referrers: vec![(m.clone(), scope.clone(), sig.clone(), "{}".into())],
+            repos: vec![("docker.io".into(), "library/b".into())],
         };
         idx.write(&b, 9).unwrap();
         assert_eq!(idx.entries().unwrap().len(), 2);
+        assert_eq!(
+            idx.repos().unwrap(),
+            vec![
+                ("docker.io".into(), "library/a".into()),
+                ("docker.io".into(), "library/b".into())
+            ]
+        );
         assert_eq!(
             idx.all_tags().unwrap(),
             vec![("docker.io".into(), "library/a".into(), "v1".into(), entry)]

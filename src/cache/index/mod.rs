@@ -33,6 +33,16 @@ pub(super) use batch::Batch;
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
 
+/// The index's page cache: 1/256 of `max_size` (about what a cache of small blobs needs to keep
+/// its index's hot pages in memory), within these bounds.
+const MIN_PAGE_CACHE: u64 = 16 << 20;
+const MAX_PAGE_CACHE: u64 = 256 << 20;
+
+/// The page cache for a cache of `max_size` bytes.
+pub(super) fn page_cache_for(max_size: u64) -> u64 {
+    (max_size / 256).clamp(MIN_PAGE_CACHE, MAX_PAGE_CACHE)
+}
+
 /// Kinds an entry can be, as bit flags (one digest can be both).
 pub(super) const KIND_BLOB: u8 = 1;
 pub(super) const KIND_MANIFEST: u8 = 2;
@@ -104,6 +114,8 @@ impl TagEntry {
 /// a disk that was full for a moment does not leave the index unwritable until a restart.
 pub(super) struct Index {
     path: PathBuf,
+    /// redb's page cache, in bytes.
+    cache_bytes: usize,
     /// None while a reopen failed (the next transaction tries again).
     db: RwLock<Option<Database>>,
 }
@@ -171,7 +183,10 @@ impl Index {
         }
         *slot = None;
         for _ in 0..100 {
-            match Database::create(&self.path) {
+            match Database::builder()
+                .set_cache_size(self.cache_bytes)
+                .create(&self.path)
+            {
                 Ok(db) => {
                     tracing::warn!(path = %self.path.display(), "index reopened after an I/O error");
                     *slot = Some(db);
@@ -190,15 +205,26 @@ impl Index {
         tracing::error!(path = %self.path.display(), "index could not be reopened after an I/O error: will try again");
     }
 
+    #[cfg(test)]
     pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => IndexError(format!(
-                "{} is in use by another entrepot process (a running `entrepot serve`?): \
+        Self::open_with_cache(path, MIN_PAGE_CACHE)
+    }
+
+    /// Opens the index with a page cache of `cache_bytes` (redb's default is 1 GiB, which a
+    /// large index fills: memory the bound does not see).
+    pub(super) fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
+        let cache_bytes = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => IndexError(format!(
+                    "{} is in use by another entrepot process (a running `entrepot serve`?): \
                  only one process may use a cache directory at a time",
-                path.display()
-            )),
-            e => ie(e),
-        })?;
+                    path.display()
+                )),
+                e => ie(e),
+            })?;
         let tx = db.begin_write().map_err(ie)?;
         tx.open_table(ENTRIES).map_err(ie)?;
         tx.open_table(MANIFESTS).map_err(ie)?;
@@ -209,6 +235,7 @@ impl Index {
         tx.commit().map_err(ie)?;
         Ok(Index {
             path: path.to_owned(),
+            cache_bytes,
             db: RwLock::new(Some(db)),
         })
     }
@@ -421,15 +448,6 @@ impl Index {
             }
         }
         Ok(out)
-    }
-
-    pub(super) fn note_repo(&self, upstream: &str, repo: &str, now: u64) -> Result<(), IndexError> {
-        let tx = self.begin_write().map_err(ie)?;
-        tx.open_table(REPOS)
-            .map_err(ie)?
-            .insert(key(&[upstream, repo]).as_str(), now)
-            .map_err(ie)?;
-        tx.commit().map_err(ie)
     }
 }
 

@@ -1,0 +1,219 @@
+//! Eviction off the fills' path: a background task evicts least-recently-used entries ahead of
+//! need, and a fill waits only when its own bytes would pass the bound.
+//!
+//! Once stored, reserved and deleting bytes pass the high-water mark (95% of the bound), the
+//! first reservation to see it wakes the task and goes on. The task chooses its victims in one
+//! pass under the lock (`Lru::evict_to`: they leave the in-memory view at once, their bytes
+//! counted as `deleting`), then, a batch at a time on the blocking pool, removes them from the
+//! index and deletes their files, giving their bytes back after each batch. A reservation that
+//! would pass the bound itself waits for those batches, not for the whole eviction; it fails with
+//! `NoRoom` only when an eviction that began after it asked found nothing more to evict (fills in
+//! flight alone would pass the bound).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::lru::{State, remove_victims};
+use super::{Cache, CacheError, blocking};
+
+/// Victims removed from the index in one transaction and deleted before their bytes are given
+/// back: small enough that a waiting fill gets room soon, large enough that a transaction's fsync
+/// is shared by many.
+const BATCH: usize = 1024;
+
+/// How long a waiting reservation sleeps before it looks again, should a wake-up be missed.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// The background eviction's handles.
+#[derive(Default)]
+pub(super) struct Evictor {
+    /// Wakes the task (a permit is kept if it is busy: no request is lost).
+    wake: Notify,
+    /// Signalled after each batch of deleted files and at the end of each eviction.
+    freed: Notify,
+    /// Whether the task has been spawned.
+    spawned: AtomicBool,
+    /// Requests made, and the last request an eviction that has ended began after.
+    asked: AtomicU64,
+    answered: AtomicU64,
+}
+
+impl Cache {
+    /// The high-water mark: past it, eviction starts in the background.
+    pub(super) fn high_watermark(&self) -> u64 {
+        self.bound() / 20 * 19
+    }
+
+    /// Wakes the background eviction (spawning it on first use); returns the request's number.
+    pub(super) fn start_eviction(&self) -> u64 {
+        let asked = self.evictor.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.evictor.spawned.swap(true, Ordering::SeqCst) {
+            tokio::spawn(evict_in_background(self.evictor.clone(), self.me.clone()));
+        }
+        self.evictor.wake.notify_one();
+        asked
+    }
+
+    /// Waits until the reservation of `size` (already counted) fits within the bound.
+    pub(super) async fn wait_for_room(&self, size: u64) -> Result<bool, CacheError> {
+        let asked = self.start_eviction();
+        loop {
+            let freed = self.evictor.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if s.lru.committed + s.lru.deleting + s.lru.reserved <= self.bound() {
+                    return Ok(true);
+                }
+                let ended_since = self.evictor.answered.load(Ordering::SeqCst) >= asked;
+                if ended_since && s.lru.deleting == 0 {
+                    // Eviction found nothing more: fills in flight alone would pass the bound.
+                    s.lru.reserved -= size;
+                    return Err(CacheError::NoRoom(self.bound()));
+                }
+            }
+            let _ = tokio::time::timeout(RECHECK, freed).await;
+        }
+    }
+
+    /// Evicts least-recently-used entries down to `target(state)` stored bytes: victims chosen
+    /// under the lock, then removed from the index and deleted a batch at a time on the
+    /// blocking pool, their bytes given back after each batch. Run by one eviction at a time
+    /// (the caller holds `evicting`).
+    pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
+        let victims = {
+            let mut s = self.lock();
+            let target = target(&s);
+            s.evict_to(target, 0)
+        };
+        if victims.is_empty() {
+            return Ok(());
+        }
+        self.publish_size();
+        let mut first_error = None;
+        for batch in victims.chunks(BATCH) {
+            let freed: u64 = batch.iter().map(|(_, m)| m.size).sum();
+            // What a client fetched again since it was chosen stays (index entry and file).
+            let batch: Vec<_> = {
+                let s = self.lock();
+                batch
+                    .iter()
+                    .filter(|(d, _)| !s.lru.holds(d))
+                    .cloned()
+                    .collect()
+            };
+            let (store, index, metrics) =
+                (self.store.clone(), self.index.clone(), self.metrics.clone());
+            let removed = blocking(move || remove_victims(&store, &index, &metrics, &batch)).await;
+            self.lock().lru.deleting -= freed;
+            self.evictor.freed.notify_waiters();
+            if let Err(e) = removed {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Gives waiting reservations a look after bytes were freed outside the background task.
+    pub(super) fn room_freed(&self) {
+        self.evictor.freed.notify_waiters();
+    }
+}
+
+/// The background eviction: each wake-up evicts down to the low-water mark (less what fills
+/// have reserved). It holds the cache only while evicting, and ends once the cache is gone.
+async fn evict_in_background(evictor: Arc<Evictor>, cache: Weak<Cache>) {
+    loop {
+        evictor.wake.notified().await;
+        let Some(c) = cache.upgrade() else { return };
+        let asked = evictor.asked.load(Ordering::SeqCst);
+        let _one = c.evicting.lock().await;
+        let evicted = c
+            .evict(|s| c.low_watermark().saturating_sub(s.lru.reserved))
+            .await;
+        if let Err(e) = evicted {
+            tracing::warn!(error = %e, "could not evict least-recently-used entries");
+        }
+        evictor.answered.fetch_max(asked, Ordering::SeqCst);
+        evictor.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::index::{EntryMeta, KIND_BLOB, KIND_PINNED};
+    use crate::reference::Digest;
+
+    /// A cache of 1,000 bytes holding `n` entries of 100 bytes, aged in order, kinds as given.
+    fn holding(dir: &std::path::Path, n: u8, kinds: u8) -> Arc<Cache> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let minute = Duration::from_secs(60);
+        let cache = Cache::open(dir, 1000, minute, Duration::ZERO, metrics, None, false).unwrap();
+        let mut s = cache.lock();
+        for i in 0..n {
+            let meta = EntryMeta {
+                size: 100,
+                last_access_ms: u64::from(i) + 1,
+                kinds,
+            };
+            s.lru.insert_found(Digest::sha256_of(&[i]), meta);
+        }
+        drop(s);
+        cache
+    }
+
+    /// Past the high-water mark a reservation goes on at once and eviction runs behind it, down
+    /// to the low-water mark; a reservation that would pass the bound waits for the room.
+    #[test]
+    fn eviction_runs_behind_the_fills_and_makes_room_ahead_of_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = holding(dir.path(), 9, KIND_BLOB);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            // 900 + 60 passes 950: eviction starts; 960 is within the bound, so no wait.
+            assert!(cache.reserve(60).await.unwrap());
+            for _ in 0..200 {
+                if cache.lock().lru.committed <= 900 - 60 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            {
+                let s = cache.lock();
+                assert_eq!(
+                    s.lru.committed, 800,
+                    "the oldest went, down to the low-water mark less what is reserved"
+                );
+                assert!(!s.lru.holds(&Digest::sha256_of(&[0])));
+                assert!(s.lru.holds(&Digest::sha256_of(&[1])));
+                assert_eq!(s.lru.deleting, 0);
+            }
+            // 800 + 60 + 200 passes the bound: this one waits until eviction has deleted.
+            assert!(cache.reserve(200).await.unwrap());
+            let s = cache.lock();
+            assert!(s.lru.committed + s.lru.deleting + s.lru.reserved <= 1000);
+        });
+    }
+
+    /// When nothing can be evicted (everything pinned) a reservation past the bound fails
+    /// rather than waiting for ever, and gives its bytes back.
+    #[test]
+    fn a_reservation_past_the_bound_with_nothing_to_evict_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = holding(dir.path(), 9, KIND_BLOB | KIND_PINNED);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let refused = tokio::time::timeout(Duration::from_secs(5), cache.reserve(200)).await;
+            assert!(matches!(refused, Ok(Err(CacheError::NoRoom(1000)))));
+        });
+        assert_eq!(cache.lock().lru.reserved, 0);
+        assert_eq!(cache.lock().lru.committed, 900);
+    }
+}
