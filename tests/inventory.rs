@@ -318,3 +318,46 @@ fn a_running_mirror_answers_ls_rm_gc_and_export() {
         "{ls}"
     );
 }
+
+/// `rm` looks at the image's own repository only (issue 22: its time is proportional to the
+/// image, not the cache), yet what another repository's image shares stays until the last
+/// image using it goes: then it goes too.
+#[test]
+fn shared_content_stays_until_the_last_image_using_it_is_removed() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let storage = scratch("inventory-shared-storage");
+    let reg = Registry::start(storage.path());
+    reg.copy_from(&origin, "oci/app:v1", "one/app:v1");
+    reg.copy_from(&origin, "oci/app:v1", "two/app:v1");
+    let site = Site::new("inventory-shared", &reg.url(), "");
+    site.ok(&["warm", "one/app:v1", "two/app:v1"]);
+    let held = site.blobs();
+    let app = seed.image("oci/app");
+    for (d, _) in &app.blobs {
+        assert!(held.contains(&d[7..].to_owned()), "{d} not warmed");
+    }
+
+    site.ok(&["rm", "one/app:v1"]);
+    let after_one = site.blobs();
+    for (d, _) in &app.blobs {
+        assert!(
+            after_one.contains(&d[7..].to_owned()),
+            "{d}, which two/app uses, was removed"
+        );
+    }
+    assert!(row(&site.ok(&["ls"]), "docker.io/two/app:v1").is_some());
+
+    site.ok(&["rm", "two/app:v1"]);
+    let left = site.blobs();
+    for (d, _) in &app.blobs {
+        assert!(
+            !left.contains(&d[7..].to_owned()),
+            "{d} outlived the last image using it"
+        );
+    }
+    assert!(
+        !left.contains(&app.digest[7..].to_owned()),
+        "the manifest outlived its image"
+    );
+}

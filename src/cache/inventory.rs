@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::index::{KIND_BLOB, KIND_MANIFEST, KIND_PINNED};
-use super::links::scope;
+use super::links::{Scope, scope};
 use super::lru::remove_victims;
 use super::manifests::read_manifest;
 use super::{Cache, CacheError, now_millis};
@@ -92,10 +92,21 @@ impl Cache {
         &self,
         tagged: &[TaggedImage],
     ) -> Result<Vec<DigestImage>, CacheError> {
+        self.digest_images_where(tagged, None)
+    }
+
+    /// [`Cache::digest_images`], of one (upstream, repository) alone when `only` names one
+    /// (`tagged` then need hold only that repository's tags).
+    fn digest_images_where(
+        &self,
+        tagged: &[TaggedImage],
+        only: Option<&Scope>,
+    ) -> Result<Vec<DigestImage>, CacheError> {
         let linked: Vec<(Digest, String, String)> = {
             let s = self.lock();
             s.links
                 .all()
+                .filter(|(_, scope)| only.is_none_or(|o| o.as_str() == scope.as_str()))
                 .filter(|(d, _)| s.lru.get(d).is_some_and(|m| m.kinds & KIND_MANIFEST != 0))
                 .filter_map(|(d, scope)| {
                     let (up, repo) = scope.parts()?;
@@ -239,7 +250,12 @@ impl Cache {
     }
 
     /// Removes tags (every tag of the repository pointing at `digest` if `tag` is None), then the
-    /// content they reached that no remaining tag reaches. Returns the files and bytes removed.
+    /// content they reached that nothing else reaches. Returns the files and bytes removed.
+    ///
+    /// The work is proportional to the image and its repository, not to the cache: content
+    /// linked to another repository is kept without looking further (a link is made only where
+    /// a manifest listed it or a client fetched it), so only this repository's other tags and
+    /// images held by digest are walked.
     pub(crate) fn remove_image(
         &self,
         upstream: &str,
@@ -247,13 +263,26 @@ impl Cache {
         tag: Option<&str>,
         digest: &Digest,
     ) -> Result<(usize, u64), CacheError> {
-        let all = self.tagged_images()?;
+        let this = scope(upstream, repo);
+        let all: Vec<TaggedImage> = self
+            .index
+            .repo_tags(upstream, repo)?
+            .into_iter()
+            .filter_map(|(t, e)| {
+                Some(TaggedImage {
+                    upstream: upstream.to_owned(),
+                    repo: repo.to_owned(),
+                    tag: Tag::parse(&t)?,
+                    digest: e.digest,
+                })
+            })
+            .collect();
         // Images held by digest alone keep what they reach (found before any tag goes, so the
         // image removed is not one of them).
         let by_digest: Vec<DigestImage> = self
-            .digest_images(&all)?
+            .digest_images_where(&all, Some(&this))?
             .into_iter()
-            .filter(|i| !(i.upstream == upstream && i.repo == repo && i.digest == *digest))
+            .filter(|i| i.digest != *digest)
             .collect();
         let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| {
             t.upstream == upstream
@@ -274,14 +303,38 @@ impl Cache {
         for (u, r, t) in &names {
             self.hot.forget_tag(u, r, t);
         }
-        let mut keep = HashSet::new();
+        let reached = self.reached(upstream, repo, digest)?;
+        let mut keep: HashSet<Digest> = {
+            let s = self.lock();
+            reached
+                .iter()
+                .filter(|d| s.links.scopes(d).any(|sc| sc.as_str() != this.as_str()))
+                .cloned()
+                .collect()
+        };
+        let elsewhere = keep.clone();
+        let mut here = HashSet::new();
         for t in &kept {
-            keep.extend(self.reached(&t.upstream, &t.repo, &t.digest)?);
+            here.extend(self.reached(&t.upstream, &t.repo, &t.digest)?);
         }
         for i in &by_digest {
-            keep.extend(self.reached(&i.upstream, &i.repo, &i.digest)?);
+            here.extend(self.reached(&i.upstream, &i.repo, &i.digest)?);
         }
-        let reached = self.reached(upstream, repo, digest)?;
+        // Kept for another repository alone: this one's link goes with its image, so that
+        // removing that other repository's image later removes the content too.
+        let unlinked: Vec<(Digest, String)> = elsewhere
+            .iter()
+            .filter(|d| !here.contains(*d))
+            .map(|d| (d.clone(), this.as_str().to_owned()))
+            .collect();
+        {
+            let mut s = self.lock();
+            for (d, _) in &unlinked {
+                s.links.unlink(d, &this);
+            }
+        }
+        self.index.remove_links(&unlinked)?;
+        keep.extend(here);
         self.delete(reached.into_iter().filter(|d| !keep.contains(d)).collect())
     }
 

@@ -121,6 +121,25 @@ impl Links {
         self.by_digest.remove(digest);
     }
 
+    /// Removes one repository's link to `digest`.
+    pub(super) fn unlink(&mut self, digest: &Digest, scope: &Scope) {
+        if let Some(links) = self.by_digest.get_mut(digest) {
+            links.retain(|l| l.scope.0 != scope.0);
+            if links.is_empty() {
+                self.by_digest.remove(digest);
+            }
+        }
+    }
+
+    /// The scopes `digest` is linked to.
+    pub(super) fn scopes(&self, digest: &Digest) -> impl Iterator<Item = &Scope> {
+        self.by_digest
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .map(|l| &l.scope)
+    }
+
     /// Every (digest, scope) linked.
     pub(super) fn all(&self) -> impl Iterator<Item = (&Digest, &Scope)> {
         self.by_digest

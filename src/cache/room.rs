@@ -6,7 +6,7 @@
 //! start-up, at every access-time flush, before it streams a blob through as too large, and
 //! whenever a write is refused for want of space (`ENOSPC`), and keeps its bound at what it
 //! stores plus what is free, less a headroom for the index and the filesystem, never above
-//! `max_size`. A lower bound evicts least-recently-used entries as any other; when space comes
+//! `max_size` less the index's own file (it counts towards `max_size` too). A lower bound evicts least-recently-used entries as any other; when space comes
 //! back, the bound rises again, without a restart.
 
 use std::io;
@@ -20,6 +20,10 @@ use crate::metrics::Content;
 
 /// How many times a write refused for want of space is tried again, each after evicting.
 pub(super) const FULL_RETRIES: usize = 3;
+
+/// About what redb's file takes with little in it (its header and first region, 1 MiB and 8 KiB
+/// when empty): not counted, so that even a tiny cache keeps its bound.
+const EMPTY_INDEX: u64 = 2 << 20;
 
 /// Space the cache leaves free on its filesystem, for the index and the filesystem's own needs:
 /// 2% of it, at least 4 MiB.
@@ -59,7 +63,8 @@ impl Cache {
 
     /// Measures the filesystem and sets the bound from it: what the cache stores (evicted files
     /// not yet deleted, and fills' reserved bytes, most of them written, included) plus what is
-    /// free, less the headroom, at most `max_size`. Returns what the filesystem could hold.
+    /// free, less the headroom, at most `max_size` less the index's file. Returns what the
+    /// filesystem could hold.
     /// Blocking.
     pub(super) fn measure_room(&self) -> io::Result<u64> {
         super::assert_off_the_workers();
@@ -69,11 +74,14 @@ impl Cache {
             s.lru.committed + s.lru.deleting + s.lru.reserved
         };
         let holds = (held + room.free).saturating_sub(headroom(room.total));
-        let bound = holds.min(self.max_size);
+        // The index is on the same disk and within the same `max_size`: what it grows to
+        // beyond its first 2 MiB counts.
+        let index = self.index.file_size().saturating_sub(EMPTY_INDEX);
+        let bound = holds.min(self.max_size.saturating_sub(index));
         let before = self.bound.swap(bound, Ordering::Relaxed);
         if before != bound {
             self.metrics.set_cache_bound_bytes(bound);
-            if bound < self.max_size && before.abs_diff(bound) > before / 20 {
+            if holds < self.max_size && before.abs_diff(bound) > before / 20 {
                 tracing::info!(
                     bound,
                     max_size = self.max_size,

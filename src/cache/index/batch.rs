@@ -108,6 +108,22 @@ impl Index {
         Ok(out)
     }
 
+    /// Forgets links (digest, `upstream\0repo`).
+    pub(in crate::cache) fn remove_links(
+        &self,
+        links: &[(Digest, String)],
+    ) -> Result<(), IndexError> {
+        let tx = self.begin_write().map_err(ie)?;
+        {
+            let mut t = tx.open_table(LINKS).map_err(ie)?;
+            for (d, scope) in links {
+                t.remove(key(&[&d.to_string(), scope]).as_str())
+                    .map_err(ie)?;
+            }
+        }
+        tx.commit().map_err(ie)
+    }
+
     /// Forgets tags (upstream, repository, tag).
     pub(in crate::cache) fn remove_tags(
         &self,

@@ -240,6 +240,13 @@ impl Index {
         })
     }
 
+    /// The bytes of the index's file, which count towards `max_size` beside the stored files.
+    /// Blocking.
+    pub(super) fn file_size(&self) -> u64 {
+        super::assert_off_the_workers();
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// A read transaction on the entries table: the database answers.
     pub(super) fn check(&self) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
@@ -433,6 +440,26 @@ impl Index {
             out.push(k.value()[prefix.len()..].to_owned());
         }
         out.sort();
+        Ok(out)
+    }
+
+    /// Tags cached for a repository, with what each points at.
+    pub(super) fn repo_tags(
+        &self,
+        upstream: &str,
+        repo: &str,
+    ) -> Result<Vec<(String, TagEntry)>, IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(TAGS).map_err(ie)?;
+        let prefix = key(&[upstream, repo, ""]);
+        let end = format!("{upstream}\0{repo}\u{1}");
+        let mut out = Vec::new();
+        for item in t.range(prefix.as_str()..end.as_str()).map_err(ie)? {
+            let (k, v) = item.map_err(ie)?;
+            if let Some(entry) = TagEntry::decode(v.value()) {
+                out.push((k.value()[prefix.len()..].to_owned(), entry));
+            }
+        }
         Ok(out)
     }
 
