@@ -170,7 +170,7 @@ fn one_size(n: usize, origin: &Registry, cold: &[String]) -> Figures {
     let held = held_bytes(&site);
     let config = fs::read_to_string(&site.config).unwrap().replace(
         "max_size = \"500GiB\"",
-        &format!("max_size = {}", held + (8 << 20)),
+        &format!("max_size = \"{}B\"", held + (8 << 20)),
     );
     fs::write(&site.config, config).unwrap();
     let mut serve = Serve::start(&site);
@@ -284,7 +284,7 @@ impl Serve {
             .expect("the site's listen port");
         let log = fs::File::create(site.dir.path().join("serve.log")).unwrap();
         let start = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
             .arg("--config")
             .arg(&site.config)
             .arg("serve")
@@ -296,6 +296,10 @@ impl Serve {
         loop {
             if curl(port, "/readyz").0 == 200 {
                 break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = fs::read_to_string(site.dir.path().join("serve.log")).unwrap();
+                panic!("serve exited ({status}) before it was ready:\n{log}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(300),
