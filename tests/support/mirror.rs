@@ -21,6 +21,9 @@ pub struct Mirror {
     pub cache_dir: PathBuf,
     pub log: PathBuf,
     dir: tempfile::TempDir,
+    /// A hosts file the process sees as `/etc/hosts` (bind-mounted in a private mount
+    /// namespace), so that real host names resolve to test addresses.
+    hosts: Option<PathBuf>,
 }
 
 /// What a test's mirror is configured with, said in words: `Mirror::of(&upstreams)`, then the
@@ -99,6 +102,7 @@ impl MirrorBuilder {
             cache_dir,
             log,
             dir,
+            hosts: None,
         };
         m.restart();
         m
@@ -122,6 +126,27 @@ impl Mirror {
         }
     }
 
+    /// The repository's own `config.toml`, changed by `edit` alone, in a directory of its own
+    /// (its `dir = "./data"` resolves there), seeing `hosts` as `/etc/hosts`.
+    pub fn shipped(edit: impl FnOnce(String) -> String, hosts: &Path) -> Mirror {
+        let dir = scratch("mirror-shipped");
+        let text =
+            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")).unwrap();
+        let config = dir.path().join("config.toml");
+        fs::write(&config, edit(text)).unwrap();
+        let mut m = Mirror {
+            port: 0,
+            child: None,
+            config,
+            cache_dir: dir.path().join("data"),
+            log: dir.path().join("mirror.log"),
+            dir,
+            hosts: Some(hosts.to_owned()),
+        };
+        m.restart();
+        m
+    }
+
     /// (Re)starts the process on the same port, config and cache.
     pub fn restart(&mut self) {
         self.kill9();
@@ -134,7 +159,19 @@ impl Mirror {
         // Its own empty working directory, so tests can see it writes nothing outside cache.dir.
         let cwd = self.dir.path().join("cwd");
         fs::create_dir_all(&cwd).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        let mut command = match &self.hosts {
+            // unshare and sh exec in place: the child's pid is entrepot's.
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(env!("CARGO_BIN_EXE_entrepot"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_entrepot")),
+        };
+        let child = command
             .current_dir(&cwd)
             .arg("serve")
             .arg("--config")

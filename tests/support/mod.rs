@@ -81,10 +81,15 @@ pub fn eventually(within: Duration, failure: &str, mut done: impl FnMut() -> boo
 
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str) {
+    wait_for_address("127.0.0.1", port, what);
+}
+
+/// Waits until `ip:port` accepts connections.
+pub fn wait_for_address(ip: &str, port: u16, what: &str) {
     eventually(
         Duration::from_secs(30),
-        &format!("{what} did not start listening on {port}"),
-        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        &format!("{what} did not start listening on {ip}:{port}"),
+        || TcpStream::connect((ip, port)).is_ok(),
     );
 }
 

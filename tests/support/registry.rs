@@ -24,13 +24,22 @@ impl Registry {
 
     /// With extra YAML (e.g. an `auth:` section) and optionally a fixed port.
     pub fn start_with(storage: &Path, extra_yaml: &str, port: Option<u16>) -> Registry {
+        Self::start_on(
+            storage,
+            extra_yaml,
+            "127.0.0.1",
+            port.unwrap_or_else(free_port),
+        )
+    }
+
+    /// On another loopback address (a host name's, in a test that maps names to addresses).
+    pub fn start_on(storage: &Path, extra_yaml: &str, ip: &str, port: u16) -> Registry {
         let dir = scratch("registry");
-        let port = port.unwrap_or_else(free_port);
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{extra_yaml}",
                 storage.display()
             ),
         )
@@ -45,7 +54,7 @@ impl Registry {
             .stderr(out)
             .spawn()
             .expect("docker-registry (Debian package docker-registry) must be installed");
-        wait_for_port(port, "docker-registry");
+        wait_for_address(ip, port, "docker-registry");
         Registry {
             port,
             child: Some(child),
