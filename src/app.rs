@@ -22,6 +22,8 @@ pub(crate) struct App {
     /// `[auth]`: who may pull what; None lets everyone pull everything.
     pub(crate) auth: Option<Arc<Auth>>,
     serve_metrics: bool,
+    /// `[cache] require_signature`, for `serve`'s manifests.
+    required: Option<Arc<crate::api::Required>>,
 }
 
 /// Why the mirror could not start.
@@ -41,6 +43,8 @@ pub enum StartError {
     Auth(#[source] AuthSetupError),
     #[error("shared: {0}")]
     Shared(#[source] SharedSetupError),
+    #[error("cache.require_signature: {0}")]
+    SigningKey(#[source] SigningKeySetupError),
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
     #[error("server.tls_cert/tls_key: {0}")]
@@ -61,6 +65,11 @@ pub struct UpstreamSetupError(BuildError);
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct AuthSetupError(HtpasswdError);
+
+/// A `[cache] require_signature` key that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SigningKeySetupError(crate::cosign::KeyError);
 
 /// A `[shared]` store that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +128,11 @@ impl App {
             )),
             None => None,
         };
+        let required = crate::api::Required::from_config(&config.cache.require_signature)
+            .map_err(|e| StartError::SigningKey(SigningKeySetupError(e)))?
+            .map(Arc::new);
         Ok(App {
+            required,
             auth,
             upstreams: Arc::new(Upstreams::new(upstreams)),
             cache,
@@ -138,6 +151,7 @@ impl App {
             metrics: self.metrics.clone(),
             serve_metrics: self.serve_metrics,
             shutdown,
+            required: self.required.clone(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! loads an archive only if every image in it carries a cosign signature by a trusted key, and
 //! loads nothing of an archive holding one unsigned image, one signed by another key, or one
 //! whose signature is over another digest; `warm --require-signature` keeps an unsigned image
-//! out of the connected side's cache.
+//! out of the connected side's cache; `[cache] require_signature` makes `serve` itself refuse
+//! (403 DENIED) an image it cannot verify, while skopeo, ctr and dockerd pull the signed one.
 //!
 //! cosign is not packaged for this machine, so the signatures are made here as cosign makes
 //! them (sigstore/cosign `specs/SIGNATURE_SPEC.md`): a key pair from Python's `cryptography`
@@ -267,6 +268,15 @@ fn only_images_signed_by_a_trusted_key_are_let_in() {
     fs::write(&far.config, bad_config).unwrap();
     let refused = far.fails(&["check-config"]);
     assert!(refused.contains("cache.import_keys[0]"), "{refused}");
+    let bad_config = fs::read_to_string(&far.config)
+        .unwrap()
+        .replace("import_keys", "require_signature");
+    fs::write(&far.config, bad_config).unwrap();
+    let refused = far.fails(&["check-config"]);
+    assert!(
+        refused.contains("cache.require_signature[0]") && refused.contains("junk.pub"),
+        "{refused}"
+    );
 
     let mut m = Mirror::of(&[Up::default("docker.io", "http://127.0.0.1:9".into())])
         .offline()
@@ -277,7 +287,16 @@ fn only_images_signed_by_a_trusted_key_are_let_in() {
         config: m.config.clone(),
     };
     beside.ok(&["import", good.to_str().unwrap(), "--require-signature", key]);
-    m.restart();
+    // An unsigned image beside it, imported without keys.
+    beside.ok(&["import", cases[0].0.to_str().unwrap()]);
+    // [cache] require_signature: serve itself refuses what it cannot verify, offline too.
+    m.reconfigure(|c| {
+        c.replacen(
+            "[cache]\n",
+            &format!("[cache]\nrequire_signature = [{key:?}]\n"),
+            1,
+        )
+    });
     let out = scratch("signed-pull");
     assert_eq!(
         skopeo_pull(
@@ -286,5 +305,59 @@ fn only_images_signed_by_a_trusted_key_are_let_in() {
             false
         ),
         app.digest
+    );
+    let r = raw_request(m.port, "GET", "/v2/multi/arch/manifests/v1", &[]);
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 403, "{body}");
+    assert!(
+        body.contains("DENIED")
+            && body.contains("require_signature")
+            && body.contains("it has no cosign signature"),
+        "{body}"
+    );
+    let metrics =
+        String::from_utf8_lossy(&raw_request(m.port, "GET", "/metrics", &[]).body).into_owned();
+    assert!(
+        metrics.contains("entrepot_signature_refusals_total 1"),
+        "{metrics}"
+    );
+    // The signature itself is served (cosign verify reads it through the mirror).
+    let sig = format!("/v2/oci/app/manifests/sha256-{}.sig", &app.digest[7..]);
+    assert_eq!(raw_request(m.port, "GET", &sig, &[]).status, 200);
+    // ctr and dockerd pull the signed image from the air-gapped side, by its digest.
+    let ctd = Containerd::start();
+    let reference = format!("docker.io/oci/app:{}", app.tag);
+    let list = ctd.pull_through(&m.url(), "docker.io", &reference);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("{reference} not in {list}"));
+    assert!(line.contains(&app.digest), "{line}");
+    let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
+    let pulled = dockerd
+        .docker()
+        .args(["pull", &format!("oci/app:{}", app.tag)])
+        .output()
+        .unwrap();
+    let inspect = dockerd.repo_digests(&format!("oci/app:{}", app.tag));
+    let refused = dockerd
+        .docker()
+        .args(["pull", "multi/arch:v1"])
+        .output()
+        .unwrap();
+    drop(dockerd);
+    assert!(
+        pulled.status.success(),
+        "docker pull failed: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&inspect.stdout).contains(&app.digest),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+    assert!(
+        !refused.status.success(),
+        "dockerd pulled an unsigned image"
     );
 }

@@ -27,6 +27,7 @@ pub(super) async fn get(
         .manifest(up, repo, &reference, head)
         .await
         .map_err(|e| ApiError::from(&*e))?;
+    super::signed::check(app, up, repo, &reference, &m).await?;
     if !accepts(headers, m.media_type.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

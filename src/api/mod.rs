@@ -16,6 +16,7 @@ mod range;
 mod referrers;
 mod resolve;
 mod route;
+mod signed;
 mod state;
 mod tags;
 
@@ -30,6 +31,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use error::ApiError;
 use resolve::resolve;
 use route::Route;
+pub(crate) use signed::Required;
 pub(crate) use state::State;
 
 /// Response bodies: a small buffer or a stream of file chunks that may end in an error (which makes

@@ -22,4 +22,6 @@ pub(crate) struct State {
     pub(crate) serve_metrics: bool,
     /// Once it has begun, `/readyz` answers 503 while requests drain.
     pub(crate) shutdown: Shutdown,
+    /// `[cache] require_signature`: None serves every manifest.
+    pub(crate) required: Option<Arc<super::signed::Required>>,
 }

@@ -23,14 +23,17 @@ impl Config {
             self.cache.offline,
             self.cache.prefetch_layers,
         );
-        if !self.cache.import_keys.is_empty() {
-            let keys: Vec<String> = self
-                .cache
-                .import_keys
-                .iter()
-                .map(|k| format!("{:?}", k.display().to_string()))
-                .collect();
-            s.push_str(&format!("import_keys = [{}]\n", keys.join(", ")));
+        for (name, keys) in [
+            ("import_keys", &self.cache.import_keys),
+            ("require_signature", &self.cache.require_signature),
+        ] {
+            if !keys.is_empty() {
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| format!("{:?}", k.display().to_string()))
+                    .collect();
+                s.push_str(&format!("{name} = [{}]\n", keys.join(", ")));
+            }
         }
         if let Some(addr) = self.server.metrics_listen {
             let server_end = s.find("\n\n[cache]").unwrap_or(s.len());

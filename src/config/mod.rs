@@ -108,6 +108,8 @@ pub(crate) struct CacheConfig {
     pub(crate) prefetch_layers: bool,
     /// `import_keys`: read (and checked) at start-up.
     pub(crate) import_keys: Vec<PathBuf>,
+    /// `require_signature`: `serve` refuses an image it cannot verify by one of these keys.
+    pub(crate) require_signature: Vec<PathBuf>,
 }
 
 /// Turns the file's raw values into checked ones; every mistake names its key and the file.
@@ -232,9 +234,14 @@ impl Checker<'_> {
         let tag_ttl = self.duration(raw.tag_ttl.as_deref(), "1m", "cache.tag_ttl")?;
         let negative_ttl =
             self.duration(raw.negative_ttl.as_deref(), "5s", "cache.negative_ttl")?;
-        for (i, key) in raw.import_keys.iter().enumerate() {
-            crate::cosign::Keys::read(std::slice::from_ref(key))
-                .map_err(|e| self.bad(&format!("cache.import_keys[{i}]"), e.to_string()))?;
+        for (name, keys) in [
+            ("import_keys", &raw.import_keys),
+            ("require_signature", &raw.require_signature),
+        ] {
+            for (i, key) in keys.iter().enumerate() {
+                crate::cosign::Keys::read(std::slice::from_ref(key))
+                    .map_err(|e| self.bad(&format!("cache.{name}[{i}]"), e.to_string()))?;
+            }
         }
         Ok(CacheConfig {
             dir,
@@ -244,6 +251,7 @@ impl Checker<'_> {
             offline: raw.offline.unwrap_or(false),
             prefetch_layers: raw.prefetch_layers.unwrap_or(true),
             import_keys: raw.import_keys,
+            require_signature: raw.require_signature,
         })
     }
 

@@ -19,7 +19,12 @@ impl RawConfig {
             }
         };
         fix(&mut self.cache.dir);
-        for k in &mut self.cache.import_keys {
+        for k in self
+            .cache
+            .import_keys
+            .iter_mut()
+            .chain(self.cache.require_signature.iter_mut())
+        {
             if k.is_relative() {
                 *k = base.join(&*k);
             }
@@ -132,6 +137,9 @@ pub(super) struct RawCache {
     /// Public keys `import` requires a cosign signature by (with `--require-signature`).
     #[serde(default)]
     pub(super) import_keys: Vec<PathBuf>,
+    /// Public keys `serve` requires a cosign signature by, for every image manifest it serves.
+    #[serde(default)]
+    pub(super) require_signature: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]

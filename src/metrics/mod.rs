@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     fills_in_flight: IntGauge,
     /// Blob fills that ended with every byte verified.
     fills_completed: IntCounter,
+    signature_refusals: IntCounter,
     /// Bytes evicted by the LRU, by kind.
     evicted_bytes: IntCounterVec,
     /// Fills that ended badly, by reason (`digest_mismatch`, `bad_response`, `unreachable`,
@@ -143,6 +144,14 @@ impl Metrics {
             registry
         )
         .expect("unique");
+        let signature_refusals = register_int_counter_with_registry!(
+            Opts::new(
+                "signature_refusals_total",
+                "Image manifests refused with 403 because no cosign signature by a key in [cache] require_signature was found for them."
+            ),
+            registry
+        )
+        .expect("unique");
         let g = gauges(&registry);
         let metrics = Metrics {
             registry,
@@ -155,6 +164,7 @@ impl Metrics {
             upstream_duration,
             fills_in_flight: g.fills_in_flight,
             fills_completed,
+            signature_refusals,
             evicted_bytes,
             fill_failures,
             token_requests,
@@ -276,6 +286,11 @@ impl Metrics {
     /// A blob fill ended with every byte verified.
     pub(crate) fn fill_completed(&self) {
         self.fills_completed.inc();
+    }
+
+    /// An image manifest was refused for want of a trusted signature.
+    pub(crate) fn signature_refused(&self) {
+        self.signature_refusals.inc();
     }
 
     /// Fills running now, each until it has recorded its blob (or failed).
