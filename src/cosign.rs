@@ -204,6 +204,114 @@ pub(crate) fn is_cosign_tag(tag: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn openssl(args: &[&str], dir: &Path) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A signature manifest as cosign writes it: one simple-signing layer, its signature in the
+    /// annotation.
+    fn signature_manifest(payload_digest: &Digest, size: usize, sig: &[u8]) -> Vec<u8> {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "layers": [{
+                "mediaType": SIMPLE_SIGNING,
+                "digest": payload_digest.to_string(),
+                "size": size,
+                "annotations": {SIGNATURE_ANNOTATION: base64::engine::general_purpose::STANDARD.encode(sig)},
+            }],
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// cosign's other key kinds verify as ECDSA P-256 does (that one is tested end to end in
+    /// tests/signed.rs): an Ed25519 key (the signature over the payload itself) and an RSA key
+    /// (PKCS#1 v1.5 over SHA-256), made and used by openssl as cosign would; each key's
+    /// signature fails under the other key.
+    #[test]
+    fn ed25519_and_rsa_keys_verify_their_signatures_and_only_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let image = Digest::sha256_of(b"the image");
+        let payload = serde_json::json!({
+            "critical": {"image": {"docker-manifest-digest": image.to_string()}, "type": "cosign container image signature"},
+        })
+        .to_string();
+        std::fs::write(d.join("payload"), &payload).unwrap();
+        let payload_digest = Digest::sha256_of(payload.as_bytes());
+        openssl(&["genpkey", "-algorithm", "ed25519", "-out", "ed.key"], d);
+        openssl(&["pkey", "-in", "ed.key", "-pubout", "-out", "ed.pub"], d);
+        openssl(
+            &[
+                "pkeyutl", "-sign", "-rawin", "-inkey", "ed.key", "-in", "payload", "-out",
+                "ed.sig",
+            ],
+            d,
+        );
+        openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.key",
+            ],
+            d,
+        );
+        openssl(&["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"], d);
+        openssl(
+            &[
+                "dgst", "-sha256", "-sign", "rsa.key", "-out", "rsa.sig", "payload",
+            ],
+            d,
+        );
+        let read = |f: &str| Keys::read(&[d.join(f)]).unwrap();
+        let payload_of =
+            |want: &Digest| (*want == payload_digest).then(|| payload.clone().into_bytes());
+        for (key, other) in [("ed", "rsa"), ("rsa", "ed")] {
+            let sig = std::fs::read(d.join(format!("{key}.sig"))).unwrap();
+            let manifest = signature_manifest(&payload_digest, payload.len(), &sig);
+            let candidates = [manifest.as_slice()];
+            assert!(
+                verify(
+                    &read(&format!("{key}.pub")),
+                    &image,
+                    &candidates,
+                    payload_of
+                )
+                .is_ok(),
+                "{key}"
+            );
+            assert!(matches!(
+                verify(
+                    &read(&format!("{other}.pub")),
+                    &image,
+                    &candidates,
+                    payload_of
+                ),
+                Err(Unsigned::OtherKey(1))
+            ));
+        }
+    }
+
     #[test]
     fn cosign_tags_are_told_from_image_tags() {
         let hex = "a".repeat(64);
