@@ -99,8 +99,9 @@ fn now_millis() -> u64 {
 
 impl Cache {
     /// Opens the cache under `dir`: deletes temp files, reconciles the index with the files on
-    /// disk (entries without a file are dropped, files the index does not know are deleted), and
-    /// evicts down to the bound if `max_size` was lowered.
+    /// disk (entries without a file are dropped, files the index does not know are hashed and
+    /// kept or deleted), and evicts down to the bound if `max_size` was lowered (in the
+    /// background when opened within a runtime, as `serve` opens it).
     pub(crate) fn open(
         dir: &Path,
         max_size: u64,
@@ -150,9 +151,16 @@ impl Cache {
                 "max_size is larger than the cache's filesystem can hold beside its other users: the cache keeps within what it holds"
             );
         }
-        let victims = cache.lock().evict_to(cache.low_watermark(), cache.bound());
-        remove_victims(&cache.store, &cache.index, &cache.metrics, &victims)?;
-        cache.lock().lru.deleting = 0;
+        let over = cache.lock().lru.committed > cache.bound();
+        if over && tokio::runtime::Handle::try_current().is_ok() {
+            // A lowered max_size: serve at once, and shrink in the background (a million files
+            // deleted before listening was minutes without a listener).
+            cache.start_eviction();
+        } else if over {
+            let victims = cache.lock().evict_to(cache.low_watermark(), cache.bound());
+            remove_victims(&cache.store, &cache.index, &cache.metrics, &victims)?;
+            cache.lock().lru.deleting = 0;
+        }
         cache.publish_size();
         cache.metrics.set_cache_max_bytes(max_size);
         cache.metrics.set_cache_bound_bytes(cache.bound());
