@@ -15,6 +15,7 @@ use super::lru::remove_victims;
 use super::manifests::read_manifest;
 use super::{Cache, CacheError, now_millis};
 use crate::manifest::Listing;
+use crate::media_type::MediaType;
 use crate::reference::{Digest, Tag};
 
 /// A cached tag.
@@ -118,10 +119,8 @@ impl Cache {
         // another held manifest, or as a referrer.
         let mut reached: HashSet<(String, String, Digest)> = HashSet::new();
         for t in tagged {
-            if let Some(h) = self.held(&t.upstream, &t.digest)? {
-                for m in h.manifests {
-                    reached.insert((t.upstream.clone(), t.repo.clone(), m.digest));
-                }
+            for m in self.manifests_reached(&t.upstream, &t.digest)? {
+                reached.insert((t.upstream.clone(), t.repo.clone(), m));
             }
         }
         let mut candidates = Vec::new();
@@ -157,6 +156,24 @@ impl Cache {
                 b.digest.to_string(),
             ))
         });
+        Ok(out)
+    }
+
+    /// A held root manifest and, for an index, the manifests it lists: only an index's bytes
+    /// are read (an image's type is in the index), so walking every tag reads few files.
+    fn manifests_reached(&self, upstream: &str, root: &Digest) -> Result<Vec<Digest>, CacheError> {
+        let Some(media_type) = self.index.manifest_type(upstream, root)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![root.clone()];
+        if matches!(
+            MediaType::parse(&media_type),
+            MediaType::OciIndex | MediaType::DockerList
+        ) && let Some((_, bytes)) = self.manifest_bytes(upstream, root)?
+            && let Ok(l) = Listing::parse(root, &bytes)
+        {
+            out.extend(l.manifests.into_iter().map(|m| m.digest));
+        }
         Ok(out)
     }
 
