@@ -33,10 +33,12 @@ pub(super) use batch::Batch;
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
 
-/// The index's page cache: 1/256 of `max_size` (about what a cache of small blobs needs to keep
-/// its index's hot pages in memory), within these bounds.
+/// The index's page cache: 1/256 of `max_size`, within these bounds. Its hot pages (tags, the
+/// manifests clients ask for again) fit in far less; a uniform load over a million entries
+/// misses any cache much smaller than the index (about 1 GB there) anyway, and start-up, which
+/// reads every entry, would fill a larger one with pages nobody asks for again.
 const MIN_PAGE_CACHE: u64 = 16 << 20;
-const MAX_PAGE_CACHE: u64 = 256 << 20;
+const MAX_PAGE_CACHE: u64 = 64 << 20;
 
 /// The page cache for a cache of `max_size` bytes.
 pub(super) fn page_cache_for(max_size: u64) -> u64 {
