@@ -585,9 +585,9 @@ fn dockerd_pulls_through_registry_mirrors_with_anonymous_ping() {
     m.reconfigure(|cfg| format!("{cfg}{}", auth(false)));
     let ctd = Containerd::start();
     let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
-    let refused = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let refused = dockerd.pull("busybox");
     m.reconfigure(|_| format!("{base}{}", auth(true)));
-    let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let pulled = dockerd.pull("busybox");
     let digests = dockerd.repo_digests("busybox");
     drop(dockerd);
     assert!(

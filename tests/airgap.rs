@@ -240,15 +240,11 @@ fn a_warmed_export_imports_air_gapped_and_serves_skopeo_containerd_and_dockerd()
     // containerd, with the shipped hosts.toml.
     let ctd = Containerd::start();
     let reference = "docker.io/multi/arch:v1";
-    let list = ctd.pull_through(&m.url(), "docker.io", reference);
-    let line = list
-        .lines()
-        .find(|l| l.starts_with(reference))
-        .unwrap_or_else(|| panic!("{list}"));
+    let line = ctd.pull_line(&m.url(), "docker.io", reference);
     assert!(line.contains(&up.multi.digest), "{line}");
     // dockerd, with the shipped daemon.json; then `docker save` of what it pulled imports too.
     let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
-    let pull = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let pull = dockerd.pull("busybox");
     let digests = dockerd.repo_digests("busybox");
     let saved = out.path().join("saved.tar");
     let save = dockerd

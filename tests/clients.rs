@@ -27,11 +27,7 @@ fn containerd_pulls_a_non_default_registry_through_hosts_toml() {
     for repo in ["team/project/app", "multi/arch", "many/layers"] {
         let img = seed.image(repo);
         let reference = format!("quay.io/{repo}:{}", img.tag);
-        let list = ctd.pull_through(&mirror.url(), "quay.io", &reference);
-        let line = list
-            .lines()
-            .find(|l| l.starts_with(&reference))
-            .unwrap_or_else(|| panic!("{reference} not in {list}"));
+        let line = ctd.pull_line(&mirror.url(), "quay.io", &reference);
         assert!(line.contains(&img.digest), "{line}");
     }
     // Everything came through the mirror's `quay.io` upstream, none through the default.
@@ -48,7 +44,7 @@ fn dockerd_pulls_through_registry_mirrors() {
     let ctd = Containerd::start();
     // The shipped daemon.json with the mirror's address.
     let dockerd = Dockerd::with_shipped_mirror(&ctd, &mirror.url());
-    let pulled = dockerd.docker().args(["pull", "busybox"]).output().unwrap();
+    let pulled = dockerd.pull("busybox");
     let inspect = dockerd.repo_digests("busybox");
     // Stop dockerd with SIGTERM so it unmounts its root, whatever happened.
     drop(dockerd);
@@ -71,11 +67,7 @@ fn dockerd_pulls_through_registry_mirrors() {
     // containerd with the shipped `certs.d/docker.io/hosts.toml` pulls Docker Hub names through
     // the same mirror.
     let reference = format!("docker.io/library/busybox:{}", img.tag);
-    let list = ctd.pull_through(&mirror.url(), "docker.io", &reference);
-    let line = list
-        .lines()
-        .find(|l| l.starts_with(&reference))
-        .unwrap_or_else(|| panic!("{reference} not in {list}"));
+    let line = ctd.pull_line(&mirror.url(), "docker.io", &reference);
     assert!(line.contains(&img.digest), "{line}");
 }
 

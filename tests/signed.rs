@@ -327,24 +327,12 @@ fn only_images_signed_by_a_trusted_key_are_let_in() {
     // ctr and dockerd pull the signed image from the air-gapped side, by its digest.
     let ctd = Containerd::start();
     let reference = format!("docker.io/oci/app:{}", app.tag);
-    let list = ctd.pull_through(&m.url(), "docker.io", &reference);
-    let line = list
-        .lines()
-        .find(|l| l.starts_with(&reference))
-        .unwrap_or_else(|| panic!("{reference} not in {list}"));
+    let line = ctd.pull_line(&m.url(), "docker.io", &reference);
     assert!(line.contains(&app.digest), "{line}");
     let dockerd = Dockerd::with_shipped_mirror(&ctd, &m.url());
-    let pulled = dockerd
-        .docker()
-        .args(["pull", &format!("oci/app:{}", app.tag)])
-        .output()
-        .unwrap();
+    let pulled = dockerd.pull(&format!("oci/app:{}", app.tag));
     let inspect = dockerd.repo_digests(&format!("oci/app:{}", app.tag));
-    let refused = dockerd
-        .docker()
-        .args(["pull", "multi/arch:v1"])
-        .output()
-        .unwrap();
+    let refused = dockerd.pull("multi/arch:v1");
     drop(dockerd);
     assert!(
         pulled.status.success(),

@@ -167,6 +167,16 @@ impl Containerd {
         run(self.ctr().args(["images", "ls"]))
     }
 
+    /// [`Containerd::pull_through`], then the `ctr images ls` line of `reference` (which names
+    /// its digest).
+    pub fn pull_line(&self, mirror_url: &str, registry: &str, reference: &str) -> String {
+        let list = self.pull_through(mirror_url, registry, reference);
+        list.lines()
+            .find(|l| l.starts_with(reference))
+            .unwrap_or_else(|| panic!("{reference} not in {list}"))
+            .to_owned()
+    }
+
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
         c.arg("--address").arg(&self.socket);
@@ -266,6 +276,11 @@ impl Dockerd {
             ])
             .output()
             .unwrap()
+    }
+
+    /// `docker pull image` on this daemon.
+    pub fn pull(&self, image: &str) -> std::process::Output {
+        self.docker().args(["pull", image]).output().unwrap()
     }
 
     /// A `docker` command talking to this daemon.

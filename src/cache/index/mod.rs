@@ -432,15 +432,11 @@ impl Index {
 
     /// Tags cached for a repository, in lexical order.
     pub(super) fn tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, IndexError> {
-        let tx = self.begin_read().map_err(ie)?;
-        let t = tx.open_table(TAGS).map_err(ie)?;
-        let prefix = key(&[upstream, repo, ""]);
-        let end = format!("{upstream}\0{repo}\u{1}");
-        let mut out = Vec::new();
-        for item in t.range(prefix.as_str()..end.as_str()).map_err(ie)? {
-            let (k, _) = item.map_err(ie)?;
-            out.push(k.value()[prefix.len()..].to_owned());
-        }
+        let mut out: Vec<String> = self
+            .repo_tags(upstream, repo)?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         out.sort();
         Ok(out)
     }
