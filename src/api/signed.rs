@@ -23,6 +23,7 @@ use super::{ApiError, State};
 use crate::cache::{Blob, CacheError, Manifest};
 use crate::cosign::{Keys, SIMPLE_SIGNING, Unsigned, is_cosign_tag, signature_tag};
 use crate::manifest::Listing;
+use crate::media_type::MediaType;
 use crate::reference::{Digest, Reference, RepoName, Tag};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -73,27 +74,28 @@ pub(super) async fn check(
         return Ok(());
     }
     let key = (up.name.clone(), m.digest.clone());
-    if m.bytes.as_deref().is_some_and(is_signing_artifact) {
+    // A warm GET of a signed digest costs one map lookup: no parse, no verification.
+    if req.signed.contains_key(&key) || m.bytes.as_deref().is_some_and(is_signing_artifact) {
         return Ok(());
     }
-    let verdict = if req.signed.contains_key(&key) {
-        Ok(())
-    } else if let Some(why) = req.unsigned.get(&key) {
-        Err(why)
-    } else {
-        let verdict = verify(app, req, up, repo, &m.digest).await?;
-        match &verdict {
-            Ok(()) => req.signed.insert(key, ()),
-            Err(why) => req.unsigned.insert(key, why.clone()),
-        }
-        verdict
-    };
-    match verdict {
+    if let Some(why) = req.unsigned.get(&key) {
+        return Err(refused(app, &m.digest, &why));
+    }
+    match verify(app, req, up, repo, &m.digest).await? {
         Ok(()) => {
-            cover_children(req, up, m);
+            // An index's platforms are covered from its bytes: one verified by a HEAD (no
+            // body) is verified again by the GET that follows, which covers them.
+            let index = matches!(m.media_type, MediaType::OciIndex | MediaType::DockerList);
+            if !index || m.bytes.is_some() {
+                cover_children(req, up, m);
+                req.signed.insert(key, ());
+            }
             Ok(())
         }
-        Err(why) => Err(refused(app, &m.digest, &why)),
+        Err(why) => {
+            req.unsigned.insert(key, why.clone());
+            Err(refused(app, &m.digest, &why))
+        }
     }
 }
 
