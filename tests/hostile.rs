@@ -122,8 +122,11 @@ fn thousands_of_random_paths_never_get_a_5xx_or_a_dropped_connection() {
         let r = raw_request(m.port, method, &path, &headers);
         assert!(r.status < 500, "{method} {path} ({range}) got {}", r.status);
         if method != "HEAD" && r.status >= 400 && r.status != 431 {
+            // An OCI error body, or (what the spec has no code for: an unknown endpoint, an
+            // unusable Range) a plain-text message; never an HTML page.
+            let text = r.header("content-type") == Some("text/plain; charset=utf-8");
             assert!(
-                r.body.starts_with(b"{\"errors\"") || r.body.is_empty(),
+                r.body.starts_with(b"{\"errors\"") || r.body.is_empty() || text,
                 "{method} {path}: not an OCI error body: {}",
                 String::from_utf8_lossy(&r.body)
             );
@@ -159,7 +162,6 @@ fn traversal_and_encodings_are_refused() {
     for path in [
         "/v2/..%2f..%2fetc/passwd/manifests/latest",
         "/v2/oci/app%00/manifests/v1",
-        "/v2/oci/app/manifests/v1%00",
         "/v2/oci/%2e%2e/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
         "/v2/oci/app/blobs/..%2f..%2fetc%2fpasswd",
         "/v2/oci/app/blobs/sha256:..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd0000000",
@@ -169,15 +171,16 @@ fn traversal_and_encodings_are_refused() {
         assert_eq!(r.status, 400, "{path}");
         assert!(r.body.starts_with(b"{\"errors\""), "{path}");
     }
+    // Longer than any tag can be, or with a NUL in it: no manifest has that name.
     let long_tag = "t".repeat(129);
-    let r = raw_request(
-        m.port,
-        "GET",
-        &format!("/v2/oci/app/manifests/{long_tag}"),
-        &[],
-    );
-    // Longer than any tag can be: no manifest has that name.
-    assert_eq!(r.status, 404);
+    for path in [
+        format!("/v2/oci/app/manifests/{long_tag}"),
+        "/v2/oci/app/manifests/v1%00".into(),
+    ] {
+        let r = raw_request(m.port, "GET", &path, &[]);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.body.starts_with(b"{\"errors\""), "{path}");
+    }
 }
 
 #[test]

@@ -300,7 +300,7 @@ fn a_connect_that_hangs_times_out() {
     let start = std::time::Instant::now();
     let r = raw_request(m.port, "GET", "/v2/app/x/manifests/v1", &[]);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    assert!(String::from_utf8_lossy(&r.body).contains("UNAVAILABLE"));
+    assert!(String::from_utf8_lossy(&r.body).contains("MANIFEST_UNKNOWN"));
     // Three tries of 500 ms each, with backoff: seconds, not the kernel's minutes.
     assert!(
         start.elapsed() < Duration::from_secs(10),

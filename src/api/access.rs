@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use http::{Request, StatusCode, header};
 
-use super::ApiError;
 use super::State;
+use super::{ApiError, Code};
 use crate::auth::{Auth, Identity, Refusal};
 use crate::metrics::AuthFailure;
 use crate::server::ClientName;
@@ -44,7 +44,7 @@ pub(super) async fn identify<B>(app: &State, req: &Request<B>) -> Result<Identit
             retry_after: Some(wait.as_secs().max(1)),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "TOOMANYREQUESTS",
+                Code::TooManyRequests,
                 "too many failed sign-ins from this address or for this user: try again later",
             )
         }),
@@ -96,7 +96,7 @@ pub(super) fn check(
             auth.refused(AuthFailure::Denied);
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "DENIED",
+                Code::Denied,
                 format!("{name} may not pull {upstream}/{repo} from this mirror"),
             ))
         }
@@ -106,6 +106,6 @@ pub(super) fn check(
 fn unauthorized(auth: &Auth, message: impl Into<String>) -> ApiError {
     ApiError {
         challenge: Some(auth.challenge()),
-        ..ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        ..ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message)
     }
 }

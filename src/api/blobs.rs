@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, StreamBody};
 
 use super::State;
 use super::range::{self, ByteRange};
-use super::{ApiError, Body, full};
+use super::{ApiError, Body, Code, full};
 use crate::cache::{Blob, FileReader};
 use crate::metrics::{Content, Metrics, ServedFrom};
 use crate::reference::{Digest, RepoName};
@@ -89,7 +89,7 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<Vec<ByteRange>>, ApiErr
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "RANGE_INVALID",
+                Code::Uncoded,
                 "unsupported or malformed Range header",
             )
         })

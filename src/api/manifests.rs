@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Response, StatusCode, header};
 
 use super::State;
-use super::{ApiError, Body, full};
+use super::{ApiError, Body, Code, full};
 use crate::cache::Manifest;
 use crate::media_type::media_type_of;
 use crate::metrics::{Content, ServedFrom};
@@ -31,7 +31,7 @@ pub(super) async fn get(
     if !accepts(headers, m.media_type.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "MANIFEST_UNKNOWN",
+            Code::ManifestUnknown,
             format!(
                 "the manifest is {}, which the request's Accept header does not allow",
                 m.media_type
@@ -66,7 +66,7 @@ pub(super) async fn get(
         (false, None) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
+                Code::Unavailable,
                 "manifest body unavailable",
             ));
         }
@@ -80,32 +80,18 @@ fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
     Reference::parse(reference).map_err(|e| match e {
         DigestError::UnsupportedAlgorithm => ApiError::new(
             StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
+            Code::DigestInvalid,
             "unsupported digest algorithm",
         ),
         DigestError::Invalid if reference.contains(':') => ApiError::digest_invalid(reference),
-        // Spelled like a tag but not one (a leading `.` or `-`, over 128 characters): no
-        // manifest can have that name, so it is not found (the OCI conformance suite asks this of
-        // `.INVALID_MANIFEST_NAME`). Other characters (encodings, NUL) stay a bad request.
-        DigestError::Invalid
-            if reference
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) =>
-        {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "MANIFEST_UNKNOWN",
-                format!(
-                    "no manifest is named {:?}: it is not a valid tag",
-                    reference.chars().take(200).collect::<String>()
-                ),
-            )
-        }
+        // Neither a digest nor a tag (a leading `.` or `-`, over 128 characters, an encoding, a
+        // NUL): no manifest can have that name, so it is not found (the OCI conformance suite
+        // asks this of `.INVALID_MANIFEST_NAME`; the spec has no code for a bad tag).
         DigestError::Invalid => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
+            StatusCode::NOT_FOUND,
+            Code::ManifestUnknown,
             format!(
-                "invalid tag {:?}",
+                "no manifest is named {:?}: it is not a valid tag",
                 reference.chars().take(200).collect::<String>()
             ),
         ),

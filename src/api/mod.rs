@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
-use error::ApiError;
+use error::{ApiError, Code};
 use resolve::resolve;
 use route::Route;
 pub(crate) use signed::Required;
@@ -50,16 +50,17 @@ pub(crate) async fn handle<B>(app: Arc<State>, req: Request<B>) -> Response<Body
     let method = req.method().clone();
     let route = route::parse(req.uri().path());
     let kind = route.kind();
+    let resource = route.resource();
     let head = method == Method::HEAD;
     let (mut resp, note) = crate::metrics::noting(async {
         if method != Method::GET && method != Method::HEAD {
-            ApiError::unsupported().into_response(head)
+            ApiError::unsupported().into_response(resource, head)
         } else {
             match dispatch(&app, &req, route, head).await {
                 Ok(r) => r,
                 Err(e) => {
                     crate::metrics::note_error(&e.message);
-                    e.into_response(head)
+                    e.into_response(resource, head)
                 }
             }
         }
@@ -111,11 +112,11 @@ pub(crate) async fn handle_metrics<B>(app: Arc<State>, req: Request<B>) -> Respo
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            Code::Uncoded,
             "this address serves /metrics, /healthz and /readyz only",
         )),
     };
-    resp.unwrap_or_else(|e| e.into_response(head))
+    resp.unwrap_or_else(|e| e.into_response(None, head))
 }
 
 async fn dispatch<B>(
@@ -134,8 +135,8 @@ async fn dispatch<B>(
         Route::Ready => Ok(ready(app, head).await),
         Route::Metrics | Route::Unknown => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no such endpoint",
+            Code::Uncoded,
+            "404 page not found: no such endpoint",
         )),
         Route::Base => {
             let who = access::identify(app, req).await?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::State;
-use super::{ApiError, query_param};
+use super::{ApiError, Code, query_param};
 use crate::reference::RepoName;
 use crate::upstream::{PathUnresolved, Upstream};
 
@@ -25,7 +25,7 @@ pub(super) fn resolve(
     if !up.allows(&spelled) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "DENIED",
+            Code::Denied,
             format!(
                 "{written} is not on this mirror's list of repositories for {}",
                 up.name
@@ -48,7 +48,7 @@ fn pick_upstream(
             PathUnresolved::UnknownNamespace(ns) | PathUnresolved::UnknownRegistry(ns) => {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "NAME_UNKNOWN",
+                    Code::NameUnknown,
                     format!(
                         "registry {:?} is not configured on this mirror",
                         ns.chars().take(100).collect::<String>()
@@ -57,7 +57,7 @@ fn pick_upstream(
             }
             PathUnresolved::NoDefault => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
+                Code::NameUnknown,
                 "no registry named in the request and no default upstream is configured",
             ),
         })

@@ -34,6 +34,17 @@ pub(super) enum Route<'a> {
 }
 
 impl Route<'_> {
+    /// What a request on this route asks for, as the code a failure to give it carries.
+    pub(super) fn resource(&self) -> Option<super::Code> {
+        use super::Code;
+        match self {
+            Route::Manifest { .. } => Some(Code::ManifestUnknown),
+            Route::Blob { .. } => Some(Code::BlobUnknown),
+            Route::Tags { .. } | Route::Referrers { .. } => Some(Code::NameUnknown),
+            _ => None,
+        }
+    }
+
     /// A bounded label for metrics.
     pub(super) fn kind(&self) -> &'static str {
         match self {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use http::StatusCode;
 
-use super::{ApiError, State};
+use super::{ApiError, Code, State};
 use crate::cache::{Blob, CacheError, Manifest};
 use crate::cosign::{Keys, SIMPLE_SIGNING, Unsigned, is_cosign_tag, signature_tag};
 use crate::manifest::Listing;
@@ -212,7 +212,7 @@ fn refused(app: &State, digest: &Digest, why: &Unsigned) -> ApiError {
     app.metrics.signature_refused();
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "DENIED",
+        Code::Denied,
         format!(
             "{digest} is not served: [cache] require_signature wants a cosign signature by one of its keys, and {why}"
         ),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::State;
-use super::{ApiError, Body, json_response, query_param};
+use super::{ApiError, Body, Code, json_response, query_param};
 use crate::cache::MAX_PAGE;
 use crate::reference::RepoName;
 use crate::upstream::Upstream;
@@ -24,8 +24,8 @@ pub(super) async fn get(
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "PAGINATION_NUMBER_INVALID",
-                "n must be a number",
+                Code::Uncoded,
+                "n must be a whole number, 0 or more",
             )
         })?),
     }
