@@ -9,6 +9,7 @@ mod support;
 use std::fs;
 use std::process::Command;
 
+use support::images::Rng;
 use support::*;
 
 #[test]
@@ -267,4 +268,153 @@ fn podman_pulls_through_the_shipped_registries_conf_by_tag_and_by_digest() {
         img.digest
     );
     assert!(reg.count("\"GET /v2/oci/app/manifests/") > 0);
+}
+
+/// podman's partial pulls of zstd:chunked images, through the mirror (issue 23). Debian's podman
+/// 4.3 pushes zstd:chunked (`--compression-format zstd:chunked`) and, with overlay storage and
+/// `enable_partial_images`, pulls it by asking for the chunks of the files it lacks in one
+/// multi-range request. The first pull asks for every file's chunks (back to back: the mirror
+/// must answer a part per range, else containers/image says "invalid number of chunks returned
+/// by the server" and downloads the whole layer again); the second, of an image with one file
+/// added, fetches little more than that file. Both layers are checked file by file.
+#[test]
+fn podman_pulls_zstd_chunked_images_partially_through_the_mirror() {
+    let storage = scratch("zstd-storage");
+    let reg = Registry::start_with(storage.path(), "", None);
+    let mirror = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let dir = scratch("zstd-podman");
+    let conf = dir.path().join("registries.conf");
+    let shipped = fs::read_to_string(deploy_file("clients/podman/registries.conf")).unwrap();
+    fs::write(&conf, with_mirror(&shipped, &mirror.url())).unwrap();
+    // Two podman stores, on overlay (partial pulls need it): the builder's, which pushes to the
+    // registry, and the puller's. podman refuses a runroot longer than 50 characters.
+    let runroots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let storage_confs: Vec<_> = (0..2)
+        .map(|who| {
+            let path = dir.path().join(format!("storage{who}.conf"));
+            let text = format!(
+                "[storage]\ndriver = \"overlay\"\nrunroot = \"{}\"\ngraphroot = \"{}\"\n\
+                 [storage.options]\npull_options = {{enable_partial_images = \"true\", \
+                 use_hard_links = \"false\", ostree_repos = \"\"}}\n",
+                runroots[who].path().display(),
+                dir.path().join(format!("root{who}")).display()
+            );
+            fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let podman = |who: usize, args: &[&str]| {
+        let out = Command::new("podman")
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("CONTAINERS_STORAGE_CONF", &storage_confs[who])
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {stderr}\n{}",
+            mirror.log_text()
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            stderr,
+        )
+    };
+    let ctx = dir.path().join("context");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Containerfile"), "FROM scratch\nCOPY f* /data/\n").unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut file = |name: &str| {
+        let mut bytes = vec![0u8; 200_000];
+        rng.fill(&mut bytes);
+        fs::write(ctx.join(name), &bytes).unwrap();
+    };
+    for i in 0..40 {
+        file(&format!("f{i:02}"));
+    }
+    let push = |tag: &str| {
+        let local = format!("127.0.0.1:{}/zs/app:{tag}", reg.port);
+        podman(0, &["build", "-q", "-t", &local, &ctx.to_string_lossy()]);
+        podman(
+            0,
+            &[
+                "push",
+                "-q",
+                "--tls-verify=false",
+                "--compression-format",
+                "zstd:chunked",
+                &local,
+            ],
+        );
+    };
+    push("v1");
+    file("f40");
+    push("v2");
+    // What the mirror sent of a layer: the bytes of its 206 answers.
+    let served = |layer: &str| -> u64 {
+        mirror
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("status=206") && l.contains(layer))
+            .filter_map(|l| {
+                l.split(" bytes=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let mut layers = Vec::new();
+    for tag in ["v1", "v2"] {
+        let r = raw_request(
+            reg.port,
+            "GET",
+            &format!("/v2/zs/app/manifests/{tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        );
+        let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let layer = &m["layers"][0];
+        assert!(
+            layer["annotations"]["io.containers.zstd-chunked.manifest-position"].is_string(),
+            "podman pushed zstd:chunked: {m}"
+        );
+        let (digest, size) = (
+            layer["digest"].as_str().unwrap().to_owned(),
+            layer["size"].as_u64().unwrap(),
+        );
+        let name = format!("docker.io/zs/app:{tag}");
+        let (_, log) = podman(1, &["--log-level", "debug", "pull", "-q", &name]);
+        assert!(
+            log.contains(&format!("Retrieved partial blob {digest}")),
+            "podman pulled {tag} whole, not partially:\n{}",
+            log.lines()
+                .filter(|l| l.contains("partial") || l.contains("chunk"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let (root, _) = podman(1, &["image", "mount", &name]);
+        for i in 0..if tag == "v1" { 40 } else { 41 } {
+            let f = format!("f{i:02}");
+            assert!(
+                fs::read(std::path::Path::new(&root).join("data").join(&f)).unwrap()
+                    == fs::read(ctx.join(&f)).unwrap(),
+                "{tag}: /data/{f}"
+            );
+        }
+        podman(1, &["image", "umount", &name]);
+        layers.push((digest, size));
+    }
+    let (v1, v2) = (&layers[0], &layers[1]);
+    assert!(served(&v1.0) >= 40 * 200_000, "{}", served(&v1.0));
+    // The one new file and the layer's table of contents, not the 41 files again.
+    assert!(
+        served(&v2.0) < v2.1 / 4,
+        "v2: {} of {} bytes sent",
+        served(&v2.0),
+        v2.1
+    );
 }

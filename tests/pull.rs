@@ -562,8 +562,9 @@ fn parse_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
 /// Many ranges in one request, as podman's partial pulls of zstd:chunked images send (issue 23):
 /// a 206 `multipart/byteranges` whose parts carry the right bytes and `Content-Range`s, on a
 /// cold blob (cut from the fill as it arrives) and on the held one; the ranges sorted, the
-/// overlapping merged, as RFC 9110 §14.2 lets a server; 416 when none can be satisfied, or when
-/// more than 100 are asked; never a 200 with the whole blob.
+/// overlapping merged, as RFC 9110 §14.2 lets a server, adjacent ones kept apart (one part per
+/// range, as containers/image counts); 416 when none can be satisfied, or when more than 1,024
+/// are asked; never a 200 with the whole blob.
 #[test]
 fn many_ranges_get_a_multipart_answer_cold_and_held() {
     let seed = seed();
@@ -599,8 +600,8 @@ fn many_ranges_get_a_multipart_answer_cold_and_held() {
         assert!(mirror.wait_cached(&digest));
     }
     assert_eq!(reg.count(&format!("\"GET /v2/big/blob/blobs/{digest}")), 1);
-    // Merged into one span: a plain 206.
-    let r = raw_request(mirror.port, "GET", &path, &[("Range", "bytes=10-19,0-9")]);
+    // Overlapping, merged into one span: a plain 206.
+    let r = raw_request(mirror.port, "GET", &path, &[("Range", "bytes=10-19,0-10")]);
     assert_eq!(r.status, 206);
     assert_eq!(
         r.header("content-range"),
@@ -614,7 +615,13 @@ fn many_ranges_get_a_multipart_answer_cold_and_held() {
         r.header("content-range"),
         Some(format!("bytes */{size}").as_str())
     );
-    let many = format!("bytes={}", vec!["0-0"; 101].join(","));
+    // Adjacent: a part each.
+    let r = raw_request(mirror.port, "GET", &path, &[("Range", "bytes=0-9,10-19")]);
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_owned();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
+    assert_eq!(parse_multipart(&r.body, boundary).len(), 2);
+    let many = format!("bytes={}", vec!["0-0"; 1025].join(","));
     let r = raw_request(mirror.port, "GET", &path, &[("Range", many.as_str())]);
     assert_eq!(r.status, 416);
 }
