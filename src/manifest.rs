@@ -223,8 +223,9 @@ pub(crate) fn referrer_of(
         "digest": digest.to_string(),
         "size": bytes.len(),
     });
-    // The spec: `artifactType`, else the config's media type.
-    if let Some(t) = r.artifact_type.or(r.config.and_then(|c| c.media_type)) {
+    // The spec: `artifactType`, else (empty or missing) the config's media type.
+    let artifact_type = r.artifact_type.filter(|t| !t.is_empty());
+    if let Some(t) = artifact_type.or(r.config.and_then(|c| c.media_type)) {
         d["artifactType"] = Value::String(t);
     }
     if let Some(a) = r.annotations.filter(|a| !a.is_empty()) {
@@ -262,6 +263,7 @@ mod tests {
 
     #[test]
     fn a_signature_is_a_referrer_and_an_image_is_not() {
+        const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
         let subject = Digest::sha256_of(b"image");
         let sig = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.dev.cosign.artifact.sig.v1+json","digest":"{subject}","size":2}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":9}},"annotations":{{"k":"v"}}}}"#
@@ -278,6 +280,22 @@ mod tests {
         assert_eq!(v["size"], sig.len());
         assert_eq!(v["annotations"]["k"], "v");
         assert!(referrer_of(&d, t, br#"{"schemaVersion":2,"layers":[]}"#).is_none());
+        // "If the artifactType is empty or missing in the image manifest, the value of
+        // artifactType MUST be set to the config descriptor mediaType value."
+        let empty = sig.replace(r#""layers":[]"#, r#""artifactType":"","layers":[]"#);
+        let (_, descriptor) = referrer_of(&d, t, empty.as_bytes()).unwrap();
+        let v: Value = serde_json::from_str(&descriptor).unwrap();
+        assert_eq!(
+            v["artifactType"],
+            "application/vnd.dev.cosign.artifact.sig.v1+json"
+        );
+        // An index without one: omitted.
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"subject":{{"mediaType":"{t}","digest":"{subject}","size":9}}}}"#
+        );
+        let (_, descriptor) = referrer_of(&d, INDEX_TYPE, index.as_bytes()).unwrap();
+        let v: Value = serde_json::from_str(&descriptor).unwrap();
+        assert!(v.get("artifactType").is_none(), "{v}");
     }
 
     #[test]

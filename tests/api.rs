@@ -947,6 +947,37 @@ fn tags_are_paged_by_n_and_last_over_an_upstream_that_ignores_both() {
     assert_eq!(list("?n=2&last=t2"), (vec!["t3".to_owned()], None));
 }
 
+/// "If the list is not empty, the tags MUST be in lexical order (i.e. case-insensitive
+/// alphanumeric order)" (distribution-spec, "Listing Tags"): distribution 2.8 lists by bytes
+/// (`B` before `a`); the mirror lists, and pages with `last`, in the spec's order.
+#[test]
+fn tags_are_listed_in_the_specs_case_insensitive_order() {
+    let seed = seed();
+    let origin = Registry::start(&seed.storage);
+    let storage = scratch("cased-registry");
+    let reg = Registry::start(storage.path());
+    for t in ["B", "a", "C1", "c0", "Latest"] {
+        reg.copy_from(&origin, "oci/app:v1", &format!("cased/app:{t}"));
+    }
+    let upstream = raw_request(reg.port, "GET", "/v2/cased/app/tags/list", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(v["tags"][0], "B", "distribution lists by bytes: {v}");
+    let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+    let list = |query: &str| {
+        let r = raw_request(
+            m.port,
+            "GET",
+            &format!("/v2/cased/app/tags/list{query}"),
+            &[],
+        );
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        serde_json::from_value::<Vec<String>>(v["tags"].clone()).unwrap()
+    };
+    assert_eq!(list(""), ["a", "B", "c0", "C1", "Latest"]);
+    assert_eq!(list("?n=2&last=B"), ["c0", "C1"]);
+}
+
 /// Negative caching (issue 23): an upstream's 404 for a tag is remembered for `negative_ttl`, so
 /// a loop asking for a tag not pushed yet costs one upstream request a TTL, counted as
 /// `negative`; past the TTL the upstream is asked again.

@@ -7,7 +7,6 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::State;
 use super::{ApiError, Body, Code, json_response, query_param};
-use crate::cache::MAX_PAGE;
 use crate::reference::RepoName;
 use crate::upstream::Upstream;
 
@@ -28,8 +27,7 @@ pub(super) async fn get(
                 "n must be a whole number, 0 or more",
             )
         })?),
-    }
-    .map(|n| n.min(MAX_PAGE));
+    };
     // Any `last` pages lexically after itself: the spec has no error for one that is no tag.
     let last = query_param(query, "last").filter(|l| !l.is_empty());
     let (tags, more) = app.cache.tags_list(up, repo, n, last.as_deref()).await?;

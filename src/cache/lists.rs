@@ -9,7 +9,7 @@ use super::referrers::{index_answer, index_manifests};
 use super::{Cache, CacheError};
 
 /// Largest page of tags or repositories returned.
-pub(crate) const MAX_PAGE: usize = 10_000;
+const MAX_PAGE: usize = 10_000;
 
 impl Cache {
     /// One page of a repository's tags, in lexical order, and whether more follow: paged here
@@ -121,15 +121,30 @@ impl Cache {
     }
 }
 
-/// Paginates a sorted list: the entries after `last`, at most `n`, and whether more remain.
+/// The spec's order for tags ("Listing Tags": "lexical order (i.e. case-insensitive alphanumeric
+/// order)"); names that differ only in case (`Latest`, `latest`) go by their bytes, so that the
+/// order is total and `last` pages the same way every time. distribution sorts by bytes alone
+/// (`B` before `a`).
+pub(crate) fn spec_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let fold = |s: &str| {
+        s.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<Vec<u8>>()
+    };
+    fold(a).cmp(&fold(b)).then_with(|| a.cmp(b))
+}
+
+/// Paginates a list in the spec's order: the entries after `last`, at most `n` (10,000 when the
+/// client does not say), and whether more remain.
 pub(crate) fn paginate(
-    sorted: Vec<String>,
+    mut all: Vec<String>,
     n: Option<usize>,
     last: Option<&str>,
 ) -> (Vec<String>, bool) {
-    let after: Vec<String> = sorted
+    all.sort_unstable_by(|a, b| spec_order(a, b));
+    let after: Vec<String> = all
         .into_iter()
-        .filter(|t| last.is_none_or(|l| t.as_str() > l))
+        .filter(|t| last.is_none_or(|l| spec_order(t, l).is_gt()))
         .collect();
     let n = n.unwrap_or(MAX_PAGE);
     let more = after.len() > n;
@@ -152,5 +167,22 @@ mod tests {
             (vec!["c".into()], false)
         );
         assert_eq!(paginate(all, None, None).0.len(), 3);
+    }
+
+    #[test]
+    fn tags_are_in_case_insensitive_order_and_last_pages_by_it() {
+        let all: Vec<String> = ["C1", "b", "latest", "A", "c0", "Latest", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            paginate(all.clone(), None, None).0,
+            ["A", "a", "b", "c0", "C1", "Latest", "latest"]
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            (vec!["c0".into(), "C1".into()], true)
+        );
+        assert_eq!(paginate(all, Some(9), Some("Latest")).0, ["latest"]);
     }
 }

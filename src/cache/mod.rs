@@ -52,7 +52,7 @@ pub(crate) use file_reader::FileReader;
 pub(crate) use fill::Fill;
 use index::{EntryMeta, Index};
 pub(crate) use inventory::{Held, TaggedImage};
-pub(crate) use lists::{MAX_PAGE, paginate};
+pub(crate) use lists::paginate;
 pub(crate) use load::Load;
 use lru::{State, remove_victims};
 pub(crate) use manifests::Manifest;
