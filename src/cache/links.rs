@@ -13,16 +13,21 @@
 //! in the index's `links` table (so they hold across restarts and offline), and go when their
 //! digest is evicted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{Cache, CacheError};
 use crate::manifest::descriptors;
 use crate::reference::{Digest, RepoName};
 
 /// The links of every digest the cache knows of.
+///
+/// A year-old cache holds a million links over a few thousand repositories: each scope's text
+/// is held once (`scopes`), and a link is that shared name and a size.
 #[derive(Default)]
 pub(super) struct Links {
     by_digest: HashMap<Digest, Vec<Link>>,
+    scopes: HashSet<Arc<str>>,
 }
 
 struct Link {
@@ -34,12 +39,12 @@ struct Link {
 /// served a digest. The index stores it as `upstream\0repository` (no name holds a NUL); this
 /// type is the only place that spelling is made.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Scope(String);
+pub(super) struct Scope(Arc<str>);
 
 impl Scope {
     /// A scope as the index stores it.
     pub(super) fn stored(text: String) -> Scope {
-        Scope(text)
+        Scope(Arc::from(text))
     }
 
     /// As the index stores it.
@@ -73,14 +78,14 @@ impl AsScope for str {
 
 /// The scope of (upstream, repository).
 pub(super) fn scope(upstream: &str, repo: impl std::fmt::Display) -> Scope {
-    Scope(format!("{upstream}\0{repo}"))
+    Scope(Arc::from(format!("{upstream}\0{repo}")))
 }
 
 impl Links {
     pub(super) fn has(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
         self.by_digest
             .get(digest)
-            .is_some_and(|l| l.iter().any(|l| l.scope.0 == scope.scope_text()))
+            .is_some_and(|l| l.iter().any(|l| &*l.scope.0 == scope.scope_text()))
     }
 
     /// The size a manifest of `scope` gave for this digest, if one did. Only that repository's
@@ -89,7 +94,7 @@ impl Links {
         self.by_digest
             .get(digest)?
             .iter()
-            .find(|l| l.scope.0 == scope.scope_text())?
+            .find(|l| &*l.scope.0 == scope.scope_text())?
             .size
     }
 
@@ -101,15 +106,27 @@ impl Links {
         size: Option<u64>,
     ) -> bool {
         let links = self.by_digest.entry(digest.clone()).or_default();
-        match links.iter_mut().find(|l| l.scope.0 == scope.scope_text()) {
+        match links
+            .iter_mut()
+            .find(|l| &*l.scope.0 == scope.scope_text())
+        {
             Some(l) if l.size.is_none() && size.is_some() => {
                 l.size = size;
                 true
             }
             Some(_) => false,
             None => {
+                let text = scope.scope_text();
+                let shared = match self.scopes.get(text) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s: Arc<str> = Arc::from(text);
+                        self.scopes.insert(s.clone());
+                        s
+                    }
+                };
                 links.push(Link {
-                    scope: Scope(scope.scope_text().to_owned()),
+                    scope: Scope(shared),
                     size,
                 });
                 true

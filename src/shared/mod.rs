@@ -204,7 +204,7 @@ impl Shared {
     }
 
     fn blob_key(&self, d: &Digest) -> Path {
-        self.key(&["blobs", d.algorithm().name(), d.hex()])
+        self.key(&["blobs", d.algorithm().name(), &d.hex()])
     }
 
     fn manifest_key(&self, d: &Digest, suffix: &str) -> Path {

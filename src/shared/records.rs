@@ -40,7 +40,8 @@ impl Shared {
     }
 
     fn link_key(&self, upstream: &str, repo: &RepoName, d: &Digest) -> Path {
-        let mut parts = vec!["links", d.algorithm().name(), d.hex(), upstream];
+        let hex = d.hex();
+        let mut parts = vec!["links", d.algorithm().name(), &hex, upstream];
         parts.extend(repo.as_str().split('/'));
         self.key(&parts)
     }

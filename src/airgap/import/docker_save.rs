@@ -198,7 +198,7 @@ impl Staging<'_> {
         let named = path
             .trim_start_matches("blobs/sha256/")
             .trim_end_matches(".json");
-        if named.len() == 64 && named != config.hex() {
+        if named.len() == 64 && named != config.hex().as_str() {
             return Err(ImportError::ConfigName(path.to_owned()));
         }
         #[derive(Deserialize)]
