@@ -42,11 +42,6 @@ struct Link {
 pub(super) struct Scope(Arc<str>);
 
 impl Scope {
-    /// A scope as the index stores it.
-    pub(super) fn stored(text: String) -> Scope {
-        Scope(Arc::from(text))
-    }
-
     /// As the index stores it.
     pub(super) fn as_str(&self) -> &str {
         &self.0
@@ -69,7 +64,6 @@ impl AsScope for Scope {
     }
 }
 
-#[cfg(test)]
 impl AsScope for str {
     fn scope_text(&self) -> &str {
         self
@@ -106,10 +100,7 @@ impl Links {
         size: Option<u64>,
     ) -> bool {
         let links = self.by_digest.entry(digest.clone()).or_default();
-        match links
-            .iter_mut()
-            .find(|l| &*l.scope.0 == scope.scope_text())
-        {
+        match links.iter_mut().find(|l| &*l.scope.0 == scope.scope_text()) {
             Some(l) if l.size.is_none() && size.is_some() => {
                 l.size = size;
                 true

@@ -87,6 +87,11 @@ impl Lru {
         self.entries.get(digest)
     }
 
+    /// Room for `n` more entries (at start-up, the index's count: no growth while loading).
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+
     /// Adds an entry found on disk at start-up (its file is there, its time as recorded).
     pub(super) fn insert_found(&mut self, digest: Digest, meta: EntryMeta) {
         self.committed += meta.size;

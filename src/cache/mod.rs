@@ -213,8 +213,10 @@ impl Cache {
 fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     let on_disk: HashSet<Digest> = store.list()?.into_iter().collect();
     let mut state = State::default();
+    state.lru.reserve(index.entry_count()? as usize);
     let mut lost = Vec::new();
-    for (digest, meta) in index.entries()? {
+    // Read as they come, not listed first: a million entries and links at start-up.
+    index.each_entry(|digest, meta| {
         // A file is written whole before it is renamed into place and recorded: its size is
         // the one recorded.
         if on_disk.contains(&digest) {
@@ -222,7 +224,7 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
         } else {
             lost.push(digest);
         }
-    }
+    })?;
     if !lost.is_empty() {
         tracing::warn!(
             count = lost.len(),
@@ -255,13 +257,13 @@ fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
     }
     // Links of content no longer held (listed by a manifest, never fetched) go.
     let mut unheld = Vec::new();
-    for (digest, scope, size) in index.links()? {
+    index.each_link(|digest, scope, size| {
         if state.lru.holds(&digest) {
-            state.links.add(&digest, &links::Scope::stored(scope), size);
+            state.links.add(&digest, scope, size);
         } else {
             unheld.push(digest);
         }
-    }
+    })?;
     index.remove_entries(&unheld)?;
     Ok(state)
 }

@@ -256,18 +256,36 @@ impl Index {
         Ok(())
     }
 
-    /// Every entry, for loading the in-memory view at start.
+    /// Every entry (the tests' view; start-up reads them one by one: `each_entry`).
+    #[cfg(test)]
     pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
+        let mut out = Vec::new();
+        self.each_entry(|d, m| out.push((d, m)))?;
+        Ok(out)
+    }
+
+    /// Gives every entry to `f` as it is read, without a list of them all in memory (a
+    /// million at start-up), and says how many there are first.
+    pub(super) fn each_entry(
+        &self,
+        mut f: impl FnMut(Digest, EntryMeta),
+    ) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(ENTRIES).map_err(ie)?;
-        let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
             let (k, v) = item.map_err(ie)?;
             if let (Ok(d), Some(m)) = (Digest::parse(k.value()), EntryMeta::decode(v.value())) {
-                out.push((d, m));
+                f(d, m);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// How many entries the index has.
+    pub(super) fn entry_count(&self) -> Result<u64, IndexError> {
+        use redb::ReadableTableMetadata as _;
+        let tx = self.begin_read().map_err(ie)?;
+        tx.open_table(ENTRIES).map_err(ie)?.len().map_err(ie)
     }
 
     /// Records entries (new files, or batched access times).
@@ -315,21 +333,30 @@ impl Index {
     }
 
     /// Every link: digest, `upstream\0repo`, and the size a manifest gave.
+    #[cfg(test)]
     pub(super) fn links(&self) -> Result<Vec<(Digest, String, Option<u64>)>, IndexError> {
+        let mut out = Vec::new();
+        self.each_link(|d, scope, size| out.push((d, scope.to_owned(), size)))?;
+        Ok(out)
+    }
+
+    /// Gives every link (digest, `upstream\0repo`, size) to `f` as it is read.
+    pub(super) fn each_link(
+        &self,
+        mut f: impl FnMut(Digest, &str, Option<u64>),
+    ) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(LINKS).map_err(ie)?;
-        let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
             let (k, v) = item.map_err(ie)?;
             let Some((d, scope)) = k.value().split_once('\0') else {
                 continue;
             };
             if let Ok(d) = Digest::parse(d) {
-                let size = Some(v.value()).filter(|&s| s != NO_SIZE);
-                out.push((d, scope.to_owned(), size));
+                f(d, scope, Some(v.value()).filter(|&s| s != NO_SIZE));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records links (digest, `upstream\0repo`, size) in one transaction.
