@@ -376,6 +376,61 @@ fn a_full_disk_evicts_to_make_room_and_caches_again_when_space_comes_back() {
     );
 }
 
+/// The disk fills under a fill and there is nothing to evict (issue 22: "the client of the fill
+/// still gets every byte ... or the blob is passed through uncached when no room can be made"):
+/// an empty cache on a 160 MiB volume that something else has filled but for 24 MiB. Two clients
+/// of one 64 MiB fill get every byte although the file could not be finished (they got 24 MiB
+/// and an error before); nothing half-written stays; the next GET is passed through whole; once
+/// space comes back the blob is cached.
+#[test]
+fn a_fill_that_meets_a_full_disk_with_nothing_to_evict_gives_every_byte() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let fs = Tmpfs::mount("160m");
+    let m = mirror_on(&fs, reg.url());
+    let filler = fs.fill_leaving("grown", 24 << 20);
+    let (c, _) = seed.image("lru/c").largest_blob();
+    let path = format!("/v2/lru/c/blobs/{c}");
+    let port = m.port;
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || stream_get(port, &path, &[]))
+        })
+        .collect();
+    for client in clients {
+        let r = client.join().unwrap();
+        assert!(
+            r.status == 200 && r.complete() && r.digest == c,
+            "a client of a fill that met a full disk got {} bytes of {:?}:\n{}",
+            r.received,
+            r.declared,
+            m.log_text()
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the fill left its temp file",
+        || m.temp_files() == 0,
+    );
+    assert!(!m.cached_files().contains(&c));
+    assert!(metric(&m, "entrepot_disk_full_total{kind=\"blob\"}") >= 1.0);
+    assert!(
+        m.log_text()
+            .contains("passing the rest of it through uncached")
+    );
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == c, "{}", m.log_text());
+
+    std::fs::remove_file(&filler).unwrap();
+    let r = stream_get(m.port, &path, &[]);
+    assert!(r.complete() && r.digest == c);
+    assert!(
+        m.wait_cached(&c),
+        "the blob was not cached once space came back"
+    );
+}
+
 /// A graceful stop right after cold fills keeps every blob the clients got (issue 22, "a graceful
 /// stop that keeps every fill"): 16 concurrent cold GETs (one 64 MiB layer, 15 small ones) all
 /// complete, SIGTERM at once, and the next start neither throws a verified file away nor fetches

@@ -44,6 +44,13 @@ pub(crate) struct FillState {
     /// Bytes hashed and written to the temp file so far (readers behind the memory ring read
     /// the file up to here).
     pub written: u64,
+    /// The file takes no more bytes (the disk filled, and no room could be made): the fill goes
+    /// on to its readers from memory, and a reader whose next bytes are neither in memory nor
+    /// in the file ends in an error.
+    pub disk_stopped: bool,
+    /// The chunks the disk writer had been given but could not write when the disk filled
+    /// (offset, bytes): readers behind the memory ring read them here instead of the file.
+    pub stranded: Vec<(u64, Bytes)>,
     pub outcome: Outcome,
 }
 
@@ -111,6 +118,21 @@ impl Drop for Reader {
     }
 }
 
+/// The bytes from `pos` (not past `limit`, at most a read's worth) if one of `chunks` (offset,
+/// bytes) holds them.
+fn slice_of<'a>(
+    chunks: impl IntoIterator<Item = &'a (u64, Bytes)>,
+    pos: u64,
+    limit: u64,
+) -> Option<Bytes> {
+    let (off, b) = chunks
+        .into_iter()
+        .find(|(off, b)| *off <= pos && pos < off + b.len() as u64)?;
+    let start = (pos - off) as usize;
+    let end = ((limit - off).min(b.len() as u64) as usize).min(start + READ_CHUNK);
+    (end > start).then(|| b.slice(start..end))
+}
+
 impl Fill {
     /// Creates the temp file and the fill's state channel. Returns the shared fill and the sender
     /// the fill task reports progress on.
@@ -129,6 +151,8 @@ impl Fill {
             total: None,
             received: 0,
             written: 0,
+            disk_stopped: false,
+            stranded: Vec::new(),
             outcome: Outcome::Running,
         });
         Ok((
@@ -220,13 +244,7 @@ impl Fill {
 
     /// The bytes from `pos` (not past `limit`) if they are among the recent chunks.
     fn recent_slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        let r = self.lock_recent();
-        let (off, b) = r
-            .iter()
-            .find(|(off, b)| *off <= pos && pos < off + b.len() as u64)?;
-        let start = (pos - off) as usize;
-        let end = ((limit - off).min(b.len() as u64) as usize).min(start + READ_CHUNK);
-        (end > start).then(|| b.slice(start..end))
+        slice_of(self.lock_recent().iter(), pos, limit)
     }
 
     /// Waits until the fill has ended, verified or failed.
@@ -280,22 +298,27 @@ impl Fill {
                 }
                 let fill = &client.fill;
                 loop {
+                    let mut stranded = None;
                     let progress = {
                         let s = rx.borrow_and_update();
+                        if !s.stranded.is_empty() {
+                            stranded = slice_of(&s.stranded, reader.pos, reader.end);
+                        }
                         match &s.outcome {
                             Outcome::Failed(e) => Err(io::Error::other(e.to_string())),
                             // Every byte may go; those behind the memory ring come from the
                             // file as the disk writer gets there.
-                            Outcome::Verified => Ok((u64::MAX, s.written)),
+                            Outcome::Verified => Ok((u64::MAX, s.written, s.disk_stopped)),
                             // Hold back the last byte until the digest is known to match.
                             Outcome::Running => Ok((
                                 s.received
                                     .min(s.total.unwrap_or(u64::MAX).saturating_sub(1)),
                                 s.written,
+                                s.disk_stopped,
                             )),
                         }
                     };
-                    let (released, written) = match progress {
+                    let (released, written, disk_stopped) = match progress {
                         Ok(p) => p,
                         Err(err) => {
                             reader.finish();
@@ -304,13 +327,25 @@ impl Fill {
                     };
                     if released > reader.pos {
                         let limit = released.min(reader.end);
-                        if let Some(b) = fill.recent_slice(reader.pos, limit) {
+                        if let Some(b) = fill
+                            .recent_slice(reader.pos, limit)
+                            .or_else(|| stranded.filter(|b| reader.pos + (b.len() as u64) <= limit))
+                        {
                             reader.pos += b.len() as u64;
                             return Some((Ok(b), (reader, rx, client)));
                         }
                         if written > reader.pos {
                             let item = reader.read_next(limit.min(written)).await;
                             return Some((item, (reader, rx, client)));
+                        }
+                        if disk_stopped {
+                            // Arrived, but no longer in memory and never written: gone.
+                            reader.finish();
+                            let err = io::Error::other(format!(
+                                "the cache's disk filled during the fill of {}, and byte {} was neither written nor still in memory",
+                                fill.digest, reader.pos
+                            ));
+                            return Some((Err(err), (reader, rx, client)));
                         }
                     }
                     if rx.changed().await.is_err() {

@@ -37,7 +37,8 @@ pub(super) const FILL_MEMORY: usize = 48 << 20;
 /// A blob fetched and verified, ready to be committed.
 struct Fetched {
     size: u64,
-    /// False for a blob larger than the whole cache: served, not kept.
+    /// False for a blob larger than the whole cache, or one the disk had no room left for:
+    /// served, not kept.
     keep: bool,
     /// Bytes reserved for it in the cache's accounting.
     reserved: u64,
@@ -167,6 +168,7 @@ impl Cache {
         };
         intake.take_body(&mut body, total, &source).await?;
         let (hasher, pos, writes) = intake.writer.finish().await?;
+        let (keep, reserved) = (intake.keep, *intake.reserved);
         if let Some(t) = total
             && pos != t
         {
@@ -184,7 +186,7 @@ impl Cache {
         Ok(Fetched {
             size: pos,
             keep,
-            reserved: *reserved,
+            reserved,
             writes,
         })
     }
@@ -231,7 +233,7 @@ impl Cache {
         } = fetched;
         let digest = fill.digest.clone();
         if !keep {
-            tracing::info!(%digest, size, max_size = self.max_size, bound = self.bound(), "blob larger than the cache: streamed through, not kept");
+            tracing::info!(%digest, size, max_size = self.max_size, bound = self.bound(), "blob streamed through, not kept: larger than the cache, or no room was left");
             return Ok(());
         }
         let written = writes.wait().await?;
@@ -280,7 +282,7 @@ struct Intake<'a> {
     cache: &'a Cache,
     /// The upstream whose bytes these are (None: the shared tier's).
     up: Option<&'a Upstream>,
-    fill: &'a Fill,
+    fill: &'a Arc<Fill>,
     tx: &'a Progress,
     writer: FillWriter,
     received: u64,
@@ -307,14 +309,20 @@ impl Intake<'_> {
                     "blob body longer than its Content-Length (or its manifest's size)".into(),
                 ));
             }
-            if arrived > self.cache.bound() && self.keep {
+            if total.is_none() && arrived > self.cache.max_size {
                 return Err(bad_response(
                     source,
                     format!(
                         "blob without a Content-Length grew past the cache's max_size ({} bytes)",
-                        self.cache.bound()
+                        self.cache.max_size
                     ),
                 ));
+            }
+            // The room left shrank below the blob (the disk filled), or one of unknown length
+            // grew past it: served all the same, not kept.
+            if arrived > self.cache.bound() && self.keep {
+                self.pass_through("the room left is smaller than the blob")
+                    .await;
             }
             // Exactly FILL_WRITE_CHUNK bytes a chunk: a buffer never grows past what it was
             // given from the budget.
@@ -381,9 +389,13 @@ impl Intake<'_> {
         let len = chunk.data.len() as u64;
         if self.keep {
             // Space for what has arrived, never for what the upstream says will.
-            self.cache.reserve(len).await?;
-            *self.reserved += len;
-        } else if !self.fill.make_room().await {
+            match self.cache.reserve(len).await {
+                Ok(_) => *self.reserved += len,
+                Err(CacheError::NoRoom(_)) => self.pass_through("no room could be made").await,
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.keep && !self.fill.make_room().await {
             return Err(CacheError::Abandoned);
         }
         let data = Bytes::from_owner(chunk);
@@ -394,7 +406,35 @@ impl Intake<'_> {
         }
         let received = self.received;
         self.tx.send_modify(|s| s.received = received);
-        Ok(self.writer.push(data).await?)
+        match self.writer.push(data).await {
+            // The disk filled and eviction freed nothing (the writer has tried).
+            Err(e) if self.keep && super::room::is_full(&e) => {
+                self.pass_through("the disk is full").await;
+                Ok(())
+            }
+            written => Ok(written?),
+        }
+    }
+
+    /// Stops keeping the blob midway, for want of space, and serves the rest of it to its
+    /// clients from memory, at the slowest one's pace, as a blob too large for the cache is:
+    /// the file takes no more bytes and its name goes, the reservation is given back, and the
+    /// next client of the digest starts a fill of its own. A client that had fallen behind onto
+    /// bytes no longer in memory nor written ends in an error; the others get every byte.
+    async fn pass_through(&mut self, why: &'static str) {
+        self.keep = false;
+        self.writer.stop_writing().await;
+        self.tx.send_modify(|s| s.disk_stopped = true);
+        self.cache.release(std::mem::take(&mut *self.reserved));
+        self.fill.remove_temp().await;
+        self.cache.forget_fill(self.fill);
+        self.cache.metrics.disk_full(Content::Blob);
+        tracing::warn!(
+            digest = %self.fill.digest,
+            received = self.received,
+            why,
+            "cannot keep this blob: passing the rest of it through uncached"
+        );
     }
 }
 

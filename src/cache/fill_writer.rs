@@ -95,6 +95,24 @@ impl FillWriter {
                         written = file.write_all_at(&data, pos);
                     }
                     if let Err(e) = written {
+                        if is_full(&e) {
+                            // No room could be made: the fill passes the rest through from
+                            // memory (`Intake::pass_through`). What it was given and could not
+                            // write stays in memory for the readers behind.
+                            disk_rx.close();
+                            let mut stranded = vec![(pos, data.clone())];
+                            let mut at = pos + data.len() as u64;
+                            while let Ok(more) = disk_rx.try_recv() {
+                                let len = more.len() as u64;
+                                stranded.push((at, more));
+                                at += len;
+                            }
+                            progress.send_modify(|s| {
+                                s.disk_stopped = true;
+                                s.stranded = stranded;
+                            });
+                            return Err(e);
+                        }
                         // Readers waiting for these bytes from the file would wait forever: end them
                         // now, whoever else is waiting for this writer.
                         let shared = CacheError::Io(io::Error::new(e.kind(), e.to_string()));
@@ -135,6 +153,15 @@ impl FillWriter {
         match PendingWrites(self.writing.take()).wait().await {
             Err(e) => Err(e),
             Ok(_) => Err(io::Error::other("the fill's writer stopped")),
+        }
+    }
+
+    /// Writes no more to the file: what is queued is written (or refused), and the writer ends.
+    /// Later chunks go to the hash alone.
+    pub(super) async fn stop_writing(&mut self) {
+        self.to_disk = None;
+        if let Some(w) = self.writing.take() {
+            let _ = w.await;
         }
     }
 
