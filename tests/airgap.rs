@@ -676,6 +676,7 @@ fn ls_rm_and_gc_look_after_the_cache() {
     assert!(files_under(&m.cache_dir.join("blobs")).contains(&lone[7..].to_owned()));
     let said = site2.ok(&["gc", "--grace", "0s"]);
     assert!(said.contains("removed 1 blobs"), "{said}");
+    assert!(said.contains("index compacted: "), "{said}");
     assert!(!files_under(&m.cache_dir.join("blobs")).contains(&lone[7..].to_owned()));
     for (b, _) in &up.busybox.blobs {
         assert!(files_under(&m.cache_dir.join("blobs")).contains(&b[7..].to_owned()));

@@ -304,6 +304,8 @@ fn a_running_mirror_answers_ls_rm_gc_and_export() {
     // gc, and a failure said as serve said it.
     let said = site.ok(&["gc", "--grace", "1h"]);
     assert!(said.contains("removed 0 blobs"), "{said}");
+    // The index's file is compacted too, beside a running serve.
+    assert!(said.contains("index compacted: "), "{said}");
     let refused = site.fails(&["rm", "never/was:here"]);
     assert!(refused.contains("is not in the cache"), "{refused}");
     assert!(m.log_text().contains("admin command"), "{}", m.log_text());

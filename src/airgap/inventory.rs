@@ -237,6 +237,18 @@ pub(crate) fn gc_in(
         size(bytes),
         humantime::format_duration(grace)
     ));
+    // What eviction and removals freed in the index's file goes back to the disk (and, as the
+    // file counts towards max_size, to the cache).
+    match app.cache.compact_index()? {
+        Some((before, after)) => console.line(format!(
+            "index compacted: {} -> {}",
+            size(before),
+            size(after)
+        )),
+        None => {
+            console.line("index not compacted: a request was using it; run gc again to compact it")
+        }
+    }
     Ok(())
 }
 

@@ -412,6 +412,17 @@ impl Cache {
         self.delete(unlisted)
     }
 
+    /// Compacts the index's file (`Index::compact`) and measures the room again, as the file's
+    /// size counts towards the bound. None: a request was using the index; try again. Blocking.
+    pub(crate) fn compact_index(&self) -> Result<Option<(u64, u64)>, CacheError> {
+        let sizes = self.index.compact()?;
+        if let Some((before, after)) = sizes {
+            tracing::info!(before, after, "index compacted");
+            self.measure_room()?;
+        }
+        Ok(sizes)
+    }
+
     /// Deletes held content: files, index entries and links.
     fn delete(&self, digests: Vec<Digest>) -> Result<(usize, u64), CacheError> {
         let victims: Vec<_> = {

@@ -249,6 +249,39 @@ impl Index {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
+    /// Gives the file's free pages back (redb's `compact`): after a year of eviction churn the
+    /// file is mostly pages freed by removals, and its size counts towards `max_size`. Every
+    /// transaction waits meanwhile (those already begun may end: it waits up to a second for
+    /// them). Returns the file's size before and after, or None if a transaction still in
+    /// flight kept it from compacting (try again later). Blocking.
+    pub(super) fn compact(&self) -> Result<Option<(u64, u64)>, IndexError> {
+        super::assert_off_the_workers();
+        let before = self.file_size();
+        {
+            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+            let Some(db) = slot.as_mut() else {
+                return Ok(None);
+            };
+            let mut tries = 0;
+            loop {
+                match db.compact() {
+                    Ok(_) => break,
+                    Err(redb::CompactionError::TransactionInProgress) if tries < 100 => {
+                        tries += 1;
+                        #[allow(
+                            clippy::disallowed_methods,
+                            reason = "a blocking-pool thread, waiting for transactions to end"
+                        )]
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(redb::CompactionError::TransactionInProgress) => return Ok(None),
+                    Err(e) => return Err(ie(e)),
+                }
+            }
+        }
+        Ok(Some((before, self.file_size())))
+    }
+
     /// A read transaction on the entries table: the database answers.
     pub(super) fn check(&self) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
