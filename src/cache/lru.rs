@@ -257,8 +257,8 @@ pub(super) fn remove_victims(
     if victims.is_empty() {
         return Ok(());
     }
-    let digests: Vec<Digest> = victims.iter().map(|(d, _)| d.clone()).collect();
-    let indexed = index.remove_entries(&digests);
+    let kinds: Vec<(&Digest, u8)> = victims.iter().map(|(d, m)| (d, m.kinds)).collect();
+    let indexed = index.remove_entries_of(&kinds);
     for (d, meta) in victims {
         let kind = if meta.kinds & KIND_BLOB != 0 {
             Content::Blob
@@ -270,7 +270,7 @@ pub(super) fn remove_victims(
         store.remove(d)?;
     }
     if indexed.is_err() {
-        index.remove_entries(&digests)?;
+        index.remove_entries_of(&kinds)?;
     }
     Ok(())
 }

@@ -340,7 +340,16 @@ impl Index {
     /// Forgets entries whose files are gone (evicted, or lost), with their manifest types and
     /// links.
     pub(super) fn remove_entries(&self, digests: &[Digest]) -> Result<(), IndexError> {
-        if digests.is_empty() {
+        let all: Vec<(&Digest, u8)> = digests.iter().map(|d| (d, KIND_MANIFEST)).collect();
+        self.remove_entries_of(&all)
+    }
+
+    /// [`Index::remove_entries`] for entries whose kinds are known (evicted ones): a blob that
+    /// was never a manifest has no manifest types and is no referrers' subject (a subject is a
+    /// manifest), so only its entry and links are looked for. An eviction of tiny blobs removes
+    /// tens of thousands of entries, while fills wait for their room.
+    pub(super) fn remove_entries_of(&self, victims: &[(&Digest, u8)]) -> Result<(), IndexError> {
+        if victims.is_empty() {
             return Ok(());
         }
         let tx = self.begin_write().map_err(ie)?;
@@ -349,17 +358,19 @@ impl Index {
             let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
             let mut l = tx.open_table(LINKS).map_err(ie)?;
             let mut r = tx.open_table(REFERRERS).map_err(ie)?;
-            for d in digests {
+            for (d, kinds) in victims {
                 let ds = d.to_string();
                 t.remove(ds.as_str()).map_err(ie)?;
                 let prefix = format!("{ds}\0");
                 let end = format!("{ds}\u{1}");
-                m.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
-                    .map_err(ie)?;
                 l.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                     .map_err(ie)?;
-                r.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
-                    .map_err(ie)?;
+                if kinds & KIND_MANIFEST != 0 {
+                    m.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                        .map_err(ie)?;
+                    r.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                        .map_err(ie)?;
+                }
             }
         }
         tx.commit().map_err(ie)

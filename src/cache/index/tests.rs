@@ -68,3 +68,31 @@ fn compaction_gives_back_what_removals_freed() {
     assert!(after < before / 2, "{before} -> {after}");
     assert_eq!(idx.entries().unwrap().len(), 1000);
 }
+
+/// An evicted blob's entry and links go; a manifest's type and referrers go with a manifest.
+#[test]
+fn removals_by_kind_take_what_each_kind_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+    let (blob, manifest) = (Digest::sha256_of(b"blob"), Digest::sha256_of(b"manifest"));
+    let meta = |kinds| EntryMeta {
+        size: 1,
+        last_access_ms: 7,
+        kinds,
+    };
+    idx.put_entries(&[(blob.clone(), meta(KIND_BLOB))]).unwrap();
+    let t = "application/vnd.oci.image.manifest.v1+json";
+    idx.put_manifest("docker.io", "library/a", &manifest, meta(KIND_MANIFEST), t)
+        .unwrap();
+    let scope = "docker.io\0library/a".to_owned();
+    idx.put_links(&[
+        (blob.clone(), scope.clone(), Some(1)),
+        (manifest.clone(), scope, Some(1)),
+    ])
+    .unwrap();
+    idx.remove_entries_of(&[(&blob, KIND_BLOB), (&manifest, KIND_MANIFEST)])
+        .unwrap();
+    assert!(idx.entries().unwrap().is_empty());
+    assert!(idx.links().unwrap().is_empty());
+    assert_eq!(idx.manifest_type("docker.io", &manifest).unwrap(), None);
+}
