@@ -13,10 +13,7 @@
 //! Keys join their parts with NUL, which no name, tag or digest can contain. Writes are small
 //! transactions; access times reach the index in batches (see `Cache::flush_access_times`).
 
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use crate::reference::Digest;
 
@@ -28,7 +25,9 @@ const LINKS: TableDefinition<&str, u64> = TableDefinition::new("links");
 const REFERRERS: TableDefinition<&str, &str> = TableDefinition::new("referrers");
 
 mod batch;
+mod db;
 pub(super) use batch::Batch;
+pub(super) use db::Index;
 
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
@@ -111,184 +110,12 @@ impl TagEntry {
     }
 }
 
-/// The redb database, reopened after an I/O error: redb refuses every transaction after one
-/// (`PreviousIo`, "close and re-open the database") and repairs itself when opened again, so
-/// a disk that was full for a moment does not leave the index unwritable until a restart.
-pub(super) struct Index {
-    path: PathBuf,
-    /// redb's page cache, in bytes.
-    cache_bytes: usize,
-    /// None while a reopen failed (the next transaction tries again).
-    db: RwLock<Option<Database>>,
-}
-
 fn key(parts: &[&str]) -> String {
     parts.join("\0")
 }
 
-/// What redb says of every transaction after an I/O error.
-fn previous_io(e: &redb::TransactionError) -> bool {
-    matches!(
-        e,
-        redb::TransactionError::Storage(redb::StorageError::PreviousIo)
-    )
-}
-
+/// The tables' reads and writes (the database handle itself is `db.rs`).
 impl Index {
-    fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
-        super::assert_off_the_workers();
-        self.begin(Database::begin_write)
-    }
-
-    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
-        super::assert_off_the_workers();
-        self.begin(Database::begin_read)
-    }
-
-    /// Begins a transaction, reopening the database first if redb refuses it after an I/O error.
-    fn begin<T>(
-        &self,
-        begin: impl Fn(&Database) -> Result<T, redb::TransactionError>,
-    ) -> Result<T, redb::TransactionError> {
-        let first = self.with_db(&begin);
-        match first {
-            Err(e) if previous_io(&e) => {
-                self.reopen();
-                self.with_db(&begin)
-            }
-            other => other,
-        }
-    }
-
-    fn with_db<T>(
-        &self,
-        begin: impl Fn(&Database) -> Result<T, redb::TransactionError>,
-    ) -> Result<T, redb::TransactionError> {
-        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
-        match db.as_ref() {
-            Some(db) => begin(db),
-            None => Err(redb::TransactionError::Storage(
-                redb::StorageError::PreviousIo,
-            )),
-        }
-    }
-
-    /// Closes and opens the database again (redb repairs it on open). Transactions still in
-    /// flight keep the file locked for a moment: it tries for up to a second.
-    fn reopen(&self) {
-        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = slot.as_ref()
-            && !db.begin_read().is_err_and(|e| previous_io(&e))
-            && !db.begin_write().is_err_and(|e| previous_io(&e))
-        {
-            return; // another thread reopened it meanwhile
-        }
-        *slot = None;
-        for _ in 0..100 {
-            match Database::builder()
-                .set_cache_size(self.cache_bytes)
-                .create(&self.path)
-            {
-                Ok(db) => {
-                    tracing::warn!(path = %self.path.display(), "index reopened after an I/O error");
-                    *slot = Some(db);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "index not reopened yet");
-                    #[allow(
-                        clippy::disallowed_methods,
-                        reason = "a blocking-pool thread, waiting for the file lock"
-                    )]
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-            }
-        }
-        tracing::error!(path = %self.path.display(), "index could not be reopened after an I/O error: will try again");
-    }
-
-    #[cfg(test)]
-    pub(super) fn open(path: &Path) -> Result<Index, IndexError> {
-        Self::open_with_cache(path, MIN_PAGE_CACHE)
-    }
-
-    /// Opens the index with a page cache of `cache_bytes` (redb's default is 1 GiB, which a
-    /// large index fills: memory the bound does not see).
-    pub(super) fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
-        let cache_bytes = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => IndexError(format!(
-                    "{} is in use by another entrepot process (a running `entrepot serve`?): \
-                 only one process may use a cache directory at a time",
-                    path.display()
-                )),
-                e => ie(e),
-            })?;
-        let tx = db.begin_write().map_err(ie)?;
-        tx.open_table(ENTRIES).map_err(ie)?;
-        tx.open_table(MANIFESTS).map_err(ie)?;
-        tx.open_table(TAGS).map_err(ie)?;
-        tx.open_table(REPOS).map_err(ie)?;
-        tx.open_table(LINKS).map_err(ie)?;
-        tx.open_table(REFERRERS).map_err(ie)?;
-        tx.commit().map_err(ie)?;
-        Ok(Index {
-            path: path.to_owned(),
-            cache_bytes,
-            db: RwLock::new(Some(db)),
-        })
-    }
-
-    /// The bytes of the index's file, which count towards `max_size` beside the stored files.
-    /// Blocking.
-    pub(super) fn file_size(&self) -> u64 {
-        super::assert_off_the_workers();
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
-    }
-
-    /// Gives the file's free pages back (redb's `compact`): after a year of eviction churn the
-    /// file is mostly pages freed by removals, and its size counts towards `max_size`. Every
-    /// transaction waits meanwhile (those already begun may end: it waits up to a second for
-    /// them). Returns the file's size before and after, or None if a transaction still in
-    /// flight kept it from compacting (try again later). Blocking.
-    pub(super) fn compact(&self) -> Result<Option<(u64, u64)>, IndexError> {
-        super::assert_off_the_workers();
-        let before = self.file_size();
-        {
-            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
-            let Some(db) = slot.as_mut() else {
-                return Ok(None);
-            };
-            let mut tries = 0;
-            loop {
-                match db.compact() {
-                    Ok(_) => break,
-                    Err(redb::CompactionError::TransactionInProgress) if tries < 100 => {
-                        tries += 1;
-                        #[allow(
-                            clippy::disallowed_methods,
-                            reason = "a blocking-pool thread, waiting for transactions to end"
-                        )]
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                    Err(redb::CompactionError::TransactionInProgress) => return Ok(None),
-                    Err(e) => return Err(ie(e)),
-                }
-            }
-        }
-        Ok(Some((before, self.file_size())))
-    }
-
-    /// A read transaction on the entries table: the database answers.
-    pub(super) fn check(&self) -> Result<(), IndexError> {
-        let tx = self.begin_read().map_err(ie)?;
-        tx.open_table(ENTRIES).map_err(ie)?;
-        Ok(())
-    }
-
     /// Every entry (the tests' view; start-up reads them one by one: `each_entry`).
     #[cfg(test)]
     pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
