@@ -349,3 +349,60 @@ fn a_length_that_contradicts_the_manifest_is_refused_up_front() {
     assert!(r.received < 1024, "more than an error body was sent");
     assert!(!m.cached_files().contains(&digest));
 }
+
+/// Tags paging over an upstream that pages itself (issue 23: "follow its `Link` pages to build
+/// the answer, bounded"). A fake, because the real registry here (distribution 2.8) ignores `n`
+/// and `last` and lists every tag at once: this one imitates a registry that caps its pages (as
+/// Docker Hub and Harbor do), two tags a page whatever `n` says, with RFC 5988 `Link: <...>;
+/// rel="next"` to the next page. The mirror follows the pages and gives exactly the page asked.
+#[test]
+fn tags_over_an_upstream_that_pages_are_followed_and_paged_here() {
+    let all = ["t1", "t2", "t3", "t4", "t5"];
+    let up = FakeUpstream::start(move |r| {
+        let Some(query) = r.path.strip_prefix("/v2/paged/app/tags/list") else {
+            return FakeAnswer::new(404, "{}");
+        };
+        let last = query
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("last="))
+            .unwrap_or("");
+        let page: Vec<&str> = all.iter().copied().filter(|t| *t > last).take(2).collect();
+        let body = serde_json::json!({"name": "paged/app", "tags": page}).to_string();
+        let answer = FakeAnswer::new(200, body).header("Content-Type", "application/json");
+        match page.last() {
+            Some(l) if *l != "t5" => answer.header(
+                "Link",
+                &format!("</v2/paged/app/tags/list?n=2&last={l}>; rel=\"next\""),
+            ),
+            _ => answer,
+        }
+    });
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
+    let list = |query: &str| {
+        let r = raw_request(
+            m.port,
+            "GET",
+            &format!("/v2/paged/app/tags/list{query}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{query}");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let tags: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
+        (tags, r.header("link").map(str::to_owned))
+    };
+    assert_eq!(list("").0, all, "every page followed");
+    let asked = up.requests.lock().unwrap().len();
+    assert_eq!(asked, 3, "three pages of two");
+    assert_eq!(
+        list("?n=3"),
+        (
+            vec!["t1".to_owned(), "t2".to_owned(), "t3".to_owned()],
+            Some("</v2/paged/app/tags/list?n=3&last=t3>; rel=\"next\"".to_owned())
+        )
+    );
+    assert_eq!(
+        list("?n=3&last=t3"),
+        (vec!["t4".to_owned(), "t5".to_owned()], None)
+    );
+}
