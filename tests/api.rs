@@ -898,17 +898,9 @@ fn tags_are_paged_by_n_and_last_over_an_upstream_that_ignores_both() {
     }
     let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
     let list = |query: &str| {
-        let r = raw_request(
-            m.port,
-            "GET",
-            &format!("/v2/paged/app/tags/list{query}"),
-            &[],
-        );
-        assert_eq!(r.status, 200, "{query}");
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["name"], "paged/app");
-        let got: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
-        (got, r.header("link").map(str::to_owned))
+        let page = tags_page(m.port, "paged/app", query);
+        assert_eq!(page.name, "paged/app");
+        (page.tags, page.link)
     };
     let next = |link: &str| {
         link.split_once("?")
@@ -963,17 +955,7 @@ fn tags_are_listed_in_the_specs_case_insensitive_order() {
     let v: serde_json::Value = serde_json::from_slice(&upstream.body).unwrap();
     assert_eq!(v["tags"][0], "B", "distribution lists by bytes: {v}");
     let m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
-    let list = |query: &str| {
-        let r = raw_request(
-            m.port,
-            "GET",
-            &format!("/v2/cased/app/tags/list{query}"),
-            &[],
-        );
-        assert_eq!(r.status, 200);
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        serde_json::from_value::<Vec<String>>(v["tags"].clone()).unwrap()
-    };
+    let list = |query: &str| tags_page(m.port, "cased/app", query).tags;
     assert_eq!(list(""), ["a", "B", "c0", "C1", "Latest"]);
     assert_eq!(list("?n=2&last=B"), ["c0", "C1"]);
 }

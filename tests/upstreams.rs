@@ -380,16 +380,8 @@ fn tags_over_an_upstream_that_pages_are_followed_and_paged_here() {
     });
     let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
     let list = |query: &str| {
-        let r = raw_request(
-            m.port,
-            "GET",
-            &format!("/v2/paged/app/tags/list{query}"),
-            &[],
-        );
-        assert_eq!(r.status, 200, "{query}");
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let tags: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
-        (tags, r.header("link").map(str::to_owned))
+        let page = tags_page(m.port, "paged/app", query);
+        (page.tags, page.link)
     };
     assert_eq!(list("").0, all, "every page followed");
     let asked = up.requests.lock().unwrap().len();

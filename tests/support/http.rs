@@ -217,3 +217,24 @@ pub fn push_manifest(
     assert_eq!(status, 201, "{head}");
     sha256(manifest.as_bytes())
 }
+
+/// One page of `GET /v2/<repo>/tags/list<query>` from the mirror (or a registry) on `port`.
+pub struct TagsPage {
+    /// The `name` the answer gives.
+    pub name: String,
+    pub tags: Vec<String>,
+    /// The `Link` header, if any.
+    pub link: Option<String>,
+}
+
+/// Asks for one page of a repository's tags; the answer must be 200.
+pub fn tags_page(port: u16, repo: &str, query: &str) -> TagsPage {
+    let r = raw_request(port, "GET", &format!("/v2/{repo}/tags/list{query}"), &[]);
+    assert_eq!(r.status, 200, "{repo} {query}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    TagsPage {
+        name: v["name"].as_str().unwrap_or_default().to_owned(),
+        tags: serde_json::from_value(v["tags"].clone()).unwrap(),
+        link: r.header("link").map(str::to_owned),
+    }
+}
