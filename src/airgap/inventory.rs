@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::progress::{size, table};
+use super::progress::{StreamedTable, size};
 use super::{CommandError, Failure, full_name, locate, open_existing, remote, short};
 use crate::admin::{self, Console};
 use crate::app::App;
@@ -27,7 +27,18 @@ pub fn ls(config: &Config) -> Result<(), CommandError> {
 pub(crate) fn ls_in(app: &App, console: &mut Console<'_>) -> Result<(), CommandError> {
     let cache = &app.cache;
     let tagged = cache.tagged_images()?;
-    let mut rows = Vec::new();
+    const HEADER: [&str; 7] = [
+        "IMAGE",
+        "DIGEST",
+        "PLATFORMS",
+        "SIZE",
+        "LAST USED",
+        "PINNED",
+        "SIGNATURES",
+    ];
+    // Each row is printed as it is made: a million-blob cache lists for seconds.
+    let mut rows = StreamedTable::new(&HEADER);
+    let mut print = |text: &str| console.print(text);
     let mut attached = 0;
     for t in &tagged {
         if is_cosign_tag(t.tag.as_str()) {
@@ -40,7 +51,7 @@ pub(crate) fn ls_in(app: &App, console: &mut Console<'_>) -> Result<(), CommandE
             repo: &t.repo,
             digest: &t.digest,
         };
-        rows.push(row(cache, &tagged, name, image)?);
+        rows.push(row(cache, &tagged, name, image)?, &mut print);
     }
     let by_digest = cache.digest_images(&tagged)?;
     for i in &by_digest {
@@ -50,20 +61,9 @@ pub(crate) fn ls_in(app: &App, console: &mut Console<'_>) -> Result<(), CommandE
             repo: &i.repo,
             digest: &i.digest,
         };
-        rows.push(row(cache, &tagged, name, image)?);
+        rows.push(row(cache, &tagged, name, image)?, &mut print);
     }
-    console.print(&table(
-        &[
-            "IMAGE",
-            "DIGEST",
-            "PLATFORMS",
-            "SIZE",
-            "LAST USED",
-            "PINNED",
-            "SIGNATURES",
-        ],
-        &rows,
-    ));
+    rows.flush(&mut print);
     let attached = if attached == 0 {
         String::new()
     } else {
@@ -189,20 +189,15 @@ pub(crate) fn rm_in(
     console: &mut Console<'_>,
 ) -> Result<(), CommandError> {
     let cache = &app.cache;
-    let tagged = cache.tagged_images()?;
     for name in images {
         let (upstream, repo, reference) = locate(app, name)?;
         let shown = full_name(&upstream, &repo, &reference);
         let (tag, digest) = match &reference {
-            Reference::Tag(t) => {
-                let found = tagged
-                    .iter()
-                    .find(|i| i.upstream == upstream && i.repo == repo && i.tag == *t);
-                match found {
-                    Some(i) => (Some(t.as_str()), i.digest.clone()),
-                    None => return Err(Failure::NotCached(shown).into()),
-                }
-            }
+            // One lookup in the index, not a list of every tag the cache holds.
+            Reference::Tag(t) => match cache.tagged_digest(&upstream, &repo, t.as_str())? {
+                Some(d) => (Some(t.as_str()), d),
+                None => return Err(Failure::NotCached(shown).into()),
+            },
             Reference::Digest(d) => {
                 if cache.manifest_bytes(&upstream, d)?.is_none() {
                     return Err(Failure::NotCached(shown).into());

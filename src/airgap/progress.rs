@@ -79,25 +79,94 @@ fn style(template: &str) -> ProgressStyle {
 
 /// A table with a header row, columns padded to their widest cell.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = widths(header, rows);
+    let mut out = line(&widths, header.iter().copied());
+    for r in rows {
+        out.push_str(&line(&widths, r.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// The widest cell of each column.
+fn widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    widths
+}
+
+/// One row, its cells padded to `widths` (a wider cell pushes the rest of its row right).
+fn line<'a>(widths: &[usize], cells: impl Iterator<Item = &'a str>) -> String {
+    let padded: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+    padded.join("  ").trim_end().to_owned() + "\n"
+}
+
+/// A [`table`] printed as its rows come, for a listing of a million rows: the columns are as
+/// wide as the widest cell of the first [`StreamedTable::SETS_WIDTHS`] rows, and from there on
+/// rows go out in batches. A table of fewer rows is exactly what [`table`] gives.
+pub(super) struct StreamedTable<'h> {
+    header: &'h [&'h str],
+    /// The rows not yet printed.
+    rows: Vec<Vec<String>>,
+    /// Set once the header is printed.
+    widths: Option<Vec<usize>>,
+    count: usize,
+}
+
+impl<'h> StreamedTable<'h> {
+    /// Rows read before the widths are chosen and the header printed.
+    const SETS_WIDTHS: usize = 200;
+    /// Rows per write once printing has begun.
+    const BATCH: usize = 64;
+
+    pub(super) fn new(header: &'h [&'h str]) -> Self {
+        StreamedTable {
+            header,
+            rows: Vec::new(),
+            widths: None,
+            count: 0,
+        }
     }
-    out
+
+    /// Adds a row; prints what is due.
+    pub(super) fn push(&mut self, row: Vec<String>, out: &mut impl FnMut(&str)) {
+        self.rows.push(row);
+        self.count += 1;
+        let due = match self.widths {
+            None => Self::SETS_WIDTHS,
+            Some(_) => Self::BATCH,
+        };
+        if self.rows.len() >= due {
+            self.flush(out);
+        }
+    }
+
+    /// Prints every row held (and the header, if not yet printed).
+    pub(super) fn flush(&mut self, out: &mut impl FnMut(&str)) {
+        let mut text = String::new();
+        let widths = match &self.widths {
+            Some(w) => w,
+            None => {
+                let w = widths(self.header, &self.rows);
+                text.push_str(&line(&w, self.header.iter().copied()));
+                self.widths.insert(w)
+            }
+        };
+        for r in self.rows.drain(..) {
+            text.push_str(&line(widths, r.iter().map(String::as_str)));
+        }
+        if !text.is_empty() {
+            out(&text);
+        }
+    }
+
+    /// Rows pushed so far.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
 }
 
 /// Bytes for people: `1.5 MiB`.
@@ -117,5 +186,44 @@ mod tests {
             ],
         );
         assert_eq!(t, "IMAGE      SIZE\na          1 B\nlong/name  2 B\n");
+    }
+
+    #[test]
+    fn a_streamed_table_is_the_table_until_its_widths_are_set_then_prints_as_it_goes() {
+        let header = ["IMAGE", "SIZE"];
+        let rows: Vec<Vec<String>> = vec![
+            vec!["a".into(), "1 B".into()],
+            vec!["long/name".into(), "2 B".into()],
+        ];
+        let mut printed = String::new();
+        let mut t = super::StreamedTable::new(&header);
+        for r in &rows {
+            t.push(r.clone(), &mut |s| printed.push_str(s));
+        }
+        assert!(printed.is_empty(), "two rows are held until the end");
+        t.flush(&mut |s| printed.push_str(s));
+        assert_eq!(printed, super::table(&header, &rows));
+        assert_eq!(t.len(), 2);
+
+        // Past the first rows, the header and those rows are out before the end; a later,
+        // wider cell pushes its row right and changes no width.
+        let mut printed = String::new();
+        let mut t = super::StreamedTable::new(&header);
+        let first = super::StreamedTable::SETS_WIDTHS;
+        for i in 0..first {
+            t.push(vec![format!("r{i}"), "1 B".into()], &mut |s| {
+                printed.push_str(s)
+            });
+        }
+        assert!(
+            printed.starts_with("IMAGE  SIZE\nr0     1 B\n"),
+            "{printed}"
+        );
+        assert_eq!(printed.lines().count(), first + 1);
+        t.push(vec!["a/much/longer/name".into(), "2 B".into()], &mut |s| {
+            printed.push_str(s)
+        });
+        t.flush(&mut |s| printed.push_str(s));
+        assert_eq!(printed.lines().last(), Some("a/much/longer/name  2 B"));
     }
 }

@@ -87,6 +87,16 @@ impl Cache {
         Ok(out)
     }
 
+    /// The digest a cached tag points at.
+    pub(crate) fn tagged_digest(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, CacheError> {
+        Ok(self.index.tag(upstream, repo, tag)?.map(|e| e.digest))
+    }
+
     /// Every image held by digest alone (see [`DigestImage`]), ordered by upstream, repository
     /// and digest. `tagged` is [`Cache::tagged_images`]: what they reach is not listed again.
     pub(crate) fn digest_images(
@@ -105,15 +115,28 @@ impl Cache {
     ) -> Result<Vec<DigestImage>, CacheError> {
         let linked: Vec<(Digest, String, String)> = {
             let s = self.lock();
-            s.links
-                .all()
-                .filter(|(_, scope)| only.is_none_or(|o| o.as_str() == scope.as_str()))
-                .filter(|(d, _)| s.lru.get(d).is_some_and(|m| m.kinds & KIND_MANIFEST != 0))
-                .filter_map(|(d, scope)| {
-                    let (up, repo) = scope.parts()?;
-                    Some((d.clone(), up.to_owned(), repo.to_owned()))
-                })
-                .collect()
+            let manifest = |d: &Digest| s.lru.get(d).is_some_and(|m| m.kinds & KIND_MANIFEST != 0);
+            match only {
+                // One repository's: its number compared, no text (rm, beside a million links).
+                Some(only) => match only.parts() {
+                    Some((up, repo)) => s
+                        .links
+                        .of_scope(only)
+                        .filter(|d| manifest(d))
+                        .map(|d| (d.clone(), up.to_owned(), repo.to_owned()))
+                        .collect(),
+                    None => Vec::new(),
+                },
+                None => s
+                    .links
+                    .all()
+                    .filter(|(d, _)| manifest(d))
+                    .filter_map(|(d, scope)| {
+                        let (up, repo) = scope.parts()?;
+                        Some((d.clone(), up.to_owned(), repo.to_owned()))
+                    })
+                    .collect(),
+            }
         };
         // What is reached otherwise, per (upstream, repository): through a tag, as a child of
         // another held manifest, or as a referrer.

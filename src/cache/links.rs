@@ -13,7 +13,7 @@
 //! in the index's `links` table (so they hold across restarts and offline), and go when their
 //! digest is evicted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Cache, CacheError};
@@ -22,17 +22,67 @@ use crate::reference::{Digest, RepoName};
 
 /// The links of every digest the cache knows of.
 ///
-/// A year-old cache holds a million links over a few thousand repositories: each scope's text
-/// is held once (`scopes`), and a link is that shared name and a size.
+/// A year-old cache holds a million links over a few thousand repositories, most digests linked
+/// to one: each scope's text is held once (`scopes`, never shrunk: a repository's name is kept
+/// for the life of the process), a link is that scope's number and a size (16 bytes), and a
+/// digest's one link is held in its map slot, with nothing on the heap.
 #[derive(Default)]
 pub(super) struct Links {
-    by_digest: HashMap<Digest, Vec<Link>>,
-    scopes: HashSet<Arc<str>>,
+    by_digest: HashMap<Digest, LinkSet>,
+    scopes: Vec<Scope>,
+    numbers: HashMap<Scope, u32>,
 }
 
+#[derive(Clone, Copy)]
 struct Link {
-    scope: Scope,
-    size: Option<u64>,
+    size: u64,
+    has_size: bool,
+    /// Its place in `Links::scopes`.
+    scope: u32,
+}
+
+impl Link {
+    fn size(&self) -> Option<u64> {
+        self.has_size.then_some(self.size)
+    }
+}
+
+/// A digest's links: one inline, more on the heap.
+enum LinkSet {
+    One(Link),
+    Many(Box<[Link]>),
+}
+
+impl LinkSet {
+    fn as_slice(&self) -> &[Link] {
+        match self {
+            LinkSet::One(l) => std::slice::from_ref(l),
+            LinkSet::Many(ls) => ls,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Link] {
+        match self {
+            LinkSet::One(l) => std::slice::from_mut(l),
+            LinkSet::Many(ls) => ls,
+        }
+    }
+
+    fn push(&mut self, link: Link) {
+        let mut all = self.as_slice().to_vec();
+        all.push(link);
+        *self = LinkSet::Many(all.into_boxed_slice());
+    }
+
+    /// Keeps the links `keep` says to; None when none is left.
+    fn retain(self, keep: impl Fn(&Link) -> bool) -> Option<LinkSet> {
+        let left: Vec<Link> = self.as_slice().iter().copied().filter(keep).collect();
+        match left.as_slice() {
+            [] => None,
+            [one] => Some(LinkSet::One(*one)),
+            _ => Some(LinkSet::Many(left.into_boxed_slice())),
+        }
+    }
 }
 
 /// An (upstream, repository) pair as a link names it: which repository of which upstream may be
@@ -50,6 +100,13 @@ impl Scope {
     /// The upstream and repository it names.
     pub(super) fn parts(&self) -> Option<(&str, &str)> {
         self.0.split_once('\0')
+    }
+}
+
+/// A scope's text finds its number (`Links::numbers`): hashed and compared as that text.
+impl std::borrow::Borrow<str> for Scope {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -76,20 +133,40 @@ pub(super) fn scope(upstream: &str, repo: impl std::fmt::Display) -> Scope {
 }
 
 impl Links {
-    pub(super) fn has(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
+    /// The number of a scope already known.
+    fn number(&self, scope: &(impl AsScope + ?Sized)) -> Option<u32> {
+        self.numbers.get(scope.scope_text()).copied()
+    }
+
+    /// The number of a scope, known from now on if it was not.
+    fn number_or_add(&mut self, scope: &(impl AsScope + ?Sized)) -> u32 {
+        if let Some(n) = self.number(scope) {
+            return n;
+        }
+        let s = Scope(Arc::from(scope.scope_text()));
+        let n = u32::try_from(self.scopes.len()).expect("fewer than 2^32 repositories");
+        self.scopes.push(s.clone());
+        self.numbers.insert(s, n);
+        n
+    }
+
+    fn link(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> Option<&Link> {
+        let n = self.number(scope)?;
         self.by_digest
-            .get(digest)
-            .is_some_and(|l| l.iter().any(|l| &*l.scope.0 == scope.scope_text()))
+            .get(digest)?
+            .as_slice()
+            .iter()
+            .find(|l| l.scope == n)
+    }
+
+    pub(super) fn has(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
+        self.link(digest, scope).is_some()
     }
 
     /// The size a manifest of `scope` gave for this digest, if one did. Only that repository's
     /// word counts: a manifest elsewhere stating a wrong size must not fail this one's fills.
     pub(super) fn size(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> Option<u64> {
-        self.by_digest
-            .get(digest)?
-            .iter()
-            .find(|l| &*l.scope.0 == scope.scope_text())?
-            .size
+        self.link(digest, scope)?.size()
     }
 
     /// Adds a link; true if it is new (or now carries a size it lacked).
@@ -99,27 +176,24 @@ impl Links {
         scope: &(impl AsScope + ?Sized),
         size: Option<u64>,
     ) -> bool {
-        let links = self.by_digest.entry(digest.clone()).or_default();
-        match links.iter_mut().find(|l| &*l.scope.0 == scope.scope_text()) {
-            Some(l) if l.size.is_none() && size.is_some() => {
-                l.size = size;
+        let n = self.number_or_add(scope);
+        let link = Link {
+            size: size.unwrap_or(0),
+            has_size: size.is_some(),
+            scope: n,
+        };
+        let Some(links) = self.by_digest.get_mut(digest) else {
+            self.by_digest.insert(digest.clone(), LinkSet::One(link));
+            return true;
+        };
+        match links.as_mut_slice().iter_mut().find(|l| l.scope == n) {
+            Some(l) if !l.has_size && link.has_size => {
+                *l = link;
                 true
             }
             Some(_) => false,
             None => {
-                let text = scope.scope_text();
-                let shared = match self.scopes.get(text) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s: Arc<str> = Arc::from(text);
-                        self.scopes.insert(s.clone());
-                        s
-                    }
-                };
-                links.push(Link {
-                    scope: Scope(shared),
-                    size,
-                });
+                links.push(link);
                 true
             }
         }
@@ -131,11 +205,13 @@ impl Links {
 
     /// Removes one repository's link to `digest`.
     pub(super) fn unlink(&mut self, digest: &Digest, scope: &Scope) {
-        if let Some(links) = self.by_digest.get_mut(digest) {
-            links.retain(|l| l.scope.0 != scope.0);
-            if links.is_empty() {
-                self.by_digest.remove(digest);
-            }
+        let Some(n) = self.number(scope) else {
+            return;
+        };
+        if let Some(links) = self.by_digest.remove(digest)
+            && let Some(left) = links.retain(|l| l.scope != n)
+        {
+            self.by_digest.insert(digest.clone(), left);
         }
     }
 
@@ -143,16 +219,32 @@ impl Links {
     pub(super) fn scopes(&self, digest: &Digest) -> impl Iterator<Item = &Scope> {
         self.by_digest
             .get(digest)
-            .into_iter()
-            .flatten()
-            .map(|l| &l.scope)
+            .map(LinkSet::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| &self.scopes[l.scope as usize])
     }
 
     /// Every (digest, scope) linked.
     pub(super) fn all(&self) -> impl Iterator<Item = (&Digest, &Scope)> {
+        let scopes = &self.scopes;
+        self.by_digest.iter().flat_map(move |(d, links)| {
+            links
+                .as_slice()
+                .iter()
+                .map(move |l| (d, &scopes[l.scope as usize]))
+        })
+    }
+
+    /// Every digest linked to `scope`.
+    pub(super) fn of_scope(&self, scope: &Scope) -> impl Iterator<Item = &Digest> {
+        let n = self.number(scope);
         self.by_digest
             .iter()
-            .flat_map(|(d, links)| links.iter().map(move |l| (d, &l.scope)))
+            .filter(move |(_, links)| {
+                n.is_some_and(|n| links.as_slice().iter().any(|l| l.scope == n))
+            })
+            .map(|(d, _)| d)
     }
 }
 
