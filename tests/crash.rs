@@ -485,3 +485,71 @@ fn a_graceful_stop_right_after_cold_fills_keeps_every_blob() {
         );
     }
 }
+
+/// Start-up reads the index alone and serves; the files are checked against it afterwards
+/// (issue 22, "start-up that does not stat every file"): an entry whose file was deleted by hand
+/// is forgotten and fetched again when asked for, and a verified file whose record was lost (a
+/// stop between its rename and its index write) is kept, with the bytes the cache counts right.
+#[test]
+fn the_files_are_checked_against_the_index_after_serve_starts() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let mut m = Mirror::of(&[Up::default("docker.io", reg.url())])
+        .prefetch_layers(false)
+        .start();
+    let blobs = &seed.image("many/layers").blobs;
+    let (gone, _) = &blobs[0];
+    let (kept, _) = &blobs[1];
+    let (lost_record, lost_size) = &blobs[2];
+    let path = |d: &str| format!("/v2/many/layers/blobs/{d}");
+    for d in [gone, kept] {
+        let r = stream_get(m.port, &path(d), &[]);
+        assert!(r.complete() && r.digest == *d, "{d}");
+    }
+    // The third blob's bytes, straight from the registry.
+    let bytes = raw_request(reg.port, "GET", &path(lost_record), &[]).body;
+    assert_eq!(bytes.len() as u64, *lost_size);
+    m.stop();
+    let store = m.cache_dir.join("blobs/sha256");
+    let file = |d: &str| {
+        let hex = &d["sha256:".len()..];
+        store.join(&hex[..2]).join(hex)
+    };
+    std::fs::remove_file(file(gone)).unwrap();
+    let unrecorded = file(lost_record);
+    std::fs::create_dir_all(unrecorded.parent().unwrap()).unwrap();
+    std::fs::write(&unrecorded, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&unrecorded)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(600))
+        .unwrap();
+    let logged = m.log_text().len();
+    m.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let checked = loop {
+        let log = m.log_text()[logged..].to_owned();
+        if let Some(line) = log.lines().find(|l| l.contains("files checked against the index")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no check of the files:\n{log}");
+    };
+    assert!(checked.contains("forgotten=1"), "{checked}");
+    assert!(checked.contains("kept=1"), "{checked}");
+    let held: u64 = m
+        .cached_files()
+        .iter()
+        .map(|d| std::fs::metadata(file(d)).unwrap().len())
+        .sum();
+    assert_eq!(metric(&m, "entrepot_cache_bytes ") as u64, held);
+
+    // The deleted one is fetched again; the one whose record was lost is served from the disk.
+    for d in [gone, kept, lost_record] {
+        let r = stream_get(m.port, &path(d), &[]);
+        assert!(r.complete() && r.digest == *d, "{d}");
+    }
+    assert_eq!(reg.count(&format!("\"GET {}", path(gone))), 2);
+    assert_eq!(reg.count(&format!("\"GET {}", path(kept))), 1);
+    assert_eq!(reg.count(&format!("\"GET {}", path(lost_record))), 1, "only the test's own GET");
+}

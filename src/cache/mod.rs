@@ -29,13 +29,13 @@ mod load;
 mod lru;
 mod manifests;
 mod prefetch;
+mod reconcile;
 mod referrers;
 mod room;
 mod source;
 mod store;
 mod tags;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
@@ -98,10 +98,10 @@ fn now_millis() -> u64 {
 }
 
 impl Cache {
-    /// Opens the cache under `dir`: deletes temp files, reconciles the index with the files on
-    /// disk (entries without a file are dropped, files the index does not know are hashed and
-    /// kept or deleted), and evicts down to the bound if `max_size` was lowered (in the
-    /// background when opened within a runtime, as `serve` opens it).
+    /// Opens the cache under `dir`: deletes temp files, reads the index, reconciles it with the
+    /// files on disk (entries without a file are dropped, files the index does not know are
+    /// hashed and kept or deleted: `reconcile.rs`), and evicts down to the bound if `max_size`
+    /// was lowered. Both in the background when opened within a runtime, as `serve` opens it.
     pub(crate) fn open(
         dir: &Path,
         max_size: u64,
@@ -116,7 +116,8 @@ impl Cache {
         let index =
             Index::open_with_cache(&dir.join("index.redb"), index::page_cache_for(max_size))?;
         let store = BlobStore::open(dir)?;
-        let state = reconcile(&store, &index)?;
+        let state = reconcile::load(&index)?;
+        let opened_at = SystemTime::now();
         let cache = Arc::new_cyclic(|me| Cache {
             me: me.clone(),
             evictor: Arc::default(),
@@ -151,8 +152,23 @@ impl Cache {
                 "max_size is larger than the cache's filesystem can hold beside its other users: the cache keeps within what it holds"
             );
         }
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if in_runtime {
+            // The files are checked against the index once serving has begun (reconcile.rs);
+            // no eviction deletes a file meanwhile.
+            let c = cache.clone();
+            tokio::spawn(async move {
+                let _one = c.evicting.lock().await;
+                let on = c.clone();
+                if let Err(e) = blocking(move || on.reconcile_files(opened_at)).await {
+                    tracing::warn!(error = %e, "could not check the files against the index");
+                }
+            });
+        } else {
+            cache.reconcile_files(opened_at)?;
+        }
         let over = cache.lock().lru.committed > cache.bound();
-        if over && tokio::runtime::Handle::try_current().is_ok() {
+        if over && in_runtime {
             // A lowered max_size: serve at once, and shrink in the background (a million files
             // deleted before listening was minutes without a listener).
             cache.start_eviction();
@@ -206,68 +222,6 @@ impl Cache {
     }
 }
 
-/// The in-memory view of what is stored, from the index and the files: entries without a file
-/// are forgotten; a file the index does not know is kept (as a blob, linked to no repository)
-/// if it still matches its name, since a file is renamed into place only once verified and only
-/// its record can have been lost, and deleted otherwise.
-fn reconcile(store: &BlobStore, index: &Index) -> Result<State, CacheError> {
-    let on_disk: HashSet<Digest> = store.list()?.into_iter().collect();
-    let mut state = State::default();
-    state.lru.reserve(index.entry_count()? as usize);
-    let mut lost = Vec::new();
-    // Read as they come, not listed first: a million entries and links at start-up.
-    index.each_entry(|digest, meta| {
-        // A file is written whole before it is renamed into place and recorded: its size is
-        // the one recorded.
-        if on_disk.contains(&digest) {
-            state.lru.insert_found(digest, meta);
-        } else {
-            lost.push(digest);
-        }
-    })?;
-    if !lost.is_empty() {
-        tracing::warn!(
-            count = lost.len(),
-            "index entries without files: forgetting them"
-        );
-        index.remove_entries(&lost)?;
-    }
-    let mut adopted = Vec::new();
-    for digest in &on_disk {
-        if state.lru.holds(digest) {
-            continue;
-        }
-        if store.matches_its_name(digest).unwrap_or(false) {
-            let size = store.size(digest)?;
-            tracing::info!(%digest, size, "verified file missing from the index: kept");
-            let meta = EntryMeta {
-                size,
-                last_access_ms: now_millis(),
-                kinds: index::KIND_BLOB,
-            };
-            state.lru.insert_found(digest.clone(), meta);
-            adopted.push((digest.clone(), meta));
-        } else {
-            tracing::warn!(%digest, "file unknown to the index: removing it");
-            store.remove(digest)?;
-        }
-    }
-    if !adopted.is_empty() {
-        index.put_entries(&adopted)?;
-    }
-    // Links of content no longer held (listed by a manifest, never fetched) go.
-    let mut unheld = Vec::new();
-    index.each_link(|digest, scope, size| {
-        if state.lru.holds(&digest) {
-            state.links.add(&digest, scope, size);
-        } else {
-            unheld.push(digest);
-        }
-    })?;
-    index.remove_entries(&unheld)?;
-    Ok(state)
-}
-
 impl Cache {
     /// Runs index work (redb reads, and writes that fsync) on the blocking pool.
     async fn with_index<T: Send + 'static>(
@@ -313,13 +267,25 @@ mod tests {
     fn a_verified_file_the_index_lost_is_kept_and_a_damaged_one_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
-        let index = Index::open(&dir.path().join("index.redb")).unwrap();
         let (good, bad) = (b"kept bytes".as_slice(), b"other bytes".as_slice());
         let (kept, damaged) = (Digest::sha256_of(good), Digest::sha256_of(bad));
         store.write_verified(&kept, good).unwrap();
         store.write_verified(&damaged, bad).unwrap();
         std::fs::write(store.path(&damaged), b"flipped bytes").unwrap();
-        let state = reconcile(&store, &index).unwrap().lru;
+        // Written before this process: an earlier one's, whose records were lost.
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        for d in [&kept, &damaged] {
+            std::fs::File::options()
+                .write(true)
+                .open(store.path(d))
+                .unwrap()
+                .set_modified(earlier)
+                .unwrap();
+        }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let minute = Duration::from_secs(60);
+        let cache = Cache::open(dir.path(), 1 << 20, minute, minute, metrics, None, false).unwrap();
+        let state = &cache.lock().lru;
         assert_eq!(
             state.entries.get(&kept).map(|m| m.size),
             Some(good.len() as u64)
@@ -327,6 +293,7 @@ mod tests {
         assert_eq!(state.committed, good.len() as u64);
         assert!(!state.entries.contains_key(&damaged));
         assert!(!store.path(&damaged).exists());
+        let index = &cache.index;
         let recorded: Vec<Digest> = index
             .entries()
             .unwrap()

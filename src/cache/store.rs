@@ -156,13 +156,16 @@ impl BlobStore {
         }
     }
 
-    /// Every file in the store that is named like a digest. Anything else found there (stray
-    /// names, directories) is removed: nothing but verified content lives here. Reads the
-    /// directories only (the type comes with each name): no `stat` per file, which at a million
-    /// files was most of a start-up.
-    pub(super) fn list(&self) -> io::Result<Vec<Digest>> {
+    /// Gives `f` each directory of the store in turn: the algorithm and the first two hex
+    /// digits its files' names share, and the digests of those files, sorted. Anything else
+    /// found there (stray names, directories) is removed: nothing but verified content lives
+    /// here. Reads the directories only (the type comes with each name): no `stat` per file,
+    /// which at a million files was most of a start-up. Blocking.
+    pub(super) fn each_directory<E: From<io::Error>>(
+        &self,
+        mut f: impl FnMut(Algorithm, &str, Vec<Digest>) -> Result<(), E>,
+    ) -> Result<(), E> {
         super::assert_off_the_workers();
-        let mut out = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = self.blobs.join(alg.name());
             let Ok(prefixes) = fs::read_dir(&dir) else {
@@ -173,23 +176,38 @@ impl BlobStore {
                 let Ok(files) = fs::read_dir(prefix.path()) else {
                     continue;
                 };
+                let name = prefix.file_name();
+                let first = name.to_str().unwrap_or_default();
+                let mut found = Vec::new();
+                let mut text = format!("{}:", alg.name());
+                let at = text.len();
                 for file in files {
                     let file = file?;
                     let name = file.file_name();
-                    let parsed = name
-                        .to_str()
-                        .and_then(|n| Digest::parse(&format!("{}:{n}", alg.name())).ok())
-                        .filter(|d| prefix.file_name().to_str() == Some(&d.hex()[..2]));
+                    text.truncate(at);
+                    text.push_str(name.to_str().unwrap_or_default());
+                    let parsed = Digest::parse(&text)
+                        .ok()
+                        .filter(|_| first.len() == 2 && text[at..].starts_with(first));
                     match parsed {
-                        Some(d) if file.file_type()?.is_file() => out.push(d),
+                        Some(d) if file.file_type()?.is_file() => found.push(d),
                         _ => {
                             tracing::warn!(path = %file.path().display(), "removing a stray file from the blob store");
                             let _ = fs::remove_file(file.path());
                         }
                     }
                 }
+                found.sort_unstable();
+                f(alg, first, found)?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// When a stored file was last written (a file renamed into place keeps its temp file's).
+    /// Blocking.
+    pub(super) fn modified(&self, digest: &Digest) -> io::Result<std::time::SystemTime> {
+        super::assert_off_the_workers();
+        fs::metadata(self.path(digest))?.modified()
     }
 }

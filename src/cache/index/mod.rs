@@ -116,29 +116,89 @@ fn key(parts: &[&str]) -> String {
 
 /// The tables' reads and writes (the database handle itself is `db.rs`).
 impl Index {
-    /// Every entry (the tests' view; start-up reads them one by one: `each_entry`).
+    /// Every entry (the tests' view; start-up reads them as they come:
+    /// [`Index::each_entry_and_link`]).
     #[cfg(test)]
     pub(super) fn entries(&self) -> Result<Vec<(Digest, EntryMeta)>, IndexError> {
-        let mut out = Vec::new();
-        self.each_entry(|d, m| out.push((d, m)))?;
-        Ok(out)
-    }
-
-    /// Gives every entry to `f` as it is read, without a list of them all in memory (a
-    /// million at start-up), and says how many there are first.
-    pub(super) fn each_entry(
-        &self,
-        mut f: impl FnMut(Digest, EntryMeta),
-    ) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(ENTRIES).map_err(ie)?;
+        let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
             let (k, v) = item.map_err(ie)?;
             if let (Ok(d), Some(m)) = (Digest::parse(k.value()), EntryMeta::decode(v.value())) {
-                f(d, m);
+                out.push((d, m));
             }
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// Gives every entry to `entry` and every link to `link`, in one pass over both tables in
+    /// key order (a link's key begins with its digest's entry key): a link is given with the
+    /// digest of its entry, read just before it, so a million links at start-up cost no lookup
+    /// and no second parse. Returns the digests of links whose content has no entry.
+    pub(super) fn each_entry_and_link(
+        &self,
+        mut entry: impl FnMut(&Digest, EntryMeta),
+        mut link: impl FnMut(&Digest, &str, Option<u64>),
+    ) -> Result<Vec<Digest>, IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let entries = tx.open_table(ENTRIES).map_err(ie)?;
+        let links = tx.open_table(LINKS).map_err(ie)?;
+        let mut rows = entries.iter().map_err(ie)?;
+        // The last entry read: its key's text and its digest.
+        let mut key = String::new();
+        let mut next_entry = |key: &mut String| -> Result<Option<Digest>, IndexError> {
+            for item in rows.by_ref() {
+                let (k, v) = item.map_err(ie)?;
+                if let (Ok(d), Some(m)) = (Digest::parse(k.value()), EntryMeta::decode(v.value())) {
+                    entry(&d, m);
+                    key.clear();
+                    key.push_str(k.value());
+                    return Ok(Some(d));
+                }
+            }
+            Ok(None)
+        };
+        let mut current = next_entry(&mut key)?;
+        let mut ended = current.is_none();
+        let mut unheld = Vec::new();
+        for item in links.iter().map_err(ie)? {
+            let (k, v) = item.map_err(ie)?;
+            let Some((digest, scope)) = k.value().split_once('\0') else {
+                continue;
+            };
+            while !ended && key.as_str() < digest {
+                match next_entry(&mut key)? {
+                    Some(d) => current = Some(d),
+                    None => ended = true,
+                }
+            }
+            let size = Some(v.value()).filter(|&s| s != NO_SIZE);
+            match &current {
+                Some(d) if key == digest => link(d, scope, size),
+                _ => unheld.extend(Digest::parse(digest).ok()),
+            }
+        }
+        while !ended {
+            ended = next_entry(&mut key)?.is_none();
+        }
+        Ok(unheld)
+    }
+
+    /// The digests of the entries whose key begins with `prefix` (`sha256:ab`: one directory
+    /// of the store), in key order.
+    pub(super) fn entries_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>, IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(ENTRIES).map_err(ie)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(ie)? {
+            let (k, _) = item.map_err(ie)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.extend(Digest::parse(k.value()).ok());
+        }
+        Ok(out)
     }
 
     /// How many entries the index has.
@@ -203,31 +263,26 @@ impl Index {
         tx.commit().map_err(ie)
     }
 
-    /// Every link: digest, `upstream\0repo`, and the size a manifest gave.
+    /// Every link: digest, `upstream\0repo`, and the size a manifest gave (the tests' view).
     #[cfg(test)]
     pub(super) fn links(&self) -> Result<Vec<(Digest, String, Option<u64>)>, IndexError> {
-        let mut out = Vec::new();
-        self.each_link(|d, scope, size| out.push((d, scope.to_owned(), size)))?;
-        Ok(out)
-    }
-
-    /// Gives every link (digest, `upstream\0repo`, size) to `f` as it is read.
-    pub(super) fn each_link(
-        &self,
-        mut f: impl FnMut(Digest, &str, Option<u64>),
-    ) -> Result<(), IndexError> {
         let tx = self.begin_read().map_err(ie)?;
         let t = tx.open_table(LINKS).map_err(ie)?;
+        let mut out = Vec::new();
         for item in t.iter().map_err(ie)? {
             let (k, v) = item.map_err(ie)?;
             let Some((d, scope)) = k.value().split_once('\0') else {
                 continue;
             };
             if let Ok(d) = Digest::parse(d) {
-                f(d, scope, Some(v.value()).filter(|&s| s != NO_SIZE));
+                out.push((
+                    d,
+                    scope.to_owned(),
+                    Some(v.value()).filter(|&s| s != NO_SIZE),
+                ));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Records links (digest, `upstream\0repo`, size) in one transaction.

@@ -96,3 +96,62 @@ fn removals_by_kind_take_what_each_kind_has() {
     assert!(idx.links().unwrap().is_empty());
     assert_eq!(idx.manifest_type("docker.io", &manifest).unwrap(), None);
 }
+
+/// Start-up's one pass: each entry once, each link with its own entry's digest, whatever the
+/// order of entries without links and links without entries, and sha512 after sha256.
+#[test]
+fn one_pass_gives_every_entry_and_each_link_with_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+    let meta = |size| EntryMeta {
+        size,
+        last_access_ms: 1,
+        kinds: KIND_BLOB,
+    };
+    let mut held: Vec<Digest> = (0u8..40).map(|i| Digest::sha256_of(&[i])).collect();
+    held.push(Digest::parse(&format!("sha512:{}", "ab".repeat(64))).unwrap());
+    let entries: Vec<(Digest, EntryMeta)> = held
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), meta(i as u64)))
+        .collect();
+    idx.put_entries(&entries).unwrap();
+    // Every third held digest has two links, the others none; some digests held nowhere.
+    let mut links = Vec::new();
+    for d in held.iter().step_by(3) {
+        links.push((d.clone(), "u\0a".to_owned(), Some(1)));
+        links.push((d.clone(), "u\0b".to_owned(), None));
+    }
+    let last = held.last().unwrap().clone();
+    links.push((last.clone(), "u\0c".to_owned(), None));
+    let unheld: Vec<Digest> = (100u8..110).map(|i| Digest::sha256_of(&[i])).collect();
+    for d in &unheld {
+        links.push((d.clone(), "u\0a".to_owned(), None));
+    }
+    idx.put_links(&links).unwrap();
+
+    let (mut seen, mut linked) = (Vec::new(), Vec::new());
+    let mut found_unheld = idx
+        .each_entry_and_link(
+            |d, m| seen.push((d.clone(), m)),
+            |d, scope, size| linked.push((d.clone(), scope.to_owned(), size)),
+        )
+        .unwrap();
+    let (mut want, mut got) = (entries.clone(), seen);
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, want);
+    let mut want_links: Vec<_> = links
+        .iter()
+        .filter(|(d, _, _)| !unheld.contains(d))
+        .cloned()
+        .collect();
+    want_links.sort();
+    linked.sort();
+    assert_eq!(linked, want_links);
+    assert!(linked.iter().any(|(d, s, _)| *d == last && s == "u\0c"));
+    found_unheld.sort();
+    let mut want_unheld = unheld.clone();
+    want_unheld.sort();
+    assert_eq!(found_unheld, want_unheld);
+}
