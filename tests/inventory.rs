@@ -269,6 +269,20 @@ fn a_running_mirror_answers_ls_rm_gc_and_export() {
     let site = beside(&m);
     let ls = site.ok(&["ls"]);
     assert!(row(&ls, "docker.io/oci/app:v1").is_some(), "{ls}");
+    // A reader that stops reading (`entrepot ls | head`) is no failure.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .arg("--config")
+        .arg(&m.config)
+        .arg("ls")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&closed.stderr);
+    assert!(closed.status.success(), "{said}");
+    assert!(!said.contains("Broken pipe"), "{said}");
     assert!(
         row(&ls, "docker.io/library/busybox:latest").is_some(),
         "{ls}"

@@ -138,8 +138,11 @@ fn talk(stream: &UnixStream, request: &Request) -> std::io::Result<Result<(), Re
         match serde_json::from_str::<Frame>(&frame?).map_err(std::io::Error::other)? {
             Frame::Out(text) => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes())?;
-                out.flush()?;
+                match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    // The reader has what it wanted (`entrepot ls | head`): stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Ok(())),
+                    written => written?,
+                }
             }
             Frame::Err(text) => eprint!("{text}"),
             Frame::Done => return Ok(Ok(())),
