@@ -530,10 +530,16 @@ fn the_files_are_checked_against_the_index_after_serve_starts() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let checked = loop {
         let log = m.log_text()[logged..].to_owned();
-        if let Some(line) = log.lines().find(|l| l.contains("files checked against the index")) {
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("files checked against the index"))
+        {
             break line.to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "no check of the files:\n{log}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no check of the files:\n{log}"
+        );
     };
     assert!(checked.contains("forgotten=1"), "{checked}");
     assert!(checked.contains("kept=1"), "{checked}");
@@ -551,5 +557,9 @@ fn the_files_are_checked_against_the_index_after_serve_starts() {
     }
     assert_eq!(reg.count(&format!("\"GET {}", path(gone))), 2);
     assert_eq!(reg.count(&format!("\"GET {}", path(kept))), 1);
-    assert_eq!(reg.count(&format!("\"GET {}", path(lost_record))), 1, "only the test's own GET");
+    assert_eq!(
+        reg.count(&format!("\"GET {}", path(lost_record))),
+        1,
+        "only the test's own GET"
+    );
 }
