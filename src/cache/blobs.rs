@@ -42,7 +42,7 @@ impl Cache {
         let scope = scope(&up.name, repo);
         let (fill, stored) = {
             let s = self.lock();
-            let linked = s.links.has(digest, &scope);
+            let linked = s.has_link(digest, &scope);
             match s.lru.get(digest) {
                 Some(m) if m.kinds & KIND_BLOB == 0 => {
                     return Err(Arc::new(CacheError::NotABlob(digest.clone())));
@@ -88,7 +88,7 @@ impl Cache {
         loop {
             let found = {
                 let s = self.lock();
-                let linked = confirmed || s.links.has(digest, &scope);
+                let linked = confirmed || s.has_link(digest, &scope);
                 match (s.lru.get(digest), s.fills.get(digest)) {
                     (Some(m), _) if m.kinds & KIND_BLOB == 0 => {
                         return Err(CacheError::NotABlob(digest.clone()));

@@ -130,7 +130,7 @@ impl Cache {
         let source = body.name(up);
         let length = body.content_length();
         // A manifest the cache holds may already say how long this blob is.
-        let expected = self.lock().links.size(digest, &fill.scope);
+        let expected = self.lock().link_size(digest, &fill.scope);
         if let (Some(e), Some(l)) = (expected, length)
             && e != l
         {
@@ -249,7 +249,7 @@ impl Cache {
         let scope = scope(&up.name, repo);
         let (meta, new_link) = {
             let mut s = self.lock();
-            let new_link = s.links.add(&digest, &scope, Some(size));
+            let new_link = s.add_link(&digest, &scope, Some(size));
             (s.lru.record(&digest, size, KIND_BLOB, reserved), new_link)
         };
         self.forget_fill(fill);

@@ -120,16 +120,14 @@ impl Cache {
                 // One repository's: its number compared, no text (rm, beside a million links).
                 Some(only) => match only.parts() {
                     Some((up, repo)) => s
-                        .links
-                        .of_scope(only)
+                        .linked_to(only)
                         .filter(|d| manifest(d))
                         .map(|d| (d.clone(), up.to_owned(), repo.to_owned()))
                         .collect(),
                     None => Vec::new(),
                 },
                 None => s
-                    .links
-                    .all()
+                    .all_links()
                     .filter(|(d, _)| manifest(d))
                     .filter_map(|(d, scope)| {
                         let (up, repo) = scope.parts()?;
@@ -348,7 +346,7 @@ impl Cache {
             let s = self.lock();
             reached
                 .iter()
-                .filter(|d| s.links.scopes(d).any(|sc| sc.as_str() != this.as_str()))
+                .filter(|d| s.link_scopes(d).any(|sc| sc.as_str() != this.as_str()))
                 .cloned()
                 .collect()
         };
@@ -370,7 +368,7 @@ impl Cache {
         {
             let mut s = self.lock();
             for (d, _) in &unlinked {
-                s.links.unlink(d, &this);
+                s.unlink(d, &this);
             }
         }
         self.index.remove_links(&unlinked)?;
@@ -404,8 +402,7 @@ impl Cache {
         let entries: Vec<(Digest, u8, u64)> = {
             let s = self.lock();
             s.lru
-                .entries
-                .iter()
+                .held()
                 .map(|(d, m)| (d.clone(), m.kinds, m.last_access_ms))
                 .collect()
         };
@@ -454,7 +451,7 @@ impl Cache {
                 .into_iter()
                 .filter_map(|d| {
                     let m = s.lru.forget(&d)?;
-                    s.links.forget(&d);
+                    s.forget_links_of(&d);
                     Some((d, m))
                 })
                 .collect()
@@ -468,8 +465,8 @@ impl Cache {
     pub(crate) fn pinned_bytes(&self) -> u64 {
         let s = self.lock();
         s.lru
-            .entries
-            .values()
+            .held()
+            .map(|(_, m)| m)
             .filter(|m| m.kinds & KIND_PINNED != 0)
             .map(|m| m.size)
             .sum()

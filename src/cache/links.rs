@@ -16,25 +16,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::lru::State;
 use super::{Cache, CacheError};
 use crate::manifest::descriptors;
 use crate::reference::{Digest, RepoName};
 
-/// The links of every digest the cache knows of.
+/// The scopes links name: each scope's text once, and its number.
 ///
 /// A year-old cache holds a million links over a few thousand repositories, most digests linked
-/// to one: each scope's text is held once (`scopes`, never shrunk: a repository's name is kept
-/// for the life of the process), a link is that scope's number and a size (16 bytes), and a
-/// digest's one link is held in its map slot, with nothing on the heap.
+/// to one. A link is its scope's number and a size (16 bytes), kept in its digest's record beside
+/// the digest's entry (`lru.rs`): a digest's one link costs nothing on the heap. Scopes are never
+/// forgotten (a repository's name is kept for the life of the process).
 #[derive(Default)]
 pub(super) struct Links {
-    by_digest: HashMap<Digest, LinkSet>,
     scopes: Vec<Scope>,
     numbers: HashMap<Scope, u32>,
 }
 
 #[derive(Clone, Copy)]
-struct Link {
+pub(super) struct Link {
     size: u64,
     has_size: bool,
     /// Its place in `Links::scopes`.
@@ -47,8 +47,9 @@ impl Link {
     }
 }
 
-/// A digest's links: one inline, more on the heap.
-enum LinkSet {
+/// A digest's links: none, one inline, or more on the heap.
+pub(super) enum LinkSet {
+    None,
     One(Link),
     Many(Box<[Link]>),
 }
@@ -56,31 +57,40 @@ enum LinkSet {
 impl LinkSet {
     fn as_slice(&self) -> &[Link] {
         match self {
+            LinkSet::None => &[],
             LinkSet::One(l) => std::slice::from_ref(l),
             LinkSet::Many(ls) => ls,
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [Link] {
-        match self {
-            LinkSet::One(l) => std::slice::from_mut(l),
-            LinkSet::Many(ls) => ls,
-        }
-    }
-
-    fn push(&mut self, link: Link) {
-        let mut all = self.as_slice().to_vec();
+    /// The set with `link` added, or `link` taking the place of one of its scope.
+    fn with(&self, link: Link) -> LinkSet {
+        let mut all: Vec<Link> = self
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|l| l.scope != link.scope)
+            .collect();
         all.push(link);
-        *self = LinkSet::Many(all.into_boxed_slice());
+        LinkSet::of(all)
     }
 
-    /// Keeps the links `keep` says to; None when none is left.
-    fn retain(self, keep: impl Fn(&Link) -> bool) -> Option<LinkSet> {
-        let left: Vec<Link> = self.as_slice().iter().copied().filter(keep).collect();
-        match left.as_slice() {
-            [] => None,
-            [one] => Some(LinkSet::One(*one)),
-            _ => Some(LinkSet::Many(left.into_boxed_slice())),
+    /// The set without the link of scope `n`.
+    fn without(&self, n: u32) -> LinkSet {
+        LinkSet::of(
+            self.as_slice()
+                .iter()
+                .copied()
+                .filter(|l| l.scope != n)
+                .collect(),
+        )
+    }
+
+    fn of(links: Vec<Link>) -> LinkSet {
+        match links.as_slice() {
+            [] => LinkSet::None,
+            [one] => LinkSet::One(*one),
+            _ => LinkSet::Many(links.into_boxed_slice()),
         }
     }
 }
@@ -149,86 +159,91 @@ impl Links {
         self.numbers.insert(s, n);
         n
     }
+}
 
+/// The links, read and changed beside the entries they sit with.
+impl State {
     fn link(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> Option<&Link> {
-        let n = self.number(scope)?;
-        self.by_digest
-            .get(digest)?
+        let n = self.links.number(scope)?;
+        self.lru
+            .links(digest)?
             .as_slice()
             .iter()
             .find(|l| l.scope == n)
     }
 
-    pub(super) fn has(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
+    /// Whether `scope` may be served `digest`.
+    pub(super) fn has_link(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> bool {
         self.link(digest, scope).is_some()
     }
 
     /// The size a manifest of `scope` gave for this digest, if one did. Only that repository's
     /// word counts: a manifest elsewhere stating a wrong size must not fail this one's fills.
-    pub(super) fn size(&self, digest: &Digest, scope: &(impl AsScope + ?Sized)) -> Option<u64> {
+    pub(super) fn link_size(
+        &self,
+        digest: &Digest,
+        scope: &(impl AsScope + ?Sized),
+    ) -> Option<u64> {
         self.link(digest, scope)?.size()
     }
 
     /// Adds a link; true if it is new (or now carries a size it lacked).
-    pub(super) fn add(
+    pub(super) fn add_link(
         &mut self,
         digest: &Digest,
         scope: &(impl AsScope + ?Sized),
         size: Option<u64>,
     ) -> bool {
-        let n = self.number_or_add(scope);
+        let n = self.links.number_or_add(scope);
         let link = Link {
             size: size.unwrap_or(0),
             has_size: size.is_some(),
             scope: n,
         };
-        let Some(links) = self.by_digest.get_mut(digest) else {
-            self.by_digest.insert(digest.clone(), LinkSet::One(link));
-            return true;
-        };
-        match links.as_mut_slice().iter_mut().find(|l| l.scope == n) {
-            Some(l) if !l.has_size && link.has_size => {
-                *l = link;
-                true
-            }
-            Some(_) => false,
-            None => {
-                links.push(link);
+        let record = self.lru.record_of(digest);
+        match record.links.as_slice().iter().find(|l| l.scope == n) {
+            Some(l) if l.has_size || !link.has_size => false,
+            _ => {
+                record.links = match &record.links {
+                    LinkSet::None => LinkSet::One(link),
+                    more => more.with(link),
+                };
                 true
             }
         }
     }
 
-    pub(super) fn forget(&mut self, digest: &Digest) {
-        self.by_digest.remove(digest);
+    /// Forgets every link of `digest`.
+    pub(super) fn forget_links_of(&mut self, digest: &Digest) {
+        self.lru.set_links(digest, LinkSet::None);
     }
 
     /// Removes one repository's link to `digest`.
     pub(super) fn unlink(&mut self, digest: &Digest, scope: &Scope) {
-        let Some(n) = self.number(scope) else {
+        let Some(n) = self.links.number(scope) else {
             return;
         };
-        if let Some(links) = self.by_digest.remove(digest)
-            && let Some(left) = links.retain(|l| l.scope != n)
-        {
-            self.by_digest.insert(digest.clone(), left);
+        if let Some(links) = self.lru.links(digest) {
+            let left = links.without(n);
+            self.lru.set_links(digest, left);
         }
     }
 
     /// The scopes `digest` is linked to.
-    pub(super) fn scopes(&self, digest: &Digest) -> impl Iterator<Item = &Scope> {
-        self.by_digest
-            .get(digest)
+    pub(super) fn link_scopes(&self, digest: &Digest) -> impl Iterator<Item = &Scope> {
+        let scopes = &self.links.scopes;
+        self.lru
+            .links(digest)
             .map(LinkSet::as_slice)
             .unwrap_or_default()
             .iter()
-            .map(|l| &self.scopes[l.scope as usize])
+            .map(move |l| &scopes[l.scope as usize])
     }
 
     /// Every (digest, scope) linked.
-    pub(super) fn all(&self) -> impl Iterator<Item = (&Digest, &Scope)> {
-        let scopes = &self.scopes;
-        self.by_digest.iter().flat_map(move |(d, links)| {
+    pub(super) fn all_links(&self) -> impl Iterator<Item = (&Digest, &Scope)> {
+        let scopes = &self.links.scopes;
+        self.lru.all_links().flat_map(move |(d, links)| {
             links
                 .as_slice()
                 .iter()
@@ -237,10 +252,10 @@ impl Links {
     }
 
     /// Every digest linked to `scope`.
-    pub(super) fn of_scope(&self, scope: &Scope) -> impl Iterator<Item = &Digest> {
-        let n = self.number(scope);
-        self.by_digest
-            .iter()
+    pub(super) fn linked_to(&self, scope: &Scope) -> impl Iterator<Item = &Digest> {
+        let n = self.links.number(scope);
+        self.lru
+            .all_links()
             .filter(move |(_, links)| {
                 n.is_some_and(|n| links.as_slice().iter().any(|l| l.scope == n))
             })
@@ -251,7 +266,7 @@ impl Links {
 impl Cache {
     /// Whether (upstream, repo) may be served this cached digest.
     pub(super) fn linked(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> bool {
-        self.lock().links.has(digest, &scope(upstream, repo))
+        self.lock().has_link(digest, &scope(upstream, repo))
     }
 
     /// Links these digests to (upstream, repo), in memory and (for the new ones) in the index.
@@ -266,7 +281,7 @@ impl Cache {
             let mut s = self.lock();
             items
                 .into_iter()
-                .filter(|(d, size)| s.links.add(d, &scope, *size))
+                .filter(|(d, size)| s.add_link(d, &scope, *size))
                 .map(|(d, size)| (d, scope.as_str().to_owned(), size))
                 .collect()
         };
@@ -298,17 +313,17 @@ mod tests {
     #[test]
     fn links_are_per_scope_and_keep_sizes() {
         let d = Digest::sha256_of(b"x");
-        let mut l = Links::default();
-        assert!(!l.has(&d, "u\0public"));
-        assert!(l.add(&d, "u\0private", None));
-        assert!(!l.has(&d, "u\0public"));
-        assert!(l.has(&d, "u\0private"));
-        assert_eq!(l.size(&d, "u\0private"), None);
-        assert!(l.add(&d, "u\0private", Some(5)));
-        assert!(!l.add(&d, "u\0private", Some(5)));
-        assert_eq!(l.size(&d, "u\0private"), Some(5));
-        l.forget(&d);
-        assert!(!l.has(&d, "u\0private"));
+        let mut l = State::default();
+        assert!(!l.has_link(&d, "u\0public"));
+        assert!(l.add_link(&d, "u\0private", None));
+        assert!(!l.has_link(&d, "u\0public"));
+        assert!(l.has_link(&d, "u\0private"));
+        assert_eq!(l.link_size(&d, "u\0private"), None);
+        assert!(l.add_link(&d, "u\0private", Some(5)));
+        assert!(!l.add_link(&d, "u\0private", Some(5)));
+        assert_eq!(l.link_size(&d, "u\0private"), Some(5));
+        l.forget_links_of(&d);
+        assert!(!l.has_link(&d, "u\0private"));
     }
 
     /// One repository's manifest cannot poison another's size (issue 21): a wrong size stated
@@ -316,11 +331,11 @@ mod tests {
     #[test]
     fn a_size_counts_only_for_the_repository_whose_manifest_gave_it() {
         let d = Digest::sha256_of(b"x");
-        let mut l = Links::default();
-        assert!(l.add(&d, "u\0tenant", Some(1)));
-        assert!(l.add(&d, "u\0public", None));
-        assert_eq!(l.size(&d, "u\0public"), None);
-        assert_eq!(l.size(&d, "u\0tenant"), Some(1));
-        assert_eq!(l.size(&d, "u\0other"), None);
+        let mut l = State::default();
+        assert!(l.add_link(&d, "u\0tenant", Some(1)));
+        assert!(l.add_link(&d, "u\0public", None));
+        assert_eq!(l.link_size(&d, "u\0public"), None);
+        assert_eq!(l.link_size(&d, "u\0tenant"), Some(1));
+        assert_eq!(l.link_size(&d, "u\0other"), None);
     }
 }

@@ -72,7 +72,7 @@ impl Cache {
                 let listed = std::iter::once((digest.clone(), Some(bytes.len() as u64)))
                     .chain(descriptors(bytes));
                 for (d, size) in listed {
-                    s.links.add(&d, &scope, size);
+                    s.add_link(&d, &scope, size);
                     batch.links.push((d, scope.as_str().to_owned(), size));
                 }
                 batch.manifests.push((

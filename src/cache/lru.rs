@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::fills::Fills;
 use super::index::{EntryMeta, Index, KIND_BLOB, KIND_PINNED};
-use super::links::Links;
+use super::links::{LinkSet, Links};
 use super::store::BlobStore;
 use super::{Cache, CacheError, now_millis};
 use crate::metrics::{Content, Metrics};
@@ -23,8 +23,9 @@ use crate::reference::Digest;
 /// One lock, because the decisions that read it span its parts in one step: "stored and linked,
 /// else in flight, else start a fill" (entries, links, fills) and "reserve, or evict first"
 /// (entries and the byte counts). Each part that is an idea of its own is a type of its own:
-/// [`Lru`] (what is stored, and the bytes the bound is kept by), [`Fills`] (single-flight),
-/// `Links` (who may be served what). The lock is held for map operations only, never across an
+/// [`Lru`] (what is stored, and the bytes the bound is kept by, with each digest's links beside
+/// its entry in one record), [`Fills`] (single-flight), `Links` (the scopes links name; who may
+/// be served what is read and changed by `State`'s methods in `links.rs`). The lock is held for map operations only, never across an
 /// await or a system call (invariant 11).
 #[derive(Default)]
 pub(super) struct State {
@@ -32,7 +33,7 @@ pub(super) struct State {
     pub(super) lru: Lru,
     /// Blob fills in flight (`fills.rs`).
     pub(super) fills: Fills,
-    /// Which repositories may be served which digests (`links.rs`).
+    /// The scopes links name (`links.rs`).
     pub(super) links: Links,
     /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
     pub(super) shared_refused: HashSet<Digest>,
@@ -48,10 +49,32 @@ impl State {
 
     fn forget_links(&mut self, victims: &[(Digest, EntryMeta)]) {
         for (d, _) in victims {
-            self.links.forget(d);
+            self.forget_links_of(d);
         }
     }
 }
+
+/// What the cache knows of one digest: its stored entry, if it is held, and its links (which
+/// repositories may be served it, `links.rs`). One map for both: a year-old cache holds a million
+/// of each, and a map slot costs its digest and a share of the table again.
+pub(super) struct Record {
+    /// Its `kinds` are 0 when the digest is not held (a manifest listed it, or a client was
+    /// linked to it, and no file is stored).
+    meta: EntryMeta,
+    pub(super) links: LinkSet,
+}
+
+impl Record {
+    fn held(&self) -> Option<&EntryMeta> {
+        (self.meta.kinds != 0).then_some(&self.meta)
+    }
+}
+
+const NOT_HELD: EntryMeta = EntryMeta {
+    size: 0,
+    last_access_ms: 0,
+    kinds: 0,
+};
 
 /// The LRU's accounting: every stored entry (size, last use, kinds) and the byte counts that keep
 /// the disk within `max_size`.
@@ -60,10 +83,11 @@ impl State {
 /// flight, evicted but not yet deleted) that must be decided on together with the entries: a fill
 /// reserves before it writes, and whoever finds the sum past `max_size` evicts the oldest entries
 /// first. It keeps `committed` equal to the sum of its entries' sizes; read its fields anywhere in
-/// the cache, but change them through its methods. It lives in [`State`], under the cache's lock.
+/// the cache, but change them through its methods. It lives in [`State`], under the cache's lock,
+/// and holds each digest's links beside its entry (`links.rs` reads and changes them).
 #[derive(Default)]
 pub(super) struct Lru {
-    pub(super) entries: HashMap<Digest, EntryMeta>,
+    records: HashMap<Digest, Record>,
     /// Entries whose access time changed since the last flush to the index.
     pub(super) dirty: HashSet<Digest>,
     /// Bytes of stored files.
@@ -79,23 +103,34 @@ pub(super) struct Lru {
 impl Lru {
     /// Whether `digest` is stored.
     pub(super) fn holds(&self, digest: &Digest) -> bool {
-        self.entries.contains_key(digest)
+        self.get(digest).is_some()
     }
 
     /// The stored entry for `digest`.
     pub(super) fn get(&self, digest: &Digest) -> Option<&EntryMeta> {
-        self.entries.get(digest)
+        self.records.get(digest)?.held()
+    }
+
+    /// Every stored entry.
+    pub(super) fn held(&self) -> impl Iterator<Item = (&Digest, &EntryMeta)> {
+        self.records
+            .iter()
+            .filter_map(|(d, r)| Some((d, r.held()?)))
     }
 
     /// Room for `n` more entries (at start-up, the index's count: no growth while loading).
     pub(super) fn reserve(&mut self, n: usize) {
-        self.entries.reserve(n);
+        self.records.reserve(n);
     }
 
     /// Adds an entry found on disk at start-up (its file is there, its time as recorded).
-    pub(super) fn insert_found(&mut self, digest: Digest, meta: EntryMeta) {
+    pub(super) fn insert_found(&mut self, digest: Digest, mut meta: EntryMeta) {
+        // Every entry is a blob or a manifest: none is written without a kind.
+        if meta.kinds == 0 {
+            meta.kinds = KIND_BLOB;
+        }
         self.committed += meta.size;
-        self.entries.insert(digest, meta);
+        self.record_of(&digest).meta = meta;
     }
 
     /// Records a stored file (or another kind for one already stored) as just used, and moves its
@@ -108,7 +143,7 @@ impl Lru {
         reserved: u64,
     ) -> EntryMeta {
         let now = now_millis();
-        let meta = match self.entries.get(digest) {
+        let meta = match self.get(digest) {
             Some(m) => EntryMeta {
                 kinds: m.kinds | kind,
                 last_access_ms: now,
@@ -123,14 +158,19 @@ impl Lru {
                 }
             }
         };
-        self.entries.insert(digest.clone(), meta);
+        self.record_of(digest).meta = meta;
         self.reserved = self.reserved.saturating_sub(reserved);
         meta
     }
 
     /// Removes an entry and its bytes from the view (the caller deletes its file and links).
     pub(super) fn forget(&mut self, digest: &Digest) -> Option<EntryMeta> {
-        let m = self.entries.remove(digest)?;
+        let r = self.records.get_mut(digest)?;
+        let m = *r.held()?;
+        r.meta = NOT_HELD;
+        if matches!(r.links, LinkSet::None) {
+            self.records.remove(digest);
+        }
         self.removals += 1;
         self.committed -= m.size;
         self.dirty.remove(digest);
@@ -139,8 +179,10 @@ impl Lru {
 
     /// Marks an entry as just used (its new time reaches the index with the next flush).
     pub(super) fn touch(&mut self, digest: &Digest) {
-        if let Some(m) = self.entries.get_mut(digest) {
-            m.last_access_ms = now_millis();
+        if let Some(r) = self.records.get_mut(digest)
+            && r.meta.kinds != 0
+        {
+            r.meta.last_access_ms = now_millis();
             self.dirty.insert(digest.clone());
         }
     }
@@ -151,8 +193,56 @@ impl Lru {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
-            .filter_map(|d| self.entries.get(&d).map(|m| (d, *m)))
+            .filter_map(|d| self.get(&d).map(|m| (d, *m)))
             .collect()
+    }
+
+    /// The links of `digest`, if it has any.
+    pub(super) fn links(&self, digest: &Digest) -> Option<&LinkSet> {
+        self.records
+            .get(digest)
+            .map(|r| &r.links)
+            .filter(|l| !matches!(l, LinkSet::None))
+    }
+
+    /// The record of `digest`, made (held by nothing, linked to nothing) if there was none.
+    pub(super) fn record_of(&mut self, digest: &Digest) -> &mut Record {
+        self.records.entry(digest.clone()).or_insert(Record {
+            meta: NOT_HELD,
+            links: LinkSet::None,
+        })
+    }
+
+    /// Sets the links of `digest` (none: its record goes unless it is held).
+    pub(super) fn set_links(&mut self, digest: &Digest, links: LinkSet) {
+        match links {
+            LinkSet::None => {
+                if let Some(r) = self.records.get_mut(digest) {
+                    r.links = LinkSet::None;
+                    if r.meta.kinds == 0 {
+                        self.records.remove(digest);
+                    }
+                }
+            }
+            links => self.record_of(digest).links = links,
+        }
+    }
+
+    /// Every digest with links, and its links.
+    pub(super) fn all_links(&self) -> impl Iterator<Item = (&Digest, &LinkSet)> {
+        self.records
+            .iter()
+            .filter(|(_, r)| !matches!(r.links, LinkSet::None))
+            .map(|(d, r)| (d, &r.links))
+    }
+
+    /// A stored entry, to change in a test.
+    #[cfg(test)]
+    pub(super) fn meta_mut(&mut self, digest: &Digest) -> Option<&mut EntryMeta> {
+        self.records
+            .get_mut(digest)
+            .map(|r| &mut r.meta)
+            .filter(|m| m.kinds != 0)
     }
 
     /// Gives back bytes reserved for something that will not be stored.
@@ -176,7 +266,7 @@ impl Lru {
             // Newest on top: it is the first to leave the heap when the rest cover `need`.
             let mut heap: BinaryHeap<(u64, &Digest, u64)> = BinaryHeap::new();
             let mut sum = 0u64;
-            for (d, m) in &self.entries {
+            for (d, m) in self.held() {
                 if m.kinds & KIND_PINNED != 0 {
                     continue;
                 }
@@ -284,7 +374,7 @@ mod tests {
         let mut s = Lru::default();
         for (i, size) in [(1u8, 100u64), (2, 100), (3, 100)] {
             let d = Digest::sha256_of(&[i]);
-            s.entries.insert(
+            s.insert_found(
                 d,
                 EntryMeta {
                     size,
@@ -292,13 +382,9 @@ mod tests {
                     kinds: KIND_BLOB,
                 },
             );
-            s.committed += size;
         }
         // Touch the oldest: it becomes the youngest.
-        s.entries
-            .get_mut(&Digest::sha256_of(&[1]))
-            .unwrap()
-            .last_access_ms = 10;
+        s.meta_mut(&Digest::sha256_of(&[1])).unwrap().last_access_ms = 10;
         let victims = s.evict_to(150, 0);
         let gone: Vec<Digest> = victims.into_iter().map(|(d, _)| d).collect();
         assert_eq!(gone, vec![Digest::sha256_of(&[2]), Digest::sha256_of(&[3])]);
@@ -338,8 +424,7 @@ mod tests {
             }
             let target = s.committed / 100 * (next() % 100);
             let mut sorted: Vec<(u64, Digest, EntryMeta)> = s
-                .entries
-                .iter()
+                .held()
                 .filter(|(_, m)| m.kinds & KIND_PINNED == 0)
                 .map(|(d, m)| (m.last_access_ms, d.clone(), *m))
                 .collect();
@@ -363,7 +448,7 @@ mod tests {
     fn pinned_entries_are_never_evicted() {
         let mut s = Lru::default();
         for (i, kinds) in [(1u8, KIND_BLOB | KIND_PINNED), (2, KIND_BLOB)] {
-            s.entries.insert(
+            s.insert_found(
                 Digest::sha256_of(&[i]),
                 EntryMeta {
                     size: 100,
@@ -371,7 +456,6 @@ mod tests {
                     kinds,
                 },
             );
-            s.committed += 100;
         }
         // The pinned entry is the oldest, yet only the other one goes.
         let gone: Vec<Digest> = s.evict_to(0, 0).into_iter().map(|(d, _)| d).collect();

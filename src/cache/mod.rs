@@ -286,12 +286,9 @@ mod tests {
         let minute = Duration::from_secs(60);
         let cache = Cache::open(dir.path(), 1 << 20, minute, minute, metrics, None, false).unwrap();
         let state = &cache.lock().lru;
-        assert_eq!(
-            state.entries.get(&kept).map(|m| m.size),
-            Some(good.len() as u64)
-        );
+        assert_eq!(state.get(&kept).map(|m| m.size), Some(good.len() as u64));
         assert_eq!(state.committed, good.len() as u64);
-        assert!(!state.entries.contains_key(&damaged));
+        assert!(!state.holds(&damaged));
         assert!(!store.path(&damaged).exists());
         let index = &cache.index;
         let recorded: Vec<Digest> = index

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::index::{self, EntryMeta, Index};
+use super::index::{self, EntryMeta, Index, Row};
 use super::lru::State;
 use super::{Cache, CacheError, now_millis};
 use crate::reference::Digest;
@@ -31,15 +31,12 @@ use crate::reference::Digest;
 pub(super) fn load(index: &Index) -> Result<State, CacheError> {
     let mut state = State::default();
     state.lru.reserve(index.entry_count()? as usize);
-    let unheld = {
-        let State { lru, links, .. } = &mut state;
-        index.each_entry_and_link(
-            |digest, meta| lru.insert_found(digest.clone(), meta),
-            |digest, scope, size| {
-                links.add(digest, scope, size);
-            },
-        )?
-    };
+    let unheld = index.each_entry_and_link(|row| match row {
+        Row::Entry(digest, meta) => state.lru.insert_found(digest.clone(), meta),
+        Row::Link(digest, scope, size) => {
+            state.add_link(digest, scope, size);
+        }
+    })?;
     if !unheld.is_empty() {
         index.remove_entries(&unheld)?;
     }
@@ -73,7 +70,7 @@ impl Cache {
                         let mut s = self.lock();
                         for d in &lost {
                             s.lru.forget(d);
-                            s.links.forget(d);
+                            s.forget_links_of(d);
                         }
                     }
                     self.index.remove_entries(&lost)?;

@@ -44,6 +44,13 @@ pub(super) fn page_cache_for(max_size: u64) -> u64 {
     (max_size / 256).clamp(MIN_PAGE_CACHE, MAX_PAGE_CACHE)
 }
 
+/// What [`Index::each_entry_and_link`] reads: an entry, or a link (digest, `upstream\0repo`,
+/// the size a manifest gave) of the entry given before it.
+pub(super) enum Row<'a> {
+    Entry(&'a Digest, EntryMeta),
+    Link(&'a Digest, &'a str, Option<u64>),
+}
+
 /// Kinds an entry can be, as bit flags (one digest can be both).
 pub(super) const KIND_BLOB: u8 = 1;
 pub(super) const KIND_MANIFEST: u8 = 2;
@@ -132,14 +139,13 @@ impl Index {
         Ok(out)
     }
 
-    /// Gives every entry to `entry` and every link to `link`, in one pass over both tables in
-    /// key order (a link's key begins with its digest's entry key): a link is given with the
-    /// digest of its entry, read just before it, so a million links at start-up cost no lookup
-    /// and no second parse. Returns the digests of links whose content has no entry.
+    /// Gives every entry and every link to `row`, in one pass over both tables in key order (a
+    /// link's key begins with its digest's entry key): a link is given with the digest of its
+    /// entry, given just before it, so a million links at start-up cost no lookup and no second
+    /// parse. Returns the digests of links whose content has no entry.
     pub(super) fn each_entry_and_link(
         &self,
-        mut entry: impl FnMut(&Digest, EntryMeta),
-        mut link: impl FnMut(&Digest, &str, Option<u64>),
+        mut row: impl FnMut(Row<'_>),
     ) -> Result<Vec<Digest>, IndexError> {
         let tx = self.begin_read().map_err(ie)?;
         let entries = tx.open_table(ENTRIES).map_err(ie)?;
@@ -147,11 +153,13 @@ impl Index {
         let mut rows = entries.iter().map_err(ie)?;
         // The last entry read: its key's text and its digest.
         let mut key = String::new();
-        let mut next_entry = |key: &mut String| -> Result<Option<Digest>, IndexError> {
+        let mut next_entry = |key: &mut String,
+                              row: &mut dyn FnMut(Row<'_>)|
+         -> Result<Option<Digest>, IndexError> {
             for item in rows.by_ref() {
                 let (k, v) = item.map_err(ie)?;
                 if let (Ok(d), Some(m)) = (Digest::parse(k.value()), EntryMeta::decode(v.value())) {
-                    entry(&d, m);
+                    row(Row::Entry(&d, m));
                     key.clear();
                     key.push_str(k.value());
                     return Ok(Some(d));
@@ -159,7 +167,7 @@ impl Index {
             }
             Ok(None)
         };
-        let mut current = next_entry(&mut key)?;
+        let mut current = next_entry(&mut key, &mut row)?;
         let mut ended = current.is_none();
         let mut unheld = Vec::new();
         for item in links.iter().map_err(ie)? {
@@ -168,19 +176,19 @@ impl Index {
                 continue;
             };
             while !ended && key.as_str() < digest {
-                match next_entry(&mut key)? {
+                match next_entry(&mut key, &mut row)? {
                     Some(d) => current = Some(d),
                     None => ended = true,
                 }
             }
             let size = Some(v.value()).filter(|&s| s != NO_SIZE);
             match &current {
-                Some(d) if key == digest => link(d, scope, size),
+                Some(d) if key == digest => row(Row::Link(d, scope, size)),
                 _ => unheld.extend(Digest::parse(digest).ok()),
             }
         }
         while !ended {
-            ended = next_entry(&mut key)?.is_none();
+            ended = next_entry(&mut key, &mut row)?.is_none();
         }
         Ok(unheld)
     }

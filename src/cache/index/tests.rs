@@ -132,10 +132,10 @@ fn one_pass_gives_every_entry_and_each_link_with_its_entry() {
 
     let (mut seen, mut linked) = (Vec::new(), Vec::new());
     let mut found_unheld = idx
-        .each_entry_and_link(
-            |d, m| seen.push((d.clone(), m)),
-            |d, scope, size| linked.push((d.clone(), scope.to_owned(), size)),
-        )
+        .each_entry_and_link(|row| match row {
+            Row::Entry(d, m) => seen.push((d.clone(), m)),
+            Row::Link(d, scope, size) => linked.push((d.clone(), scope.to_owned(), size)),
+        })
         .unwrap();
     let (mut want, mut got) = (entries.clone(), seen);
     want.sort_by(|a, b| a.0.cmp(&b.0));
