@@ -154,13 +154,10 @@ impl Cache {
         }
         let in_runtime = tokio::runtime::Handle::try_current().is_ok();
         if in_runtime {
-            // The files are checked against the index once serving has begun (reconcile.rs);
-            // no eviction deletes a file meanwhile.
+            // The files are checked against the index once serving has begun (reconcile.rs).
             let c = cache.clone();
             tokio::spawn(async move {
-                let _one = c.evicting.lock().await;
-                let on = c.clone();
-                if let Err(e) = blocking(move || on.reconcile_files(opened_at)).await {
+                if let Err(e) = blocking(move || c.reconcile_files(opened_at)).await {
                     tracing::warn!(error = %e, "could not check the files against the index");
                 }
             });

@@ -14,9 +14,11 @@
 //!
 //! A file stored after the listing of its directory is not taken for an entry without a file
 //! (its existence is checked again before anything is forgotten), and a file written since the
-//! cache opened belongs to a fill of this process, which records it itself. Within `serve` this
-//! runs in the background holding `evicting`, so no eviction deletes a file it is looking at;
-//! an offline command runs it before it goes on.
+//! cache opened belongs to a fill of this process, which records it itself. Each directory is
+//! checked holding `evicting`, so no eviction deletes a file it is looking at, and an eviction
+//! waits for one directory at most (holding it for the whole check, a second or more at a
+//! million files, stalled the first fills of a cache at its bound). Within `serve` this runs in
+//! the background; an offline command runs it before it goes on.
 
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +57,7 @@ impl Cache {
         let (mut lost_count, mut files, mut kept) = (0, 0, 0);
         self.store
             .each_directory(|alg, first, on_disk| -> Result<(), CacheError> {
+                let _one = self.evicting.blocking_lock();
                 let indexed = self
                     .index
                     .entries_with_prefix(&format!("{}:{first}", alg.name()))?;
