@@ -31,6 +31,7 @@ mod manifests;
 mod prefetch;
 mod reconcile;
 mod referrers;
+mod removal;
 mod room;
 mod source;
 mod store;
