@@ -8,11 +8,12 @@
 //! until eviction has deleted enough. Access times change in memory on every hit and reach the
 //! index in batches.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 
 use super::fills::Fills;
 use super::index::{EntryMeta, Index, KIND_BLOB, KIND_PINNED};
 use super::links::{LinkSet, Links};
+use super::records::Records;
 use super::store::BlobStore;
 use super::{Cache, CacheError, now_millis};
 use crate::metrics::{Content, Metrics};
@@ -87,9 +88,9 @@ const NOT_HELD: EntryMeta = EntryMeta {
 /// and holds each digest's links beside its entry (`links.rs` reads and changes them).
 #[derive(Default)]
 pub(super) struct Lru {
-    records: HashMap<Digest, Record>,
-    /// Entries whose access time changed since the last flush to the index.
-    pub(super) dirty: HashSet<Digest>,
+    records: Records<Record>,
+    /// The slots of entries whose access time changed since the last flush to the index.
+    dirty: HashSet<u32>,
     /// Bytes of stored files.
     pub(super) committed: u64,
     /// Bytes promised to fills in flight.
@@ -165,7 +166,7 @@ impl Lru {
 
     /// Removes an entry and its bytes from the view (the caller deletes its file and links).
     pub(super) fn forget(&mut self, digest: &Digest) -> Option<EntryMeta> {
-        let r = self.records.get_mut(digest)?;
+        let (slot, r) = self.records.find_mut(digest)?;
         let m = *r.held()?;
         r.meta = NOT_HELD;
         if matches!(r.links, LinkSet::None) {
@@ -173,17 +174,17 @@ impl Lru {
         }
         self.removals += 1;
         self.committed -= m.size;
-        self.dirty.remove(digest);
+        self.dirty.remove(&slot);
         Some(m)
     }
 
     /// Marks an entry as just used (its new time reaches the index with the next flush).
     pub(super) fn touch(&mut self, digest: &Digest) {
-        if let Some(r) = self.records.get_mut(digest)
+        if let Some((slot, r)) = self.records.find_mut(digest)
             && r.meta.kinds != 0
         {
             r.meta.last_access_ms = now_millis();
-            self.dirty.insert(digest.clone());
+            self.dirty.insert(slot);
         }
     }
 
@@ -193,7 +194,10 @@ impl Lru {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
-            .filter_map(|d| self.get(&d).map(|m| (d, *m)))
+            .filter_map(|slot| {
+                let (d, r) = self.records.at(slot)?;
+                Some((d.clone(), *r.held()?))
+            })
             .collect()
     }
 
@@ -207,10 +211,12 @@ impl Lru {
 
     /// The record of `digest`, made (held by nothing, linked to nothing) if there was none.
     pub(super) fn record_of(&mut self, digest: &Digest) -> &mut Record {
-        self.records.entry(digest.clone()).or_insert(Record {
-            meta: NOT_HELD,
-            links: LinkSet::None,
-        })
+        self.records
+            .get_or_insert_with(digest, || Record {
+                meta: NOT_HELD,
+                links: LinkSet::None,
+            })
+            .1
     }
 
     /// Sets the links of `digest` (none: its record goes unless it is held).

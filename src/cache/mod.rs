@@ -30,6 +30,7 @@ mod lru;
 mod manifests;
 mod prefetch;
 mod reconcile;
+mod records;
 mod referrers;
 mod removal;
 mod room;
@@ -193,9 +194,26 @@ impl Cache {
     }
 
     /// Writes batched access times to the index. Called periodically and at shutdown.
+    ///
+    /// In key order, [`FLUSH_CHUNK`] entries a transaction: after warm traffic over a large
+    /// cache, hundreds of thousands of entries changed, and one transaction of all of them held
+    /// redb's one writer (every fill's commit, eviction, `rm`) for its whole length and its
+    /// changed pages in memory. A chunk writes its entries as they are when it is written, and
+    /// leaves out those no longer held.
     pub(crate) async fn flush_access_times(&self) -> Result<(), CacheError> {
-        let batch: Vec<(Digest, EntryMeta)> = self.lock().lru.take_dirty();
-        self.with_index(move |ix| ix.put_entries(&batch)).await
+        let mut batch: Vec<(Digest, EntryMeta)> = self.lock().lru.take_dirty();
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for chunk in batch.chunks(FLUSH_CHUNK) {
+            let held: Vec<(Digest, EntryMeta)> = {
+                let s = self.lock();
+                chunk
+                    .iter()
+                    .filter_map(|(d, _)| Some((d.clone(), *s.lru.get(d)?)))
+                    .collect()
+            };
+            self.with_index(move |ix| ix.put_entries(&held)).await?;
+        }
+        Ok(())
     }
 
     /// Every (upstream, repository) the cache has served, for `_catalog`.
@@ -219,6 +237,9 @@ impl Cache {
         self.lock().lru.committed
     }
 }
+
+/// Entries of the access-time flush written in one index transaction.
+const FLUSH_CHUNK: usize = 4096;
 
 impl Cache {
     /// Runs index work (redb reads, and writes that fsync) on the blocking pool.
