@@ -181,8 +181,13 @@ mod tests {
         rt.block_on(async {
             // 900 + 60 passes 950: eviction starts; 960 is within the bound, so no wait.
             assert!(cache.reserve(60).await.unwrap());
+            // Until the victims are chosen and their files deleted (`deleting` back to 0).
             for _ in 0..200 {
-                if cache.lock().lru.committed <= 900 - 60 {
+                let done = {
+                    let s = cache.lock();
+                    s.lru.committed <= 900 - 60 && s.lru.deleting == 0
+                };
+                if done {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

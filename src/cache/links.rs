@@ -47,19 +47,27 @@ impl Link {
     }
 }
 
-/// A digest's links: none, one inline, or more on the heap.
+/// A digest's links: none, one inline, or more on the heap. 16 bytes: the one link's flag leaves
+/// room for the variant, and more links are behind a thin pointer (a boxed slice's two words
+/// would make it 24, in every record).
 pub(super) enum LinkSet {
     None,
     One(Link),
-    Many(Box<[Link]>),
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: a Vec is three words, a boxed slice two, the box one"
+    )]
+    Many(Box<Vec<Link>>),
 }
+
+const _: () = assert!(std::mem::size_of::<LinkSet>() == 16);
 
 impl LinkSet {
     fn as_slice(&self) -> &[Link] {
         match self {
             LinkSet::None => &[],
             LinkSet::One(l) => std::slice::from_ref(l),
-            LinkSet::Many(ls) => ls,
+            LinkSet::Many(ls) => ls.as_slice(),
         }
     }
 
@@ -90,7 +98,7 @@ impl LinkSet {
         match links.as_slice() {
             [] => LinkSet::None,
             [one] => LinkSet::One(*one),
-            _ => LinkSet::Many(links.into_boxed_slice()),
+            _ => LinkSet::Many(Box::new(links)),
         }
     }
 }

@@ -58,16 +58,41 @@ impl State {
 /// What the cache knows of one digest: its stored entry, if it is held, and its links (which
 /// repositories may be served it, `links.rs`). One map for both: a year-old cache holds a million
 /// of each, and a map slot costs its digest and a share of the table again.
+///
+/// 32 bytes: the entry's kinds share a word with its size (the top 8 bits; no file is 2^56
+/// bytes), and the links take 16 (`LinkSet`).
 pub(super) struct Record {
-    /// Its `kinds` are 0 when the digest is not held (a manifest listed it, or a client was
-    /// linked to it, and no file is stored).
-    meta: EntryMeta,
+    /// The entry's size, and its kinds in the top 8 bits: kinds 0 when the digest is not held
+    /// (a manifest listed it, or a client was linked to it, and no file is stored).
+    size_kinds: u64,
+    last_access_ms: u64,
     pub(super) links: LinkSet,
 }
 
+const _: () = assert!(std::mem::size_of::<Record>() == 32);
+
+/// Where a record's kinds start in `size_kinds`.
+const KINDS_SHIFT: u32 = 56;
+
 impl Record {
-    fn held(&self) -> Option<&EntryMeta> {
-        (self.meta.kinds != 0).then_some(&self.meta)
+    fn kinds(&self) -> u8 {
+        (self.size_kinds >> KINDS_SHIFT) as u8
+    }
+
+    fn held(&self) -> Option<EntryMeta> {
+        let kinds = self.kinds();
+        (kinds != 0).then_some(EntryMeta {
+            size: self.size_kinds & ((1 << KINDS_SHIFT) - 1),
+            last_access_ms: self.last_access_ms,
+            kinds,
+        })
+    }
+
+    fn set(&mut self, meta: EntryMeta) {
+        debug_assert!(meta.size < 1 << KINDS_SHIFT);
+        self.size_kinds =
+            (meta.size & ((1 << KINDS_SHIFT) - 1)) | u64::from(meta.kinds) << KINDS_SHIFT;
+        self.last_access_ms = meta.last_access_ms;
     }
 }
 
@@ -108,12 +133,12 @@ impl Lru {
     }
 
     /// The stored entry for `digest`.
-    pub(super) fn get(&self, digest: &Digest) -> Option<&EntryMeta> {
+    pub(super) fn get(&self, digest: &Digest) -> Option<EntryMeta> {
         self.records.get(digest)?.held()
     }
 
     /// Every stored entry.
-    pub(super) fn held(&self) -> impl Iterator<Item = (&Digest, &EntryMeta)> {
+    pub(super) fn held(&self) -> impl Iterator<Item = (&Digest, EntryMeta)> {
         self.records
             .iter()
             .filter_map(|(d, r)| Some((d, r.held()?)))
@@ -131,7 +156,7 @@ impl Lru {
             meta.kinds = KIND_BLOB;
         }
         self.committed += meta.size;
-        self.record_of(&digest).meta = meta;
+        self.record_of(&digest).set(meta);
     }
 
     /// Records a stored file (or another kind for one already stored) as just used, and moves its
@@ -159,7 +184,7 @@ impl Lru {
                 }
             }
         };
-        self.record_of(digest).meta = meta;
+        self.record_of(digest).set(meta);
         self.reserved = self.reserved.saturating_sub(reserved);
         meta
     }
@@ -167,8 +192,8 @@ impl Lru {
     /// Removes an entry and its bytes from the view (the caller deletes its file and links).
     pub(super) fn forget(&mut self, digest: &Digest) -> Option<EntryMeta> {
         let (slot, r) = self.records.find_mut(digest)?;
-        let m = *r.held()?;
-        r.meta = NOT_HELD;
+        let m = r.held()?;
+        r.set(NOT_HELD);
         if matches!(r.links, LinkSet::None) {
             self.records.remove(digest);
         }
@@ -181,9 +206,9 @@ impl Lru {
     /// Marks an entry as just used (its new time reaches the index with the next flush).
     pub(super) fn touch(&mut self, digest: &Digest) {
         if let Some((slot, r)) = self.records.find_mut(digest)
-            && r.meta.kinds != 0
+            && r.kinds() != 0
         {
-            r.meta.last_access_ms = now_millis();
+            r.last_access_ms = now_millis();
             self.dirty.insert(slot);
         }
     }
@@ -196,7 +221,7 @@ impl Lru {
             .into_iter()
             .filter_map(|slot| {
                 let (d, r) = self.records.at(slot)?;
-                Some((d.clone(), *r.held()?))
+                Some((d.clone(), r.held()?))
             })
             .collect()
     }
@@ -213,7 +238,8 @@ impl Lru {
     pub(super) fn record_of(&mut self, digest: &Digest) -> &mut Record {
         self.records
             .get_or_insert_with(digest, || Record {
-                meta: NOT_HELD,
+                size_kinds: 0,
+                last_access_ms: 0,
                 links: LinkSet::None,
             })
             .1
@@ -225,7 +251,7 @@ impl Lru {
             LinkSet::None => {
                 if let Some(r) = self.records.get_mut(digest) {
                     r.links = LinkSet::None;
-                    if r.meta.kinds == 0 {
+                    if r.kinds() == 0 {
                         self.records.remove(digest);
                     }
                 }
@@ -242,13 +268,14 @@ impl Lru {
             .map(|(d, r)| (d, &r.links))
     }
 
-    /// A stored entry, to change in a test.
+    /// Sets a stored entry's last use, in a test.
     #[cfg(test)]
-    pub(super) fn meta_mut(&mut self, digest: &Digest) -> Option<&mut EntryMeta> {
-        self.records
-            .get_mut(digest)
-            .map(|r| &mut r.meta)
-            .filter(|m| m.kinds != 0)
+    pub(super) fn set_last_use(&mut self, digest: &Digest, ms: u64) {
+        if let Some(r) = self.records.get_mut(digest)
+            && r.kinds() != 0
+        {
+            r.last_access_ms = ms;
+        }
     }
 
     /// Gives back bytes reserved for something that will not be stored.
@@ -390,7 +417,7 @@ mod tests {
             );
         }
         // Touch the oldest: it becomes the youngest.
-        s.meta_mut(&Digest::sha256_of(&[1])).unwrap().last_access_ms = 10;
+        s.set_last_use(&Digest::sha256_of(&[1]), 10);
         let victims = s.evict_to(150, 0);
         let gone: Vec<Digest> = victims.into_iter().map(|(d, _)| d).collect();
         assert_eq!(gone, vec![Digest::sha256_of(&[2]), Digest::sha256_of(&[3])]);
@@ -432,7 +459,7 @@ mod tests {
             let mut sorted: Vec<(u64, Digest, EntryMeta)> = s
                 .held()
                 .filter(|(_, m)| m.kinds & KIND_PINNED == 0)
-                .map(|(d, m)| (m.last_access_ms, d.clone(), *m))
+                .map(|(d, m)| (m.last_access_ms, d.clone(), m))
                 .collect();
             sorted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             let mut left = s.committed;

@@ -208,7 +208,7 @@ impl Cache {
                 let s = self.lock();
                 chunk
                     .iter()
-                    .filter_map(|(d, _)| Some((d.clone(), *s.lru.get(d)?)))
+                    .filter_map(|(d, _)| Some((d.clone(), s.lru.get(d)?)))
                     .collect()
             };
             self.with_index(move |ix| ix.put_entries(&held)).await?;

@@ -4,7 +4,7 @@
 //! A `HashMap<Digest, Record>` keeps its table at a power of two of (digest, record) pairs, up
 //! to twice what is held: at a million digests, 2^21 slots of 88 bytes, 185 MB. Here the table
 //! holds a slot number (4 bytes) per place, and the vector holds what is there, grown as it fills
-//! and reused through a free list when a record goes: about 93 bytes a digest at a million. A
+//! and reused through a free list when a record goes: about 83 bytes a digest at a million. A
 //! slot's number is stable while its record lives, so the access times not yet flushed are kept
 //! as slot numbers (`lru.rs`). Hashing is the standard library's keyed SipHash, as the map had:
 //! a tenant can name any digest in a manifest, and chosen collisions must not slow the table.
