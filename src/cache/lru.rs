@@ -71,8 +71,9 @@ pub(super) struct Record {
 
 const _: () = assert!(std::mem::size_of::<Record>() == 32);
 
-/// Where a record's kinds start in `size_kinds`.
+/// Where a record's kinds start in `size_kinds`, and the bits below them (its size).
 const KINDS_SHIFT: u32 = 56;
+const SIZE_MASK: u64 = (1 << KINDS_SHIFT) - 1;
 
 impl Record {
     fn kinds(&self) -> u8 {
@@ -82,16 +83,15 @@ impl Record {
     fn held(&self) -> Option<EntryMeta> {
         let kinds = self.kinds();
         (kinds != 0).then_some(EntryMeta {
-            size: self.size_kinds & ((1 << KINDS_SHIFT) - 1),
+            size: self.size_kinds & SIZE_MASK,
             last_access_ms: self.last_access_ms,
             kinds,
         })
     }
 
     fn set(&mut self, meta: EntryMeta) {
-        debug_assert!(meta.size < 1 << KINDS_SHIFT);
-        self.size_kinds =
-            (meta.size & ((1 << KINDS_SHIFT) - 1)) | u64::from(meta.kinds) << KINDS_SHIFT;
+        debug_assert!(meta.size <= SIZE_MASK);
+        self.size_kinds = (meta.size & SIZE_MASK) | u64::from(meta.kinds) << KINDS_SHIFT;
         self.last_access_ms = meta.last_access_ms;
     }
 }
