@@ -214,8 +214,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// A command's exit: 0, or 1 with what failed on stderr.
-/// Starts `serve` again, in the same process, with glibc's malloc kept to two arenas, unless the operator chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` set).
+/// Starts `serve` again, in the same process, with glibc's malloc kept to two arenas, unless
+/// the operator chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` set).
 ///
 /// glibc gives threads that allocate at once arenas of their own, up to 8 a core, and keeps what
 /// was freed in each. `serve` reads the index and the store on tokio's blocking pool, whose
@@ -248,6 +248,7 @@ fn cap_malloc_arenas() {
     }
 }
 
+/// A command's exit: 0, or 1 with what failed on stderr.
 fn finish(result: Result<(), CommandError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
