@@ -89,6 +89,42 @@ fn html_pages_lying_lengths_and_redirect_loops_are_clean_errors() {
     );
 }
 
+/// An upstream that answers a blob's head and hangs up before its first byte: the fill fails
+/// before the client has a byte, and the client gets an answer that says so (the `503` of an
+/// upstream that failed mid-fetch, with an error body), not a `200` cut at once or a connection closed before any response head (which
+/// of the two depended on whether the failure came before hyper first read the body). Twenty
+/// digests, each a fill of its own, because of that race.
+#[test]
+fn a_fill_that_fails_before_its_first_byte_is_an_answer_not_a_closed_socket() {
+    let up = FakeUpstream::start(move |r| {
+        if r.path.contains("/blobs/") {
+            FakeAnswer {
+                declared_len: Some(4096),
+                ..FakeAnswer::new(200, Vec::new())
+            }
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
+    for i in 0..20u8 {
+        let digest = sha256(&[i; 4096]);
+        let r = try_stream_get(m.port, &format!("/v2/app/x/blobs/{digest}"), &[])
+            .unwrap_or_else(|| panic!("fill {i}: the connection closed before any response"));
+        assert_eq!(r.status, 503, "fill {i}: {:?}", r.headers);
+        let content_type = r.headers.iter().find(|(k, _)| k == "content-type");
+        assert_eq!(
+            content_type.map(|(_, v)| v.as_str()),
+            Some("application/json"),
+            "fill {i}"
+        );
+        assert!(r.complete(), "fill {i}: the error body is whole");
+    }
+    m.wait_settled();
+    assert!(m.cached_files().is_empty(), "{:?}", m.cached_files());
+    assert_eq!(m.temp_files(), 0);
+}
+
 /// Passing 5xx answers are retried (GET and HEAD are idempotent); the client never sees them.
 #[test]
 fn passing_server_errors_are_retried() {

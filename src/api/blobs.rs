@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, StreamBody};
 use super::State;
 use super::range::{self, ByteRange};
 use super::{ApiError, Body, Code, full};
-use crate::cache::{Blob, FileReader};
+use crate::cache::{Blob, FileReader, Fill};
 use crate::metrics::{Content, Metrics, ServedFrom};
 use crate::reference::{Digest, RepoName};
 use crate::upstream::Upstream;
@@ -73,8 +73,39 @@ pub(super) async fn get(
             format!("bytes {start}-{}/{size}", end - 1),
         );
     }
-    Ok(b.body(body(source, start, end, app.metrics.clone()))
-        .expect("valid"))
+    let body = match &source {
+        Blob::Stored { .. } => body(source, start, end, app.metrics.clone()),
+        Blob::Filling { reader, .. } => {
+            let fill = reader.fill().clone();
+            let body = body(source, start, end, app.metrics.clone());
+            first_bytes_or_failure(body, &fill).await?
+        }
+    };
+    Ok(b.body(body).expect("valid"))
+}
+
+/// A cold blob's body once its first bytes are ready, or the failure that came before any.
+///
+/// A fill that fails before its first byte is read (a short or wrong body from the upstream
+/// that arrived whole, an upstream that hung up) would otherwise end the response before its
+/// head was written: hyper drops the connection, and the client sees a closed socket and no
+/// reason. Waiting for the first frame turns that into an answer that says what went wrong
+/// (`502` for a digest mismatch, the upstream's failure as for any fetch); a failure after the
+/// first byte still ends the body short, as it must.
+async fn first_bytes_or_failure(mut body: Body, fill: &Arc<Fill>) -> Result<Body, ApiError> {
+    let first = match body.frame().await {
+        None => return Ok(full(Vec::new())),
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => {
+            return Err(match fill.total().await {
+                Err(failure) => ApiError::from(&*failure),
+                Ok(_) => ApiError::new(StatusCode::BAD_GATEWAY, Code::Unavailable, e.to_string()),
+            });
+        }
+    };
+    let rest = http_body_util::BodyStream::new(body);
+    let first = futures_util::stream::once(async move { Ok(first) });
+    Ok(StreamBody::new(futures_util::StreamExt::chain(first, rest)).boxed_unsync())
 }
 
 /// The client's `Range`, if it sent one; a malformed or unsupported one is a 416.
