@@ -104,7 +104,7 @@ impl Cache {
             .collect();
         self.index.write(&batch, now)?;
         let victims = self.lock().evict_to(self.low_watermark(), self.bound());
-        remove_victims(&self.store, &self.index, &self.metrics, &victims)?;
+        remove_victims(&self.store, &self.index, &self.metrics, &victims, true)?;
         self.lock().lru.deleting = 0;
         Ok(())
     }
