@@ -86,22 +86,43 @@ pub struct TlsSetupError(pub(crate) crate::pem::PemError);
 #[error(transparent)]
 pub struct CacheSetupError(CacheError);
 
+/// The configured upstreams, counted in `metrics`; for `entrepot import` without the rest of
+/// an [`App`].
+pub(crate) fn upstreams_of(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Upstreams, StartError> {
+    // One process-wide TLS crypto provider (ring), before any client is built; a second
+    // install is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            metrics.known_upstream(&u.name);
+            Upstream::new(u, metrics.clone(), config.cache.offline).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
+    Ok(Upstreams::new(upstreams))
+}
+
+/// The cache opened to load into, without its records (`entrepot import`).
+pub(crate) fn open_loader(config: &Config) -> Result<crate::cache::Loader, StartError> {
+    crate::cache::Loader::open(&config.cache.dir, config.cache.max_size).map_err(|e| {
+        StartError::Cache {
+            dir: config.cache.dir.display().to_string(),
+            source: CacheSetupError(e),
+        }
+    })
+}
+
 impl App {
     /// Builds the upstreams and opens the cache (blocking: it reads the index and walks the
     /// store). The offline commands use it as `serve` does.
     pub(crate) fn new(config: &Config) -> Result<App, StartError> {
-        // One process-wide TLS crypto provider (ring); a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                metrics.known_upstream(&u.name);
-                Upstream::new(u, metrics.clone(), config.cache.offline).map(Arc::new)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StartError::Upstream(UpstreamSetupError(e)))?;
+        let upstreams = upstreams_of(config, &metrics)?;
         let shared = match &config.shared {
             Some(sh) => Some(Arc::new(
                 Shared::open(sh, metrics.clone())
@@ -134,7 +155,7 @@ impl App {
         Ok(App {
             required,
             auth,
-            upstreams: Arc::new(Upstreams::new(upstreams)),
+            upstreams: Arc::new(upstreams),
             cache,
             metrics,
             // With a listener of its own, /metrics is not on the client port.

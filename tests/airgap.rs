@@ -505,6 +505,43 @@ fn imported_content_is_pinned_against_the_lru_unless_unpinned() {
     }
 }
 
+/// An unpinned import that takes the cache past its bound. The import reads the index, not the
+/// cache's records; once past the bound, it opens the cache whole, which evicts the least
+/// recently used (the image pulled before) down to the low-water mark. The imported image stays,
+/// and the mirror serves it afterwards.
+#[test]
+fn an_unpinned_import_past_the_bound_evicts_the_least_recently_used() {
+    let up = upstream();
+    let connected = Site::new("airgap-over-src", &up.reg.url(), "");
+    connected.ok(&["warm", "oci/app:v1"]);
+    let archive = connected.path("app.tar");
+    connected.ok(&["export", "-o", archive.to_str().unwrap(), "oci/app:v1"]);
+    // 140 KiB: the filler's 100 KB fits, and the import's 50 KB beside it does not.
+    let mut m = Mirror::of(&[Up::default("docker.io", up.reg.url())])
+        .max_size("140KiB")
+        .start();
+    let out = scratch("airgap-over-pulls");
+    let filler = &up.fillers[0];
+    let got = pulled(&m, "filler/f0:v1", &out.path().join("f0"), false);
+    assert_eq!(got, filler.digest);
+    m.wait_settled();
+    m.stop();
+    let site = Site {
+        dir: scratch("airgap-over"),
+        config: m.config.clone(),
+    };
+    let (pulled_layer, _) = filler.largest_blob();
+    assert!(m.cached_files().contains(&pulled_layer));
+    site.ok(&["import", "--unpinned", archive.to_str().unwrap()]);
+    let held = m.cached_files();
+    let (imported_layer, _) = up.app.largest_blob();
+    assert!(held.contains(&imported_layer), "{held:?}");
+    assert!(!held.contains(&pulled_layer), "{held:?}");
+    m.restart();
+    let got = pulled(&m, "oci/app:v1", &out.path().join("app"), false);
+    assert_eq!(got, up.app.digest);
+}
+
 #[test]
 fn platform_leaves_the_other_platform_out_and_the_index_in() {
     let up = upstream();

@@ -313,17 +313,4 @@ impl Cache {
     pub(crate) fn max_size(&self) -> u64 {
         self.max_size
     }
-
-    /// The size of a held entry.
-    pub(crate) fn holds(&self, digest: &Digest) -> Option<u64> {
-        self.lock().lru.get(digest).map(|m| m.size)
-    }
-
-    /// Whether the cache holds `digest`, and if so whether it is pinned.
-    pub(crate) fn holds_pinned(&self, digest: &Digest) -> Option<bool> {
-        self.lock()
-            .lru
-            .get(digest)
-            .map(|m| m.kinds & KIND_PINNED != 0)
-    }
 }

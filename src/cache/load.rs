@@ -5,13 +5,18 @@
 //! Files first, index second: a crash between the two leaves files the index does not know,
 //! which the next open hashes again and keeps as unlinked blobs, or deletes (`reconcile`). Imported content is pinned unless asked otherwise:
 //! the LRU never evicts it (`lru.rs`), though its bytes count towards `max_size`.
+//!
+//! `entrepot import` loads through a [`Loader`]: the index and the store without the records
+//! `serve` holds in memory (about 100 bytes a digest, and a pass over every entry and link), so
+//! that an import's memory follows its archive, not the cache it goes into. What it asks of the
+//! cache (is this digest held, what is pinned) it asks the index.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::index::{Batch, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
-use super::links::scope;
-use super::lru::remove_victims;
-use super::{Cache, CacheError, now_millis};
+use super::index::{Batch, EntryMeta, Index, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
+use super::links::{Scope, scope};
+use super::store::BlobStore;
+use super::{CacheError, now_millis, room};
 use crate::manifest::{descriptors, referrer_of};
 use crate::reference::Digest;
 
@@ -29,83 +34,184 @@ pub(crate) struct Load {
     pub(crate) pin: bool,
 }
 
-impl Cache {
+/// The cache opened to load content into, without its records in memory (`entrepot import`).
+pub(crate) struct Loader {
+    index: Index,
+    store: BlobStore,
+    max_size: u64,
+    /// Bytes of every entry, and of the pinned ones, when it was opened.
+    held: u64,
+    pinned: u64,
+}
+
+/// redb's page cache for a [`Loader`]: its reads are one lookup per digest and one pass, and
+/// its one write transaction keeps its own pages in memory until it commits.
+const LOADER_PAGE_CACHE: u64 = 4 << 20;
+
+impl Loader {
+    /// Opens the cache in `dir` (made if missing) to load into: the index (whose lock keeps
+    /// `serve` and other commands out meanwhile) and the store, its `tmp/` emptied. Reads every
+    /// entry once for what is held and pinned, and keeps none of them. Blocking.
+    pub(crate) fn open(dir: &Path, max_size: u64) -> Result<Loader, CacheError> {
+        std::fs::create_dir_all(dir)?;
+        let index = Index::open_with_cache(&dir.join("index.redb"), LOADER_PAGE_CACHE)?;
+        let store = BlobStore::open(dir)?;
+        let (held, pinned) = index.held_bytes()?;
+        Ok(Loader {
+            index,
+            store,
+            max_size,
+            held,
+            pinned,
+        })
+    }
+
+    pub(crate) fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Bytes held pinned (imported), which the LRU never evicts.
+    pub(crate) fn pinned_bytes(&self) -> u64 {
+        self.pinned
+    }
+
+    /// The size of `digest` if the cache holds it. An index that cannot be read holds nothing
+    /// here: the content is copied again, and the load's own write says what is wrong.
+    pub(crate) fn holds(&self, digest: &Digest) -> Option<u64> {
+        self.entry(digest).map(|m| m.size)
+    }
+
+    /// Whether the cache holds `digest`, and if so whether it is pinned.
+    pub(crate) fn holds_pinned(&self, digest: &Digest) -> Option<bool> {
+        self.entry(digest).map(|m| m.kinds & KIND_PINNED != 0)
+    }
+
+    /// Where a held file is, and its size.
+    pub(crate) fn stored_file(&self, digest: &Digest) -> Option<(PathBuf, u64)> {
+        self.holds(digest)
+            .map(|size| (self.store.path(digest), size))
+    }
+
     /// A fresh temp path for content on its way in.
     pub(crate) fn temp_path(&self, digest: &Digest) -> PathBuf {
         self.store.temp_path(digest)
     }
 
-    /// Moves verified files into the store and records everything in one transaction, then
-    /// evicts unpinned content if the cache is now over `max_size`. Blocking.
-    ///
-    /// The temp files were written without a sync each: one filesystem sync makes them durable
-    /// before any is renamed into place (a name promises its content), and a second makes the
-    /// renames durable before the index records them. Two syncs per import, not two per file.
-    pub(crate) fn load(&self, load: Load) -> Result<(), CacheError> {
-        if load.files.iter().any(|(_, temp, _, _)| temp.is_some()) {
-            self.store.sync()?;
-            for (digest, temp, _, _) in &load.files {
-                if let Some(temp) = temp {
-                    self.store.commit_unsynced(temp, digest)?;
-                }
-            }
-            self.store.sync()?;
-        }
-        let now = now_millis();
-        let pin = if load.pin { KIND_PINNED } else { 0 };
-        let mut batch = Batch::default();
-        {
-            let mut s = self.lock();
-            for (digest, temp, size, is_manifest) in &load.files {
-                let kind = pin
-                    | if *is_manifest {
-                        KIND_MANIFEST
-                    } else {
-                        KIND_BLOB
-                    };
-                debug_assert!(temp.is_some() || s.lru.holds(digest));
-                let meta = s.lru.record(digest, *size, kind, 0);
-                batch.entries.push((digest.clone(), meta));
-            }
-            for (upstream, repo, digest, media_type, bytes) in &load.manifests {
-                let scope = scope(upstream, repo);
-                let listed = std::iter::once((digest.clone(), Some(bytes.len() as u64)))
-                    .chain(descriptors(bytes));
-                for (d, size) in listed {
-                    s.add_link(&d, &scope, size);
-                    batch.links.push((d, scope.as_str().to_owned(), size));
-                }
-                batch.manifests.push((
-                    upstream.clone(),
-                    repo.clone(),
-                    digest.clone(),
-                    media_type.clone(),
-                ));
-                if let Some((subject, descriptor)) = referrer_of(digest, media_type, bytes) {
-                    batch.referrers.push((
-                        subject,
-                        scope.as_str().to_owned(),
-                        digest.clone(),
-                        descriptor,
-                    ));
-                }
-            }
-        }
-        batch.tags = load
-            .tags
-            .into_iter()
-            .map(|(u, r, t, digest)| {
-                let entry = TagEntry {
-                    digest,
-                    checked_at_ms: now,
-                };
-                (u, r, t, entry)
-            })
-            .collect();
-        self.index.write(&batch, now)?;
-        let victims = self.lock().evict_to(self.low_watermark(), self.bound());
-        remove_victims(&self.store, &self.index, &self.metrics, &victims, true)?;
-        self.lock().lru.deleting = 0;
-        Ok(())
+    fn entry(&self, digest: &Digest) -> Option<EntryMeta> {
+        self.index.entry(digest).ok().flatten()
     }
+
+    /// Moves verified files into the store and records everything in one transaction. Returns
+    /// whether the cache is now over its bound (unpinned content loaded), which a cache opened
+    /// whole mends: it evicts at open, down to its low-water mark. Blocking.
+    pub(crate) fn load(&self, load: Load) -> Result<bool, CacheError> {
+        commit_files(&self.store, &load.files)?;
+        let now = now_millis();
+        let mut batch = Batch::default();
+        let mut added = 0;
+        for (digest, _, size, is_manifest) in &load.files {
+            // As the records would: a held entry keeps its size and gains the kind.
+            let kind = kind_of(load.pin, *is_manifest);
+            let (size, kinds) = match self.index.entry(digest)? {
+                Some(held) => (held.size, held.kinds | kind),
+                None => {
+                    added += size;
+                    (*size, kind)
+                }
+            };
+            let meta = EntryMeta {
+                size,
+                last_access_ms: now,
+                kinds,
+            };
+            batch.entries.push((digest.clone(), meta));
+        }
+        add_manifests(&load.manifests, &mut batch, |_, _, _| {});
+        batch.tags = tags_of(load.tags, now);
+        self.index.write(&batch, now)?;
+        let held = self.held + added;
+        let bound = room::bound_of(
+            self.store.tmp_dir(),
+            held,
+            self.max_size,
+            self.index.file_size(),
+        )?;
+        Ok(held > bound)
+    }
+}
+
+/// Makes the verified temp files durable and moves them into place.
+///
+/// The temp files were written without a sync each: one filesystem sync makes them durable
+/// before any is renamed into place (a name promises its content), and a second makes the
+/// renames durable before the index records them. Two syncs per import, not two per file.
+fn commit_files(
+    store: &BlobStore,
+    files: &[(Digest, Option<PathBuf>, u64, bool)],
+) -> Result<(), CacheError> {
+    if files.iter().any(|(_, temp, _, _)| temp.is_some()) {
+        store.sync()?;
+        for (digest, temp, _, _) in files {
+            if let Some(temp) = temp {
+                store.commit_unsynced(temp, digest)?;
+            }
+        }
+        store.sync()?;
+    }
+    Ok(())
+}
+
+fn kind_of(pin: bool, is_manifest: bool) -> u8 {
+    let pin = if pin { KIND_PINNED } else { 0 };
+    pin | if is_manifest {
+        KIND_MANIFEST
+    } else {
+        KIND_BLOB
+    }
+}
+
+/// The manifests' types, links and referrers into `batch`; `link` is told of each link.
+fn add_manifests(
+    manifests: &[(String, String, Digest, String, bytes::Bytes)],
+    batch: &mut Batch,
+    mut link: impl FnMut(&Digest, &Scope, Option<u64>),
+) {
+    for (upstream, repo, digest, media_type, bytes) in manifests {
+        let scope = scope(upstream, repo);
+        let listed =
+            std::iter::once((digest.clone(), Some(bytes.len() as u64))).chain(descriptors(bytes));
+        for (d, size) in listed {
+            link(&d, &scope, size);
+            batch.links.push((d, scope.as_str().to_owned(), size));
+        }
+        batch.manifests.push((
+            upstream.clone(),
+            repo.clone(),
+            digest.clone(),
+            media_type.clone(),
+        ));
+        if let Some((subject, descriptor)) = referrer_of(digest, media_type, bytes) {
+            batch.referrers.push((
+                subject,
+                scope.as_str().to_owned(),
+                digest.clone(),
+                descriptor,
+            ));
+        }
+    }
+}
+
+fn tags_of(
+    tags: Vec<(String, String, String, Digest)>,
+    now: u64,
+) -> Vec<(String, String, String, TagEntry)> {
+    tags.into_iter()
+        .map(|(u, r, t, digest)| {
+            let entry = TagEntry {
+                digest,
+                checked_at_ms: now,
+            };
+            (u, r, t, entry)
+        })
+        .collect()
 }

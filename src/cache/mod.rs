@@ -55,7 +55,7 @@ pub(crate) use fill::Fill;
 use index::{EntryMeta, Index};
 pub(crate) use inventory::{Held, TaggedImage};
 pub(crate) use lists::paginate;
-pub(crate) use load::Load;
+pub(crate) use load::{Load, Loader};
 use lru::{State, remove_victims};
 pub(crate) use manifests::Manifest;
 use manifests::{ManifestKey, ManifestName};

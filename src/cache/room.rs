@@ -45,6 +45,27 @@ fn measure(dir: &Path) -> io::Result<Room> {
     })
 }
 
+/// What a cache holding `held` bytes could hold on a filesystem with this room, and the bound it
+/// keeps: at most `max_size` less its index's file of `index_file` bytes.
+fn bound_from(room: &Room, held: u64, max_size: u64, index_file: u64) -> (u64, u64) {
+    let holds = (held + room.free).saturating_sub(headroom(room.total));
+    // The index is on the same disk and within the same `max_size`: what it grows to beyond its
+    // first 2 MiB counts.
+    let index = index_file.saturating_sub(EMPTY_INDEX);
+    (holds, holds.min(max_size.saturating_sub(index)))
+}
+
+/// The bound of a cache that holds `held` bytes, its temp files in `tmp_dir` (as
+/// [`Cache::measure_room`] sets it), for a command that has not loaded the cache's records.
+pub(super) fn bound_of(
+    tmp_dir: &Path,
+    held: u64,
+    max_size: u64,
+    index_file: u64,
+) -> io::Result<u64> {
+    Ok(bound_from(&measure(tmp_dir)?, held, max_size, index_file).1)
+}
+
 /// Whether an I/O error says the disk is full.
 pub(super) fn is_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull
@@ -73,11 +94,7 @@ impl Cache {
             let s = self.lock();
             s.lru.committed + s.lru.deleting + s.lru.reserved
         };
-        let holds = (held + room.free).saturating_sub(headroom(room.total));
-        // The index is on the same disk and within the same `max_size`: what it grows to
-        // beyond its first 2 MiB counts.
-        let index = self.index.file_size().saturating_sub(EMPTY_INDEX);
-        let bound = holds.min(self.max_size.saturating_sub(index));
+        let (holds, bound) = bound_from(&room, held, self.max_size, self.index.file_size());
         let before = self.bound.swap(bound, Ordering::Relaxed);
         if before != bound {
             self.metrics.set_cache_bound_bytes(bound);

@@ -180,7 +180,7 @@ impl Staging<'_> {
             size: bytes.len() as u64,
         };
         self.files.insert(digest.clone(), staged);
-        // Synced with every other staged file at load (`Cache::load`).
+        // Synced with every other staged file at load (`Loader::load`).
         std::fs::write(&temp, &bytes).map_err(ImportError::Tmp)?;
         Ok(Descriptor {
             digest,

@@ -6,7 +6,7 @@
 //! is hashed too, and not copied); then every named image is walked from its root, and each
 //! manifest and blob it lists must be in the archive or already in the cache, with the size its
 //! descriptor gives. Only then are the files moved into the store and recorded in one index
-//! transaction (`Cache::load`). A flipped byte anywhere, a missing blob, an unreadable manifest:
+//! transaction (`Loader::load`). A flipped byte anywhere, a missing blob, an unreadable manifest:
 //! nothing is loaded, and the temp files go. Whether it fits is checked first, from the sizes alone.
 //!
 //! Reads its own archives, `skopeo copy ... oci-archive:` archives and `oci:` directories, and
@@ -16,15 +16,17 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::layout::{self, Entry};
 use super::progress::size;
 use super::{CommandError, Failure, open};
-use crate::app::App;
-use crate::cache::{Cache, Load};
+use crate::cache::{Load, Loader};
 use crate::config::Config;
 use crate::manifest::Descriptor;
+use crate::metrics::Metrics;
 use crate::reference::{Digest, Reference};
+use crate::upstream::Upstreams;
 
 pub struct ImportOptions {
     pub source: PathBuf,
@@ -52,8 +54,9 @@ pub(crate) use error::ImportError;
 use staging::{Staged, Staging};
 
 pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> {
-    let app = open(config)?;
-    let cache = &app.cache;
+    let upstreams = crate::app::upstreams_of(config, &Arc::new(Metrics::new()))?;
+    let loader = crate::app::open_loader(config)?;
+    let cache = &loader;
     let source = &opts.source;
     let fail = |problem: ImportError| -> CommandError {
         Failure::Import {
@@ -73,7 +76,7 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     let mut staged = Staging::new(cache);
     let roots = match (&survey.index_json, &survey.docker_manifest) {
         (Some(index_json), _) => {
-            let roots = layout_roots(&app, index_json, opts.name.as_deref()).map_err(fail)?;
+            let roots = layout_roots(&upstreams, index_json, opts.name.as_deref()).map_err(fail)?;
             let sizes = survey.blobs.iter().map(|(d, s)| (Some(d), *s));
             fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             staged.stage(source, &survey).map_err(fail)?;
@@ -92,7 +95,7 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
             fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             let mut roots = Vec::new();
             for (descriptor, name) in staged.stage_saved(source, &saved).map_err(fail)? {
-                let (up, repo, tag) = named(&app, &name).map_err(fail)?;
+                let (up, repo, tag) = named(&upstreams, &name).map_err(fail)?;
                 roots.push((descriptor, up, repo, tag));
             }
             roots
@@ -135,7 +138,7 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
         .filter(|f| f.1.is_some())
         .map(|f| f.2)
         .sum();
-    cache.load(load).map_err(|e| fail(e.into()))?;
+    let over = cache.load(load).map_err(|e| fail(e.into()))?;
     eprintln!(
         "imported {images} images from {}: {} new, {} already held{}",
         source.display(),
@@ -143,6 +146,13 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
         size(staged.held_bytes),
         if opts.unpinned { "" } else { "; pinned" }
     );
+    if over {
+        // Unpinned content took the cache past its bound: opened whole, with its records, the
+        // cache evicts the least recently used down to its low-water mark before it is used.
+        drop(staged);
+        drop(loader);
+        open(config)?;
+    }
     Ok(())
 }
 
@@ -206,7 +216,7 @@ type Root = (Descriptor, String, String, Option<String>);
 
 /// The images an OCI layout's `index.json` names, with `--name` for those it leaves unnamed.
 fn layout_roots(
-    app: &App,
+    upstreams: &Upstreams,
     index_json: &[u8],
     name: Option<&str>,
 ) -> Result<Vec<Root>, ImportError> {
@@ -221,12 +231,13 @@ fn layout_roots(
     for entry in entries {
         let (d, name) = match entry {
             Entry::Referrer(d, repository) => {
-                let (up, repo, _) = app.upstreams.locate(&repository).map_err(|source| {
-                    ImportError::BadReferrer {
-                        digest: d.digest.clone(),
-                        source,
-                    }
-                })?;
+                let (up, repo, _) =
+                    upstreams
+                        .locate(&repository)
+                        .map_err(|source| ImportError::BadReferrer {
+                            digest: d.digest.clone(),
+                            source,
+                        })?;
                 roots.push((d, up.name.clone(), repo.to_string(), None));
                 continue;
             }
@@ -266,7 +277,7 @@ fn layout_roots(
                 }
             },
         };
-        let (up, repo, tag) = named(app, &name)?;
+        let (up, repo, tag) = named(upstreams, &name)?;
         roots.push((d, up, repo, tag));
     }
     if skipped > 0 && roots.is_empty() {
@@ -318,14 +329,16 @@ impl GivenName {
 }
 
 /// Upstream, repository and tag (None for a digest) of an image's full name.
-fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), ImportError> {
-    let (up, repo, reference) =
-        app.upstreams
-            .locate(name)
-            .map_err(|source| ImportError::BadName {
-                name: name.to_owned(),
-                source,
-            })?;
+fn named(
+    upstreams: &Upstreams,
+    name: &str,
+) -> Result<(String, String, Option<String>), ImportError> {
+    let (up, repo, reference) = upstreams
+        .locate(name)
+        .map_err(|source| ImportError::BadName {
+            name: name.to_owned(),
+            source,
+        })?;
     let tag = match reference {
         Reference::Tag(t) => Some(t.as_str().to_owned()),
         Reference::Digest(_) => None,
@@ -337,7 +350,7 @@ fn named(app: &App, name: &str) -> Result<(String, String, Option<String>), Impo
 /// before anything is written, and again with exactly what will be loaded. Pinning, content the
 /// cache holds unpinned counts too (it becomes pinned); only what is pinned already is free.
 fn fits<'d>(
-    cache: &Cache,
+    cache: &Loader,
     files: impl Iterator<Item = (Option<&'d Digest>, u64)>,
     pin: bool,
 ) -> Result<(), ImportError> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{ImportError, MAX_MANIFEST, Survey, each_entry};
 use crate::airgap::layout;
 use crate::airgap::progress::Progress;
-use crate::cache::Cache;
+use crate::cache::Loader;
 use crate::manifest::{Descriptor, Listing};
 use crate::media_type::manifest_media_type;
 use crate::reference::{Digest, Hasher};
@@ -23,7 +23,7 @@ pub(super) struct Staged {
 
 /// The verified copies, removed on drop unless loaded (a loaded copy has been moved away).
 pub(super) struct Staging<'a> {
-    pub(super) cache: &'a Cache,
+    pub(super) cache: &'a Loader,
     pub(super) files: HashMap<Digest, Staged>,
     pub(super) held_bytes: u64,
 }
@@ -46,7 +46,7 @@ pub(super) struct Walked {
 }
 
 impl<'a> Staging<'a> {
-    pub(super) fn new(cache: &'a Cache) -> Staging<'a> {
+    pub(super) fn new(cache: &'a Loader) -> Staging<'a> {
         Staging {
             cache,
             files: HashMap::new(),
@@ -255,7 +255,7 @@ fn copy_hashed(
         size += n as u64;
         bar.inc(n as u64);
     }
-    // No sync here: `Cache::load` syncs the filesystem once before any file is renamed into
+    // No sync here: `Loader::load` syncs the filesystem once before any file is renamed into
     // place, instead of once per blob.
     drop(out);
     Ok((hasher.finish(), size))

@@ -212,6 +212,32 @@ impl Index {
         Ok(out)
     }
 
+    /// The entry of `digest`, if the index has one.
+    pub(super) fn entry(&self, digest: &Digest) -> Result<Option<EntryMeta>, IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(ENTRIES).map_err(ie)?;
+        let v = t.get(digest.to_string().as_str()).map_err(ie)?;
+        Ok(v.and_then(|v| EntryMeta::decode(v.value())))
+    }
+
+    /// The bytes of every entry, and of the pinned ones among them: one pass over the entries,
+    /// none of them kept.
+    pub(super) fn held_bytes(&self) -> Result<(u64, u64), IndexError> {
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(ENTRIES).map_err(ie)?;
+        let (mut all, mut pinned) = (0u64, 0u64);
+        for item in t.iter().map_err(ie)? {
+            let (_, v) = item.map_err(ie)?;
+            if let Some(m) = EntryMeta::decode(v.value()) {
+                all += m.size;
+                if m.kinds & KIND_PINNED != 0 {
+                    pinned += m.size;
+                }
+            }
+        }
+        Ok((all, pinned))
+    }
+
     /// How many entries the index has.
     pub(super) fn entry_count(&self) -> Result<u64, IndexError> {
         use redb::ReadableTableMetadata as _;
