@@ -93,9 +93,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Err(e) = app.cache.flush_access_times().await {
         tracing::warn!(error = %e, "could not write access times to the index");
     }
-    if let Err(e) = app.cache.sync_index().await {
-        tracing::warn!(error = %e, "could not sync the index");
-    }
     tracing::info!("stopped");
     Ok(())
 }

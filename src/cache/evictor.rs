@@ -110,8 +110,7 @@ impl Cache {
             };
             let (store, index, metrics) =
                 (self.store.clone(), self.index.clone(), self.metrics.clone());
-            let removed =
-                blocking(move || remove_victims(&store, &index, &metrics, &batch, false)).await;
+            let removed = blocking(move || remove_victims(&store, &index, &metrics, &batch)).await;
             self.lock().lru.deleting -= freed;
             self.evictor.freed.notify_waiters();
             if let Err(e) = removed {

@@ -370,25 +370,18 @@ impl Cache {
 /// files the index does not know, which the next start hashes and keeps or deletes
 /// (`reconcile`). On a full disk the index cannot take even a removal: the files go first
 /// then, and the index is written once they have made room (an entry whose file is gone is
-/// forgotten at the next start, or when it is next read). Not `durable`, the index's removal
-/// waits for the next commit that syncs ([`Index::remove_evicted`]): the background eviction's
-/// way, as its fills wait for its batches. Blocking.
+/// forgotten at the next start, or when it is next read). Blocking.
 pub(super) fn remove_victims(
     store: &BlobStore,
     index: &Index,
     metrics: &Metrics,
     victims: &[(Digest, EntryMeta)],
-    durable: bool,
 ) -> Result<(), CacheError> {
     if victims.is_empty() {
         return Ok(());
     }
     let kinds: Vec<(&Digest, u8)> = victims.iter().map(|(d, m)| (d, m.kinds)).collect();
-    let indexed = if durable {
-        index.remove_entries_of(&kinds)
-    } else {
-        index.remove_evicted(&kinds)
-    };
+    let indexed = index.remove_entries_of(&kinds);
     for (d, meta) in victims {
         let kind = if meta.kinds & KIND_BLOB != 0 {
             Content::Blob

@@ -173,7 +173,7 @@ impl Cache {
             cache.start_eviction();
         } else if over {
             let victims = cache.lock().evict_to(cache.low_watermark(), cache.bound());
-            remove_victims(&cache.store, &cache.index, &cache.metrics, &victims, true)?;
+            remove_victims(&cache.store, &cache.index, &cache.metrics, &victims)?;
             cache.lock().lru.deleting = 0;
         }
         cache.publish_size();
@@ -214,11 +214,6 @@ impl Cache {
             self.with_index(move |ix| ix.put_entries(&held)).await?;
         }
         Ok(())
-    }
-
-    /// Makes every index commit so far durable (eviction's removals wait for one): at shutdown.
-    pub(crate) async fn sync_index(&self) -> Result<(), CacheError> {
-        self.with_index(Index::sync).await
     }
 
     /// Every (upstream, repository) the cache has served, for `_catalog`.

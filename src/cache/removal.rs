@@ -185,7 +185,7 @@ impl Cache {
                 .collect()
         };
         let (count, bytes) = (victims.len(), victims.iter().map(|(_, m)| m.size).sum());
-        remove_victims(&self.store, &self.index, &self.metrics, &victims, true)?;
+        remove_victims(&self.store, &self.index, &self.metrics, &victims)?;
         Ok((count, bytes))
     }
 }

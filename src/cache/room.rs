@@ -163,7 +163,7 @@ impl Cache {
             s.evict_to(target, 0)
         };
         let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
-        let removed = remove_victims(&self.store, &self.index, &self.metrics, &victims, true);
+        let removed = remove_victims(&self.store, &self.index, &self.metrics, &victims);
         self.lock().lru.deleting -= freed;
         self.room_freed();
         self.publish_size();

@@ -273,34 +273,10 @@ impl Index {
     /// manifest), so only its entry and links are looked for. An eviction of tiny blobs removes
     /// tens of thousands of entries, while fills wait for their room.
     pub(super) fn remove_entries_of(&self, victims: &[(&Digest, u8)]) -> Result<(), IndexError> {
-        self.remove_entries_with(victims, redb::Durability::Immediate)
-    }
-
-    /// [`Index::remove_entries_of`] without an fsync of its own, for eviction: the removal
-    /// becomes durable with the next commit that has one (a fill's, the access-time flush's,
-    /// [`Index::sync`] at shutdown). A stop before that leaves entries whose files are gone,
-    /// which the start-up check forgets (as a request that finds a file missing does): nothing
-    /// is served that is not there. At a million tiny entries with eviction all the time, the
-    /// fsync was most of a batch of 128 victims, and fills waited for batches.
-    pub(super) fn remove_evicted(&self, victims: &[(&Digest, u8)]) -> Result<(), IndexError> {
-        self.remove_entries_with(victims, redb::Durability::None)
-    }
-
-    /// Makes every commit so far durable (an empty transaction that syncs).
-    pub(super) fn sync(&self) -> Result<(), IndexError> {
-        self.begin_write().map_err(ie)?.commit().map_err(ie)
-    }
-
-    fn remove_entries_with(
-        &self,
-        victims: &[(&Digest, u8)],
-        durability: redb::Durability,
-    ) -> Result<(), IndexError> {
         if victims.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().map_err(ie)?;
-        tx.set_durability(durability).map_err(ie)?;
+        let tx = self.begin_write().map_err(ie)?;
         {
             let mut t = tx.open_table(ENTRIES).map_err(ie)?;
             let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
