@@ -119,7 +119,7 @@ pub(crate) fn open_loader(config: &Config) -> Result<crate::cache::Loader, Start
 
 impl App {
     /// Builds the upstreams and opens the cache (blocking: it reads the index and walks the
-    /// store). The offline commands use it as `serve` does.
+    /// store). The offline commands use it as `serve` does, except `import` (`open_loader`).
     pub(crate) fn new(config: &Config) -> Result<App, StartError> {
         let metrics = Arc::new(Metrics::new());
         let upstreams = upstreams_of(config, &metrics)?;
