@@ -125,6 +125,34 @@ fn a_fill_that_fails_before_its_first_byte_is_an_answer_not_a_closed_socket() {
     assert_eq!(m.temp_files(), 0);
 }
 
+/// A blob whose whole body arrives at once and does not match its digest: the fill fails right
+/// after the client's first bytes are ready. The client gets a response head each time (a `200`
+/// cut short, or an error answer), never a connection closed before any head: hyper dropped
+/// what it held unsent when the body failed at once. Fifty digests, because that was a race.
+#[test]
+fn a_wrong_body_that_arrives_whole_still_gets_a_response_head() {
+    let up = FakeUpstream::start(move |r| {
+        if r.path.contains("/blobs/") {
+            FakeAnswer::new(200, vec![7u8; 4096])
+        } else {
+            FakeAnswer::new(404, "{}")
+        }
+    });
+    let m = Mirror::of(&[Up::default("docker.io", up.url())]).start();
+    for i in 0..50u8 {
+        // Never the digest of the body (sevens).
+        let digest = sha256(&[i + 8; 4096]);
+        let r = try_stream_get(m.port, &format!("/v2/app/x/blobs/{digest}"), &[])
+            .unwrap_or_else(|| panic!("fill {i}: the connection closed before any response"));
+        assert!(
+            !(r.status == 200 && r.complete()),
+            "fill {i}: a wrong body looked complete"
+        );
+    }
+    m.wait_settled();
+    assert!(m.cached_files().is_empty(), "{:?}", m.cached_files());
+}
+
 /// Passing 5xx answers are retried (GET and HEAD are idempotent); the client never sees them.
 #[test]
 fn passing_server_errors_are_retried() {

@@ -146,7 +146,18 @@ fn body(source: Blob, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
         Blob::Filling { reader, file } => {
-            let s = reader.stream(file, start, end).inspect(count);
+            // Before an error, one turn back to hyper: it writes out what it holds (the head,
+            // the bytes so far) when the body is not ready, and drops it unsent when the body
+            // fails at once, so the client would see a closed socket and not a cut body.
+            let s = reader
+                .stream(file, start, end)
+                .inspect(count)
+                .then(|item| async move {
+                    if item.is_err() {
+                        tokio::task::yield_now().await;
+                    }
+                    item
+                });
             StreamBody::new(s.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
     }
