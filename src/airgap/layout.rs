@@ -80,24 +80,31 @@ pub(super) enum Entry {
     Unnamed(Descriptor),
 }
 
-/// The entries of an `index.json`.
+/// The entries of an `index.json`. Read without a tree of JSON values (an archive's index can
+/// name tens of thousands of images): each entry's annotations are read as they are parsed and
+/// only the names kept.
 pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, ImportError> {
-    let v: Value = serde_json::from_slice(index_json).map_err(ImportError::IndexNotJson)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(index_json)
+        .map_err(ImportError::IndexNotJson)?;
     let root = Digest::sha256_of(index_json);
     let listing = crate::manifest::Listing::parse(&root, index_json)
         .map_err(|e| ImportError::IndexInvalid(e.reason.to_string()))?;
-    let raw = v["manifests"].as_array().cloned().unwrap_or_default();
+    let raw: RawIndex =
+        serde_json::from_slice(index_json).map_err(|e| ImportError::IndexInvalid(e.to_string()))?;
     Ok(listing
         .manifests
         .into_iter()
-        .zip(raw)
+        .zip(raw.manifests)
         .map(|(d, raw)| {
-            let a = &raw["annotations"];
-            let text = |k: &str| a[k].as_str().map(str::to_owned);
-            if let Some(name) = text(CONTAINERD_NAME) {
+            let Names {
+                containerd,
+                ref_name,
+                repository,
+            } = raw.annotations;
+            if let Some(name) = containerd {
                 return Entry::Named(d, name);
             }
-            match (text(REF_NAME), text(REPOSITORY)) {
+            match (ref_name, repository) {
                 // containerd's rule (`images/archive`): a name holding any of `/:@` is a
                 // reference; anything else is a tag, of the repository the importer says.
                 (Some(name), _) if name.contains(['/', ':', '@']) => Entry::Named(d, name),
@@ -107,6 +114,36 @@ pub(super) fn entries(index_json: &[u8]) -> Result<Vec<Entry>, ImportError> {
             }
         })
         .collect())
+}
+
+#[derive(serde::Deserialize)]
+struct RawIndex {
+    #[serde(default)]
+    manifests: Vec<RawEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    #[serde(default, deserialize_with = "names")]
+    annotations: Names,
+}
+
+/// The annotations that name an entry; any other, and any that is not a string, is ignored.
+#[derive(Default)]
+struct Names {
+    containerd: Option<String>,
+    ref_name: Option<String>,
+    repository: Option<String>,
+}
+
+fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Names, D::Error> {
+    let v = <Value as serde::Deserialize>::deserialize(d)?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(Names {
+        containerd: text(CONTAINERD_NAME),
+        ref_name: text(REF_NAME),
+        repository: text(REPOSITORY),
+    })
 }
 
 #[cfg(test)]

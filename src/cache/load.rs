@@ -1,10 +1,14 @@
 //! Loading verified content from outside (`entrepot import`): files already written and
 //! checked against their digests under the cache's `tmp/`, moved into the store, then made
-//! visible in one index transaction with their manifests' types, links, tags and referrers.
+//! visible in index transactions of a bounded size with their manifests' types, links, tags and
+//! referrers, each holding whole images (a tag is written in the transaction that writes what
+//! it names).
 //!
 //! Files first, index second: a crash between the two leaves files the index does not know,
-//! which the next open hashes again and keeps as unlinked blobs, or deletes (`reconcile`). Imported content is pinned unless asked otherwise:
-//! the LRU never evicts it (`lru.rs`), though its bytes count towards `max_size`.
+//! which the next open hashes again and keeps as unlinked blobs, or deletes (`reconcile`). A
+//! crash between two parts leaves the images of the parts written, whole, and the rest not:
+//! importing again finishes it. Imported content is pinned unless asked otherwise: the LRU
+//! never evicts it (`lru.rs`), though its bytes count towards `max_size`.
 //!
 //! `entrepot import` loads through a [`Loader`]: the index and the store without the records
 //! `serve` holds in memory (about 100 bytes a digest, and a pass over every entry and link), so
@@ -12,20 +16,22 @@
 //! cache (is this digest held, what is pinned) it asks the index.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::{Batch, EntryMeta, Index, KIND_BLOB, KIND_MANIFEST, KIND_PINNED, TagEntry};
-use super::links::{Scope, scope};
+use super::links::scope;
 use super::store::BlobStore;
 use super::{CacheError, now_millis, room};
 use crate::manifest::{descriptors, referrer_of};
 use crate::reference::Digest;
 
-/// Content to load, all of it verified.
+/// Content to load, all of it verified and its files in the store: one part of an import,
+/// written in one index transaction.
 #[derive(Default)]
 pub(crate) struct Load {
-    /// Every file the import brings, each once: its digest, its verified temp file (None when
-    /// the cache already holds it), size, and whether it is a manifest (else a blob).
-    pub(crate) files: Vec<(Digest, Option<PathBuf>, u64, bool)>,
+    /// Every file the part brings, each once: its digest, size, and whether it is a manifest
+    /// (else a blob).
+    pub(crate) files: Vec<(Digest, u64, bool)>,
     /// Manifests per repository: upstream, repository, digest, media type, bytes.
     pub(crate) manifests: Vec<(String, String, Digest, String, bytes::Bytes)>,
     /// Tags: upstream, repository, tag, digest.
@@ -39,8 +45,9 @@ pub(crate) struct Loader {
     index: Index,
     store: BlobStore,
     max_size: u64,
-    /// Bytes of every entry, and of the pinned ones, when it was opened.
-    held: u64,
+    /// Bytes of every entry (counted up as parts load), and of the pinned ones when it was
+    /// opened.
+    held: AtomicU64,
     pinned: u64,
 }
 
@@ -61,7 +68,7 @@ impl Loader {
             index,
             store,
             max_size,
-            held,
+            held: AtomicU64::new(held),
             pinned,
         })
     }
@@ -92,24 +99,54 @@ impl Loader {
             .map(|size| (self.store.path(digest), size))
     }
 
-    /// A fresh temp path for content on its way in.
+    /// The temp path of `digest`'s content on its way in: one per digest, as an import copies
+    /// each digest once (the cache's lock keeps every other process out of `tmp/`).
     pub(crate) fn temp_path(&self, digest: &Digest) -> PathBuf {
-        self.store.temp_path(digest)
+        self.store.import_temp_path(digest)
+    }
+
+    /// Where the store keeps `digest`'s content (whether or not it is there).
+    pub(crate) fn store_path(&self, digest: &Digest) -> PathBuf {
+        self.store.path(digest)
     }
 
     fn entry(&self, digest: &Digest) -> Option<EntryMeta> {
         self.index.entry(digest).ok().flatten()
     }
 
-    /// Moves verified files into the store and records everything in one transaction. Returns
-    /// whether the cache is now over its bound (unpinned content loaded), which a cache opened
-    /// whole mends: it evicts at open, down to its low-water mark. Blocking.
-    pub(crate) fn load(&self, load: Load) -> Result<bool, CacheError> {
-        commit_files(&self.store, &load.files)?;
+    /// Makes the verified copies of `digests` (at [`Loader::temp_path`]) durable and moves
+    /// them into place, before any index transaction names them.
+    ///
+    /// The copies were written without a sync each: one filesystem sync makes them durable
+    /// before any is renamed into place (a name promises its content), and a second makes the
+    /// renames durable before the index records them. Two syncs per import, not two per file.
+    /// Blocking.
+    pub(crate) fn commit_copies<'d>(
+        &self,
+        digests: impl Iterator<Item = &'d Digest>,
+    ) -> Result<(), CacheError> {
+        let mut digests = digests.peekable();
+        if digests.peek().is_none() {
+            return Ok(());
+        }
+        self.store.sync()?;
+        for digest in digests {
+            self.store
+                .commit_unsynced(&self.store.import_temp_path(digest), digest)?;
+        }
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// Records one part of an import, its files already in the store, in one transaction.
+    /// An import writes its images in parts of a bounded size, so that neither it nor redb
+    /// holds the whole archive's records at once; each part holds whole images (a tag is
+    /// written with everything it names). Blocking.
+    pub(crate) fn load(&self, load: Load) -> Result<(), CacheError> {
         let now = now_millis();
         let mut batch = Batch::default();
         let mut added = 0;
-        for (digest, _, size, is_manifest) in &load.files {
+        for (digest, size, is_manifest) in &load.files {
             // As the records would: a held entry keeps its size and gains the kind.
             let kind = kind_of(load.pin, *is_manifest);
             let (size, kinds) = match self.index.entry(digest)? {
@@ -126,10 +163,17 @@ impl Loader {
             };
             batch.entries.push((digest.clone(), meta));
         }
-        add_manifests(&load.manifests, &mut batch, |_, _, _| {});
+        add_manifests(&load.manifests, &mut batch);
         batch.tags = tags_of(load.tags, now);
         self.index.write(&batch, now)?;
-        let held = self.held + added;
+        self.held.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the cache is over its bound now (unpinned content loaded), which a cache opened
+    /// whole mends: it evicts at open, down to its low-water mark. Blocking.
+    pub(crate) fn over_bound(&self) -> Result<bool, CacheError> {
+        let held = self.held.load(Ordering::Relaxed);
         let bound = room::bound_of(
             self.store.tmp_dir(),
             held,
@@ -138,27 +182,6 @@ impl Loader {
         )?;
         Ok(held > bound)
     }
-}
-
-/// Makes the verified temp files durable and moves them into place.
-///
-/// The temp files were written without a sync each: one filesystem sync makes them durable
-/// before any is renamed into place (a name promises its content), and a second makes the
-/// renames durable before the index records them. Two syncs per import, not two per file.
-fn commit_files(
-    store: &BlobStore,
-    files: &[(Digest, Option<PathBuf>, u64, bool)],
-) -> Result<(), CacheError> {
-    if files.iter().any(|(_, temp, _, _)| temp.is_some()) {
-        store.sync()?;
-        for (digest, temp, _, _) in files {
-            if let Some(temp) = temp {
-                store.commit_unsynced(temp, digest)?;
-            }
-        }
-        store.sync()?;
-    }
-    Ok(())
 }
 
 fn kind_of(pin: bool, is_manifest: bool) -> u8 {
@@ -170,18 +193,13 @@ fn kind_of(pin: bool, is_manifest: bool) -> u8 {
     }
 }
 
-/// The manifests' types, links and referrers into `batch`; `link` is told of each link.
-fn add_manifests(
-    manifests: &[(String, String, Digest, String, bytes::Bytes)],
-    batch: &mut Batch,
-    mut link: impl FnMut(&Digest, &Scope, Option<u64>),
-) {
+/// The manifests' types, links and referrers into `batch`.
+fn add_manifests(manifests: &[(String, String, Digest, String, bytes::Bytes)], batch: &mut Batch) {
     for (upstream, repo, digest, media_type, bytes) in manifests {
         let scope = scope(upstream, repo);
         let listed =
             std::iter::once((digest.clone(), Some(bytes.len() as u64))).chain(descriptors(bytes));
         for (d, size) in listed {
-            link(&d, &scope, size);
             batch.links.push((d, scope.as_str().to_owned(), size));
         }
         batch.manifests.push((

@@ -99,6 +99,12 @@ impl BlobStore {
             .join(format!("{}-{}-{n}", digest.hex(), std::process::id()))
     }
 
+    /// The one temp path `import` gives `digest`'s content (it copies each digest once).
+    pub(super) fn import_temp_path(&self, digest: &Digest) -> PathBuf {
+        self.tmp
+            .join(format!("{}-{}-import", digest.hex(), std::process::id()))
+    }
+
     /// Moves a verified, fsynced temp file into place under its digest name, and makes the rename
     /// durable. Blocking: call from a blocking context.
     pub(super) fn commit(&self, temp: &Path, digest: &Digest) -> io::Result<()> {

@@ -176,8 +176,9 @@ impl Staging<'_> {
         let temp = self.cache.temp_path(&digest);
         // Recorded first, so a failed write is cleaned up.
         let staged = Staged {
-            temp: Some(temp.clone()),
             size: bytes.len() as u64,
+            copied: true,
+            used: false,
         };
         self.files.insert(digest.clone(), staged);
         // Synced with every other staged file at load (`Loader::load`).

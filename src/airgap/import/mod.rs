@@ -5,9 +5,14 @@
 //! against its name while it is copied under the cache's `tmp/` (content the cache already holds
 //! is hashed too, and not copied); then every named image is walked from its root, and each
 //! manifest and blob it lists must be in the archive or already in the cache, with the size its
-//! descriptor gives. Only then are the files moved into the store and recorded in one index
-//! transaction (`Loader::load`). A flipped byte anywhere, a missing blob, an unreadable manifest:
-//! nothing is loaded, and the temp files go. Whether it fits is checked first, from the sizes alone.
+//! descriptor gives. Only then are the files moved into the store and recorded, in index
+//! transactions of whole images of a few thousand files each (`Loader::load`). A flipped byte
+//! anywhere, a missing blob, an unreadable manifest: nothing is loaded, and the temp files go.
+//! Whether it fits is checked first, from the sizes alone.
+//!
+//! Memory follows the archive's count of files (about 60 bytes each, `Staging`), not its
+//! bytes nor its manifests: each image is walked again, from the store, when its part is
+//! written.
 //!
 //! Reads its own archives, `skopeo copy ... oci-archive:` archives and `oci:` directories, and
 //! `docker save` archives that carry an OCI layout (Docker 25 and later).
@@ -90,8 +95,8 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
             let wanted = docker_save::files(&saved);
             let sizes = wanted
                 .iter()
-                .filter_map(|p| survey.sizes.get(p))
-                .map(|s| (None, *s));
+                .filter_map(|p| survey.size_at(p))
+                .map(|s| (None, s));
             fits(cache, sizes, !opts.unpinned).map_err(fail)?;
             let mut roots = Vec::new();
             for (descriptor, name) in staged.stage_saved(source, &saved).map_err(fail)? {
@@ -105,9 +110,11 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     if roots.is_empty() {
         return Err(fail(ImportError::NamesNoImage));
     }
-    let mut load = load_of(&staged, &roots, !opts.unpinned).map_err(fail)?;
+    let pin = !opts.unpinned;
+    staged.mark(images_of(&roots)).map_err(fail)?;
+    let mut roots = roots;
     if !keys.is_empty() {
-        let unsigned = signed::unsigned(&staged, &roots, &load, &keys);
+        let unsigned = signed::unsigned(&staged, &roots, &keys);
         if let Some((_, image, why)) = unsigned.first()
             && !opts.skip_unsigned
         {
@@ -121,24 +128,23 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
             for (_, image, why) in &unsigned {
                 eprintln!("left out {image}: {why}");
             }
-            let kept = signed::without(roots, &unsigned);
-            if kept.is_empty() {
+            roots = signed::without(roots, &unsigned);
+            if roots.is_empty() {
                 return Err(fail(ImportError::NamesNoImage));
             }
-            load = load_of(&staged, &kept, !opts.unpinned).map_err(fail)?;
+            staged.unmark();
+            staged.mark(images_of(&roots)).map_err(fail)?;
         }
     }
     // Exactly what will be pinned, now that it is known: never past max_size.
-    let files = load.files.iter().map(|f| (Some(&f.0), f.2));
-    fits(cache, files, !opts.unpinned).map_err(fail)?;
-    let images = load.tags.len();
-    let loaded: u64 = load
-        .files
-        .iter()
-        .filter(|f| f.1.is_some())
-        .map(|f| f.2)
-        .sum();
-    let over = cache.load(load).map_err(|e| fail(e.into()))?;
+    let files = staged.used().map(|(d, size, _)| (Some(d), size));
+    fits(cache, files, pin).map_err(fail)?;
+    let loaded: u64 = staged.used().filter(|f| f.2).map(|f| f.1).sum();
+    let copies = staged.used().filter(|f| f.2).map(|f| f.0);
+    cache.commit_copies(copies).map_err(|e| fail(e.into()))?;
+    staged.moved = true;
+    let images = load_parts(&staged, &roots, pin).map_err(fail)?;
+    let over = cache.over_bound().map_err(|e| fail(e.into()))?;
     eprintln!(
         "imported {images} images from {}: {} new, {} already held{}",
         source.display(),
@@ -156,59 +162,89 @@ pub fn import(config: &Config, opts: ImportOptions) -> Result<(), CommandError> 
     Ok(())
 }
 
-/// What to load for these images, each walked from its root: every file once (one digest
-/// can be both a blob and a manifest), every manifest once under each repository, every tag.
-/// A root named many times is walked once, and a manifest's bytes are held once however many
-/// names list it, so memory follows the archive's distinct content, not its names.
-fn load_of(staged: &Staging, roots: &[Root], pin: bool) -> Result<Load, ImportError> {
-    let mut load = Load {
-        pin,
-        ..Load::default()
-    };
-    // Each file once; one digest can be both a blob and a manifest.
-    let mut files: HashMap<Digest, usize> = HashMap::new();
-    let mut walks: HashMap<Digest, std::rc::Rc<staging::Walked>> = HashMap::new();
-    let mut listed: std::collections::HashSet<(String, String, Digest)> = Default::default();
-    for (root, up, repo, tag) in roots {
-        let walked = match walks.get(&root.digest) {
-            Some(w) => w.clone(),
-            None => {
-                let image = match tag {
-                    Some(t) => format!("{up}/{repo}:{t}"),
-                    None => format!("{up}/{repo}@{}", root.digest),
-                };
-                let w = std::rc::Rc::new(staged.walk(root).map_err(|e| e.of_image(image))?);
-                walks.insert(root.digest.clone(), w.clone());
-                w
-            }
+/// Files an index transaction of an import holds at most (whole images: one image's files
+/// may take a part past it). Memory for a part's records and redb's pages of its transaction
+/// stay a few MiB, and an import's fsyncs are one per part.
+const PART_FILES: usize = 4096;
+
+/// Each root with the name errors give it.
+fn images_of(roots: &[Root]) -> impl Iterator<Item = (&Descriptor, String)> {
+    roots.iter().map(|(root, up, repo, tag)| {
+        let image = match tag {
+            Some(t) => format!("{up}/{repo}:{t}"),
+            None => format!("{up}/{repo}@{}", root.digest),
         };
-        for (d, size, is_manifest) in walked.files.iter().cloned() {
-            match files.get(&d) {
-                Some(&i) => load.files[i].3 |= is_manifest,
+        (root, image)
+    })
+}
+
+/// Records these images, each walked from its root again (their files are in the store now),
+/// in parts of about [`PART_FILES`] files: in each, every file once (one digest can be both a
+/// blob and a manifest), every manifest once under each repository, every tag. Returns how many
+/// tags were written.
+fn load_parts(staged: &Staging, roots: &[Root], pin: bool) -> Result<usize, ImportError> {
+    let mut tags = 0;
+    let mut part = Part::new(pin);
+    for ((root, up, repo, tag), (_, image)) in roots.iter().zip(images_of(roots)) {
+        let walked = staged.walk(root).map_err(|e| e.of_image(image))?;
+        part.add(walked, up, repo);
+        if let Some(tag) = tag {
+            part.load
+                .tags
+                .push((up.clone(), repo.clone(), tag.clone(), root.digest.clone()));
+            tags += 1;
+        }
+        if part.load.files.len() >= PART_FILES {
+            let full = std::mem::replace(&mut part, Part::new(pin));
+            staged.cache.load(full.load)?;
+        }
+    }
+    if !part.load.files.is_empty() || !part.load.tags.is_empty() {
+        staged.cache.load(part.load)?;
+    }
+    Ok(tags)
+}
+
+/// One index transaction's worth of images, each file and manifest once.
+struct Part {
+    load: Load,
+    files: HashMap<Digest, usize>,
+    listed: std::collections::HashSet<(String, String, Digest)>,
+}
+
+impl Part {
+    fn new(pin: bool) -> Part {
+        Part {
+            load: Load {
+                pin,
+                ..Load::default()
+            },
+            files: HashMap::new(),
+            listed: Default::default(),
+        }
+    }
+
+    fn add(&mut self, walked: staging::Walked, up: &str, repo: &str) {
+        for (d, size, is_manifest) in walked.files {
+            match self.files.get(&d) {
+                Some(&i) => self.load.files[i].2 |= is_manifest,
                 None => {
-                    files.insert(d.clone(), load.files.len());
-                    let temp = staged.files.get(&d).and_then(|f| f.temp.clone());
-                    load.files.push((d, temp, size, is_manifest));
+                    self.files.insert(d.clone(), self.load.files.len());
+                    self.load.files.push((d, size, is_manifest));
                 }
             }
         }
-        for (d, media_type, bytes) in &walked.manifests {
-            if listed.insert((up.clone(), repo.clone(), d.clone())) {
-                load.manifests.push((
-                    up.clone(),
-                    repo.clone(),
-                    d.clone(),
-                    media_type.clone(),
-                    bytes.clone(),
-                ));
+        for (d, media_type, bytes) in walked.manifests {
+            if self
+                .listed
+                .insert((up.to_owned(), repo.to_owned(), d.clone()))
+            {
+                self.load
+                    .manifests
+                    .push((up.to_owned(), repo.to_owned(), d, media_type, bytes));
             }
         }
-        if let Some(tag) = tag {
-            load.tags
-                .push((up.clone(), repo.clone(), tag.clone(), root.digest.clone()));
-        }
     }
-    Ok(load)
 }
 
 /// An image to load: its root manifest, upstream, repository, and tag (if named by one).
@@ -377,12 +413,22 @@ fn fits<'d>(
 }
 
 /// What a source holds, from its headers: `index.json` (or a `docker save` archive's
-/// `manifest.json`), each blob's size, and each regular file's size by path.
+/// `manifest.json`), each blob's size, and each other regular file's size by path.
 struct Survey {
     index_json: Option<Vec<u8>>,
     docker_manifest: Option<Vec<u8>>,
     blobs: HashMap<Digest, u64>,
     sizes: HashMap<String, u64>,
+}
+
+impl Survey {
+    /// The size of the regular file at `path` in a tar archive.
+    fn size_at(&self, path: &str) -> Option<u64> {
+        match layout::blob_at(path) {
+            Some(d) => self.blobs.get(&d).copied(),
+            None => self.sizes.get(path).copied(),
+        }
+    }
 }
 
 fn survey(source: &Path) -> Result<Survey, ImportError> {
@@ -419,7 +465,12 @@ fn survey(source: &Path) -> Result<Survey, ImportError> {
             return Ok(());
         }
         // Staging reads the first copy of a path: a second would hide its size from this survey.
-        if s.sizes.insert(path.to_owned(), entry.size()).is_some() {
+        // A blob's size is kept by digest alone (an archive's paths are mostly blobs').
+        let again = match layout::blob_at(path) {
+            Some(d) => s.blobs.insert(d, entry.size()).is_some(),
+            None => s.sizes.insert(path.to_owned(), entry.size()).is_some(),
+        };
+        if again {
             return Err(ImportError::DuplicateEntry(path.to_owned()));
         }
         let mut small = || -> Result<Vec<u8>, ImportError> {
@@ -434,8 +485,6 @@ fn survey(source: &Path) -> Result<Survey, ImportError> {
             s.index_json = Some(small()?);
         } else if path == "manifest.json" {
             s.docker_manifest = Some(small()?);
-        } else if let Some(d) = layout::blob_at(path) {
-            s.blobs.insert(d, entry.size());
         }
         Ok(())
     })?;

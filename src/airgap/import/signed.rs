@@ -6,27 +6,29 @@ use std::collections::HashMap;
 
 use super::Root;
 use super::staging::Staging;
-use crate::cache::Load;
 use crate::cosign::{self, Keys, Unsigned, is_cosign_tag};
+use crate::media_type::manifest_media_type;
 use crate::reference::Digest;
 
 /// The images among `roots` without a valid signature: the root's index, its name, and why.
-/// Signatures themselves (cosign's tags, referrers) are not images that need one.
+/// Signatures themselves (cosign's tags, referrers) are not images that need one. Manifests
+/// are read from the staged copies when needed, not held.
 pub(super) fn unsigned(
     staged: &Staging,
     roots: &[Root],
-    load: &Load,
     keys: &Keys,
 ) -> Vec<(usize, String, Unsigned)> {
-    let manifests: HashMap<&Digest, (&str, &[u8])> = load
-        .manifests
-        .iter()
-        .map(|(_, _, d, media_type, bytes)| (d, (media_type.as_str(), bytes.as_ref())))
-        .collect();
-    let subject_of = |d: &Digest| {
-        let (media_type, bytes) = manifests.get(d)?;
-        crate::manifest::referrer_of(d, media_type, bytes).map(|(s, _)| s)
-    };
+    // Each root's subject, when it is a referrer: read once per root.
+    let mut subjects: HashMap<&Digest, Option<Digest>> = HashMap::new();
+    for (root, ..) in roots {
+        subjects.entry(&root.digest).or_insert_with(|| {
+            let bytes = staged.read(&root.digest).ok()?;
+            let media_type = manifest_media_type(root.media_type.as_deref(), &bytes).ok()?;
+            crate::manifest::referrer_of(&root.digest, &media_type.to_string(), &bytes)
+                .map(|(s, _)| s)
+        });
+    }
+    let subject_of = |d: &Digest| subjects.get(d).cloned().flatten();
     let mut out = Vec::new();
     for (i, (root, up, repo, tag)) in roots.iter().enumerate() {
         let image = &root.digest;
@@ -34,15 +36,16 @@ pub(super) fn unsigned(
             continue;
         }
         let sig_tag = cosign::signature_tag(image);
-        let candidates: Vec<&[u8]> = roots
+        let candidates: Vec<Vec<u8>> = roots
             .iter()
             .filter(|(_, u, r, _)| u == up && r == repo)
             .filter(|(d, _, _, t)| {
                 t.as_deref() == Some(sig_tag.as_str())
                     || subject_of(&d.digest).as_ref() == Some(image)
             })
-            .filter_map(|(d, ..)| manifests.get(&d.digest).map(|(_, b)| *b))
+            .filter_map(|(d, ..)| staged.read(&d.digest).ok())
             .collect();
+        let candidates: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
         let payload = |d: &Digest| staged.read(d).ok();
         if let Err(why) = cosign::verify(keys, image, &candidates, payload) {
             let name = match tag {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{ImportError, MAX_MANIFEST, Survey, each_entry};
 use crate::airgap::layout;
@@ -14,25 +14,29 @@ use crate::manifest::{Descriptor, Listing};
 use crate::media_type::manifest_media_type;
 use crate::reference::{Digest, Hasher};
 
-/// A blob read from the source and checked: where its verified copy is (None when the cache
-/// already holds it), and its size.
+/// A file an import knows, checked: its size, whether it has a verified copy (at
+/// `Loader::temp_path`, else the cache held it already), and whether an image being loaded
+/// lists it. About 60 bytes a digest, whatever the archive's size.
 pub(super) struct Staged {
-    pub(super) temp: Option<PathBuf>,
     pub(super) size: u64,
+    pub(super) copied: bool,
+    pub(super) used: bool,
 }
 
-/// The verified copies, removed on drop unless loaded (a loaded copy has been moved away).
+/// The verified copies, removed on drop unless moved into the store.
 pub(super) struct Staging<'a> {
     pub(super) cache: &'a Loader,
     pub(super) files: HashMap<Digest, Staged>,
     pub(super) held_bytes: u64,
+    /// The used copies have been moved into the store (`Loader::commit_copies`).
+    pub(super) moved: bool,
 }
 
 impl Drop for Staging<'_> {
     fn drop(&mut self) {
-        for f in self.files.values() {
-            if let Some(t) = &f.temp {
-                let _ = std::fs::remove_file(t);
+        for (d, f) in &self.files {
+            if f.copied && !(self.moved && f.used) {
+                let _ = std::fs::remove_file(self.cache.temp_path(d));
             }
         }
     }
@@ -51,12 +55,14 @@ impl<'a> Staging<'a> {
             cache,
             files: HashMap::new(),
             held_bytes: 0,
+            moved: false,
         }
     }
 
     /// Reads every blob of the source, checking it against its name.
     pub(super) fn stage(&mut self, source: &Path, survey: &Survey) -> Result<(), ImportError> {
         let total = survey.blobs.values().sum();
+        self.files.reserve(survey.blobs.len());
         let progress = Progress::new(total, "bytes");
         let bar = progress.overall().clone();
         if source.is_dir() {
@@ -93,8 +99,9 @@ impl<'a> Staging<'a> {
         let temp = (!held).then(|| self.cache.temp_path(digest));
         // Recorded before the first write, so a failure removes the partial copy.
         let staged = Staged {
-            temp: temp.clone(),
             size: 0,
+            copied: !held,
+            used: false,
         };
         self.files.insert(digest.clone(), staged);
         let (actual, size) =
@@ -110,7 +117,9 @@ impl<'a> Staging<'a> {
         if held {
             self.held_bytes += size;
         }
-        self.files.insert(digest.clone(), Staged { temp, size });
+        if let Some(f) = self.files.get_mut(digest) {
+            f.size = size;
+        }
         Ok(())
     }
 
@@ -121,6 +130,7 @@ impl<'a> Staging<'a> {
         from: impl Read,
         bar: &indicatif::ProgressBar,
     ) -> Result<(Digest, u64), ImportError> {
+        // Each copy goes here first, then to its digest's temp path once its digest is known.
         let temp = self.cache.temp_path(&Digest::sha256_of(b"unnamed"));
         let copied = copy_hashed(from, Some(&temp), crate::reference::Algorithm::Sha256, bar);
         let (digest, size) = match copied {
@@ -134,13 +144,22 @@ impl<'a> Staging<'a> {
             let _ = std::fs::remove_file(&temp);
             if !self.files.contains_key(&digest) {
                 self.held_bytes += size;
-                self.files
-                    .insert(digest.clone(), Staged { temp: None, size });
+                let staged = Staged {
+                    size,
+                    copied: false,
+                    used: false,
+                };
+                self.files.insert(digest.clone(), staged);
             }
         } else {
+            if let Err(e) = std::fs::rename(&temp, self.cache.temp_path(&digest)) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(ImportError::Tmp(e));
+            }
             let staged = Staged {
-                temp: Some(temp),
                 size,
+                copied: true,
+                used: false,
             };
             self.files.insert(digest.clone(), staged);
         }
@@ -155,11 +174,12 @@ impl<'a> Staging<'a> {
         }
     }
 
-    /// A verified manifest's bytes, from the source or the cache.
+    /// A verified manifest's bytes, from its copy, the store, or the cache.
     pub(super) fn read(&self, d: &Digest) -> Result<Vec<u8>, ImportError> {
-        let path = match self.files.get(d).and_then(|f| f.temp.clone()) {
-            Some(p) => p,
-            None => self
+        let path = match self.files.get(d) {
+            Some(f) if f.copied && !(self.moved && f.used) => self.cache.temp_path(d),
+            Some(f) if f.copied => self.cache.store_path(d),
+            _ => self
                 .cache
                 .stored_file(d)
                 .map(|(p, _)| p)
@@ -176,6 +196,46 @@ impl<'a> Staging<'a> {
             return Err(ImportError::ManifestTooLarge(d.clone()));
         }
         Ok(bytes)
+    }
+
+    /// Checks each image from its root (each root once) and marks what they list as used: the
+    /// files to move into the store and count against `max_size`. A file the cache holds that
+    /// the source does not is recorded here too, so that it counts once.
+    pub(super) fn mark<'r>(
+        &mut self,
+        roots: impl Iterator<Item = (&'r Descriptor, String)>,
+    ) -> Result<(), ImportError> {
+        let mut walked = HashSet::new();
+        for (root, image) in roots {
+            if !walked.insert(root.digest.clone()) {
+                continue;
+            }
+            let w = self.walk(root).map_err(|e| e.of_image(image))?;
+            for (d, size, _) in w.files {
+                let f = self.files.entry(d).or_insert(Staged {
+                    size,
+                    copied: false,
+                    used: false,
+                });
+                f.used = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets which files are used, for [`Staging::mark`] over fewer images.
+    pub(super) fn unmark(&mut self) {
+        for f in self.files.values_mut() {
+            f.used = false;
+        }
+    }
+
+    /// The files images use: digest, size, whether it was copied (new to the cache).
+    pub(super) fn used(&self) -> impl Iterator<Item = (&Digest, u64, bool)> {
+        self.files
+            .iter()
+            .filter(|(_, f)| f.used)
+            .map(|(d, f)| (d, f.size, f.copied))
     }
 
     /// Checks an image from its root: each manifest and blob it lists must be here (in the
