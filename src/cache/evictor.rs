@@ -3,9 +3,10 @@
 //!
 //! Once stored, reserved and deleting bytes pass the high-water mark (95% of the bound), the
 //! first reservation to see it wakes the task and goes on. The task chooses its victims in one
-//! pass under the lock (`Lru::evict_to`: they leave the in-memory view at once, their bytes
-//! counted as `deleting`), then, a batch at a time on the blocking pool, removes them from the
-//! index and deletes their files, giving their bytes back after each batch. A reservation that
+//! pass over the entries, in steps that each hold the lock for about a millisecond
+//! (`VictimScan`); then, a batch at a time, they leave the in-memory view (their bytes counted
+//! as `deleting`; one used since it was chosen stays), and on the blocking pool it removes them
+//! from the index and deletes their files, giving their bytes back after each batch. A reservation that
 //! would pass the bound itself waits for those batches, not for the whole eviction; it fails with
 //! `NoRoom` only when an eviction that began after it asked found nothing more to evict (fills in
 //! flight alone would pass the bound).
@@ -25,6 +26,9 @@ use super::{Cache, CacheError, blocking};
 /// At 100k tiny entries, with eviction all the time, 1,024 made the longest wait of a cold fill
 /// 267 ms and 128 made it 211 ms (throughput 113 -> 96 fills/s: `scripts/bench.sh scale`).
 const BATCH: usize = 128;
+
+/// Slots the victim scan looks at per hold of the cache's lock: about a millisecond's work.
+pub(super) const SCAN_STEP: usize = 8192;
 
 /// How long a waiting reservation sleeps before it looks again, should a wake-up be missed.
 const RECHECK: Duration = Duration::from_millis(250);
@@ -83,34 +87,34 @@ impl Cache {
     }
 
     /// Evicts least-recently-used entries down to `target(state)` stored bytes: victims chosen
-    /// under the lock, then removed from the index and deleted a batch at a time on the
-    /// blocking pool, their bytes given back after each batch. Run by one eviction at a time
-    /// (the caller holds `evicting`).
+    /// by a scan in steps of [`SCAN_STEP`] slots, the lock let go between them; then a batch
+    /// at a time, each victim leaves the view (unless used since it was chosen), is removed from
+    /// the index and its file deleted on the blocking pool, and its bytes are given back. Run by
+    /// one eviction at a time (the caller holds `evicting`).
     pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
-        let victims = {
-            let mut s = self.lock();
+        let (mut scan, target) = {
+            let s = self.lock();
             let target = target(&s);
-            s.evict_to(target, 0)
+            match s.lru.scan_for_victims(target, 0) {
+                Some(scan) => (scan, target),
+                None => return Ok(()),
+            }
         };
-        if victims.is_empty() {
-            return Ok(());
+        while !self.lock().lru.scan_step(&mut scan, SCAN_STEP) {
+            tokio::task::yield_now().await;
         }
-        self.publish_size();
         let mut first_error = None;
-        for batch in victims.chunks(BATCH) {
-            let freed: u64 = batch.iter().map(|(_, m)| m.size).sum();
-            // What a client fetched again since it was chosen stays (index entry and file).
-            let batch: Vec<_> = {
-                let s = self.lock();
-                batch
-                    .iter()
-                    .filter(|(d, _)| !s.lru.holds(d))
-                    .cloned()
-                    .collect()
-            };
+        for batch in scan.chosen().chunks(BATCH) {
+            let victims = self.lock().take_victims(batch, target);
+            if victims.is_empty() {
+                continue;
+            }
+            self.publish_size();
+            let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
             let (store, index, metrics) =
                 (self.store.clone(), self.index.clone(), self.metrics.clone());
-            let removed = blocking(move || remove_victims(&store, &index, &metrics, &batch)).await;
+            let removed =
+                blocking(move || remove_victims(&store, &index, &metrics, &victims)).await;
             self.lock().lru.deleting -= freed;
             self.evictor.freed.notify_waiters();
             if let Err(e) = removed {

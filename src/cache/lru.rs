@@ -48,6 +48,17 @@ impl State {
         victims
     }
 
+    /// Takes victims as [`Lru::take_victims`] does, and forgets the links of what went.
+    pub(super) fn take_victims(
+        &mut self,
+        chosen: &[(u64, Digest)],
+        target: u64,
+    ) -> Vec<(Digest, EntryMeta)> {
+        let victims = self.lru.take_victims(chosen, target);
+        self.forget_links(&victims);
+        victims
+    }
+
     fn forget_links(&mut self, victims: &[(Digest, EntryMeta)]) {
         for (d, _) in victims {
             self.forget_links_of(d);
@@ -286,53 +297,113 @@ impl Lru {
     /// Removes least-recently-used entries until the stored bytes are at most `target`; only
     /// does anything if they are above `trigger` (0: always). Returns what was removed, oldest
     /// first; their bytes count as `deleting` until the caller has deleted the files. Pinned
-    /// entries (imported) are never chosen.
-    ///
-    /// One pass over the entries, keeping a heap of the oldest ones whose sizes add up to what
-    /// must go: no copy nor sort of every entry, and only the victims' digests are cloned.
+    /// entries (imported) are never chosen. One [`VictimScan`] over every entry at once: for
+    /// start-up and tests; `serve` scans in steps, letting go of the lock between them.
     pub(super) fn evict_to(&mut self, target: u64, trigger: u64) -> Vec<(Digest, EntryMeta)> {
-        if self.committed <= trigger.max(target) {
+        let Some(mut scan) = self.scan_for_victims(target, trigger) else {
             return Vec::new();
-        }
-        let need = self.committed - target;
-        let chosen: Vec<Digest> = {
-            // Newest on top: it is the first to leave the heap when the rest cover `need`.
-            let mut heap: BinaryHeap<(u64, &Digest, u64)> = BinaryHeap::new();
-            let mut sum = 0u64;
-            for (d, m) in self.held() {
-                if m.kinds & KIND_PINNED != 0 {
-                    continue;
-                }
-                if sum >= need
-                    && heap
-                        .peek()
-                        .is_some_and(|top| (m.last_access_ms, d) >= (top.0, top.1))
-                {
-                    continue;
-                }
-                heap.push((m.last_access_ms, d, m.size));
-                sum += m.size;
-                while let Some(&(_, _, size)) = heap.peek() {
-                    if sum - size < need {
-                        break;
-                    }
-                    sum -= size;
-                    heap.pop();
-                }
-            }
-            heap.into_sorted_vec()
-                .into_iter()
-                .map(|(_, d, _)| d.clone())
-                .collect()
         };
+        self.scan_step(&mut scan, usize::MAX);
+        let chosen = scan.chosen();
+        self.take_victims(&chosen, target)
+    }
+
+    /// A scan for the entries to evict so that the stored bytes come down to `target`, if they
+    /// are above `trigger` and `target`.
+    pub(super) fn scan_for_victims(&self, target: u64, trigger: u64) -> Option<VictimScan> {
+        if self.committed <= trigger.max(target) {
+            return None;
+        }
+        Some(VictimScan {
+            need: self.committed - target,
+            next: 0,
+            sum: 0,
+            heap: BinaryHeap::new(),
+        })
+    }
+
+    /// Scans up to `slots` more slots; true once every slot has been looked at (slots made
+    /// since the scan began too: they hold the newest entries, which are never chosen before
+    /// older ones).
+    pub(super) fn scan_step(&self, scan: &mut VictimScan, slots: usize) -> bool {
+        let end = scan
+            .next
+            .saturating_add(slots)
+            .min(self.records.slot_count());
+        for (d, r) in self.records.in_slots(scan.next, end) {
+            let Some(m) = r.held() else { continue };
+            if m.kinds & KIND_PINNED != 0 {
+                continue;
+            }
+            if scan.sum >= scan.need
+                && scan
+                    .heap
+                    .peek()
+                    .is_some_and(|top| (m.last_access_ms, d) >= (top.0, &top.1))
+            {
+                continue;
+            }
+            scan.heap.push((m.last_access_ms, d.clone(), m.size));
+            scan.sum += m.size;
+            while let Some(&(_, _, size)) = scan.heap.peek() {
+                if scan.sum - size < scan.need {
+                    break;
+                }
+                scan.sum -= size;
+                scan.heap.pop();
+            }
+        }
+        scan.next = end;
+        end >= self.records.slot_count()
+    }
+
+    /// Removes `chosen` entries (oldest first) from the view until the stored bytes are at
+    /// most `target`, and returns them: each only if it is still held as it was when chosen
+    /// (one used since is not least recent any more). Their bytes count as `deleting`.
+    pub(super) fn take_victims(
+        &mut self,
+        chosen: &[(u64, Digest)],
+        target: u64,
+    ) -> Vec<(Digest, EntryMeta)> {
         let mut victims = Vec::with_capacity(chosen.len());
-        for d in chosen {
-            if let Some(m) = self.forget(&d) {
+        for (last_use, d) in chosen {
+            if self.committed <= target {
+                break;
+            }
+            if self.get(d).is_none_or(|m| m.last_access_ms != *last_use) {
+                continue;
+            }
+            if let Some(m) = self.forget(d) {
                 self.deleting += m.size;
-                victims.push((d, m));
+                victims.push((d.clone(), m));
             }
         }
         victims
+    }
+}
+
+/// A pass over the entries, in steps, choosing the least recently used whose sizes add up to
+/// what must go: a heap of the oldest seen so far, newest on top (the first to leave once the
+/// rest cover the need). No copy nor sort of every entry; only the chosen digests are cloned.
+/// Between steps the cache's lock is let go: at a million entries the whole pass takes a few
+/// hundred milliseconds, which no request may wait for.
+pub(super) struct VictimScan {
+    need: u64,
+    /// The next slot to look at.
+    next: usize,
+    /// Bytes of the entries in the heap.
+    sum: u64,
+    heap: BinaryHeap<(u64, Digest, u64)>,
+}
+
+impl VictimScan {
+    /// What the scan chose, oldest first: each entry's last use when seen, and its digest.
+    pub(super) fn chosen(self) -> Vec<(u64, Digest)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(t, d, _)| (t, d))
+            .collect()
     }
 }
 
@@ -475,6 +546,58 @@ mod tests {
             assert_eq!(gone, expected, "round {round}");
             assert_eq!(s.committed, left);
         }
+    }
+
+    /// A scan in steps chooses what one pass would; an entry used between two steps, or gone,
+    /// is not evicted; the rest still come down to the target.
+    #[test]
+    fn a_scan_in_steps_chooses_as_one_pass_and_spares_what_was_used_meanwhile() {
+        let fill = || {
+            let mut s = Lru::default();
+            for i in 0..100u8 {
+                let meta = EntryMeta {
+                    size: 10,
+                    last_access_ms: u64::from(i) + 1,
+                    kinds: KIND_BLOB,
+                };
+                s.insert_found(Digest::sha256_of(&[i]), meta);
+            }
+            s
+        };
+        let mut one = fill();
+        let whole: Vec<Digest> = one.evict_to(700, 0).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(whole.len(), 30);
+
+        let s = fill();
+        let mut scan = s.scan_for_victims(700, 0).unwrap();
+        let mut steps = 1;
+        while !s.scan_step(&mut scan, 7) {
+            steps += 1;
+        }
+        assert!(steps > 10);
+        let chosen = scan.chosen();
+        let in_order: Vec<Digest> = chosen.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(in_order, whole, "the same victims, oldest first");
+
+        // Between choosing and taking, the oldest is used again and the second removed.
+        let mut s = fill();
+        let mut scan = s.scan_for_victims(700, 0).unwrap();
+        while !s.scan_step(&mut scan, 7) {}
+        let chosen = scan.chosen();
+        s.touch(&Digest::sha256_of(&[0]));
+        s.set_last_use(&Digest::sha256_of(&[0]), 1_000);
+        s.forget(&Digest::sha256_of(&[1]));
+        let gone: Vec<Digest> = s
+            .take_victims(&chosen, 700)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert!(
+            s.holds(&Digest::sha256_of(&[0])),
+            "used since it was chosen"
+        );
+        assert_eq!(gone, whole[2..].to_vec());
+        assert_eq!(s.deleting, 280);
     }
 
     #[test]

@@ -132,6 +132,18 @@ impl<V> Records<V> {
             .filter_map(|s| s.as_ref().map(|(d, v)| (d, v)))
     }
 
+    /// How many slots there are, filled or free: slot numbers are below it.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The records in slots `from..to` (within [`Records::slot_count`]), with their digests.
+    pub(super) fn in_slots(&self, from: usize, to: usize) -> impl Iterator<Item = (&Digest, &V)> {
+        self.slots[from.min(to)..to.min(self.slots.len())]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(d, v)| (d, v)))
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.table.len()

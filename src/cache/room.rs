@@ -157,10 +157,23 @@ impl Cache {
             tracing::warn!(error = %e, "could not measure the cache's filesystem");
             return false;
         }
-        let victims = {
-            let mut s = self.lock();
+        // Chosen in steps, as the background eviction chooses (`evictor.rs`): requests go on
+        // between them.
+        let (scan, target) = {
+            let s = self.lock();
             let target = self.low_watermark().saturating_sub(s.lru.reserved);
-            s.evict_to(target, 0)
+            (s.lru.scan_for_victims(target, 0), target)
+        };
+        let victims = match scan {
+            Some(mut scan) => {
+                while !self
+                    .lock()
+                    .lru
+                    .scan_step(&mut scan, super::evictor::SCAN_STEP)
+                {}
+                self.lock().take_victims(&scan.chosen(), target)
+            }
+            None => Vec::new(),
         };
         let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
         let removed = remove_victims(&self.store, &self.index, &self.metrics, &victims);
