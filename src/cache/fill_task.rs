@@ -22,7 +22,7 @@ use super::fills::{FillPermit, Progress};
 use super::index::{Batch, KIND_BLOB};
 use super::links::scope;
 use super::source::FillSource;
-use super::{Cache, CacheError, Fill, blocking, now_millis};
+use super::{Cache, CacheError, Fill, blocking};
 use crate::metrics::Content;
 use crate::reference::{Hasher, RepoName};
 use crate::upstream::{Upstream, UpstreamError};
@@ -255,7 +255,8 @@ impl Cache {
         self.forget_fill(fill);
         // The file is verified and in place; if the index write fails, the next start forgets
         // the file, which costs a refetch and nothing else.
-        // One transaction (one commit, one fsync) for the entry, its link and the repository.
+        // One transaction (one commit, one fsync, shared with the fills that end beside it:
+        // `commits.rs`) for the entry, its link and the repository.
         let batch = Batch {
             entries: vec![(digest.clone(), meta)],
             links: new_link
@@ -265,9 +266,7 @@ impl Cache {
             repos: vec![(up.name.clone(), repo.to_string())],
             ..Batch::default()
         };
-        let recorded = self
-            .with_index(move |ix| ix.write(&batch, now_millis()))
-            .await;
+        let recorded = self.commits.write(&self.index, batch).await;
         if let Err(e) = recorded {
             tracing::error!(%digest, error = %e, "could not record a stored blob in the index");
         }

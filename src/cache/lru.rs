@@ -343,8 +343,26 @@ pub(super) fn remove_victims(
     if victims.is_empty() {
         return Ok(());
     }
-    let kinds: Vec<(&Digest, u8)> = victims.iter().map(|(d, m)| (d, m.kinds)).collect();
+    let kinds = kinds_of(victims);
     let indexed = index.remove_entries_of(&kinds);
+    delete_evicted_files(store, metrics, victims)?;
+    if indexed.is_err() {
+        index.remove_entries_of(&kinds)?;
+    }
+    Ok(())
+}
+
+/// Each victim's digest and kinds, as the index's removals take them.
+pub(super) fn kinds_of(victims: &[(Digest, EntryMeta)]) -> Vec<(&Digest, u8)> {
+    victims.iter().map(|(d, m)| (d, m.kinds)).collect()
+}
+
+/// Deletes evicted entries' files (already gone from the index), counting each. Blocking.
+pub(super) fn delete_evicted_files(
+    store: &BlobStore,
+    metrics: &Metrics,
+    victims: &[(Digest, EntryMeta)],
+) -> Result<(), CacheError> {
     for (d, meta) in victims {
         let kind = if meta.kinds & KIND_BLOB != 0 {
             Content::Blob
@@ -354,9 +372,6 @@ pub(super) fn remove_victims(
         metrics.evicted(kind, meta.size);
         tracing::debug!(digest = %d, size = meta.size, "evicted");
         store.remove(d)?;
-    }
-    if indexed.is_err() {
-        index.remove_entries_of(&kinds)?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 mod blobs;
 mod buffers;
 mod coalesce;
+mod commits;
 mod error;
 mod evictor;
 mod file_reader;
@@ -71,6 +72,8 @@ pub(crate) struct Cache {
     evicting: tokio::sync::Mutex<()>,
     /// The background eviction (`evictor.rs`).
     evictor: Arc<evictor::Evictor>,
+    /// Fills' index records, written together (`commits.rs`).
+    commits: Arc<commits::Commits>,
     /// This cache, for the tasks it spawns (which must not keep it alive).
     me: Weak<Cache>,
     /// Recently used tags and manifests, in memory (`hot.rs`).
@@ -123,6 +126,7 @@ impl Cache {
         let cache = Arc::new_cyclic(|me| Cache {
             me: me.clone(),
             evictor: Arc::default(),
+            commits: Arc::default(),
             store: Arc::new(store),
             manifests_in_flight: coalesce::Coalescer::new(),
             index: Arc::new(index),

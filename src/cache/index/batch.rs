@@ -32,8 +32,13 @@ impl Index {
     /// Writes a batch in one transaction (repositories named by its manifests and tags are
     /// recorded for `_catalog`).
     pub(in crate::cache) fn write(&self, b: &Batch, now_ms: u64) -> Result<(), IndexError> {
+        self.write_all(std::slice::from_ref(b), now_ms)
+    }
+
+    /// Writes batches in one transaction (one commit, one fsync: `commits.rs`).
+    pub(in crate::cache) fn write_all(&self, all: &[Batch], now_ms: u64) -> Result<(), IndexError> {
         let tx = self.begin_write().map_err(ie)?;
-        {
+        for b in all {
             let mut entries = tx.open_table(ENTRIES).map_err(ie)?;
             for (d, m) in &b.entries {
                 entries

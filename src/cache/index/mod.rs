@@ -60,9 +60,15 @@ pub(super) const KIND_MANIFEST: u8 = 2;
 /// Imported content: never evicted by the LRU (`entrepot import`, unless `--unpinned`).
 pub(super) const KIND_PINNED: u8 = 4;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("index: {0}")]
 pub(crate) struct IndexError(String);
+
+impl IndexError {
+    pub(super) fn from_message(message: &str) -> IndexError {
+        IndexError(message.to_owned())
+    }
+}
 
 fn ie(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
@@ -273,17 +279,43 @@ impl Index {
     /// manifest), so only its entry and links are looked for. An eviction of tiny blobs removes
     /// tens of thousands of entries, while fills wait for their room.
     pub(super) fn remove_entries_of(&self, victims: &[(&Digest, u8)]) -> Result<(), IndexError> {
+        self.remove_entries_with(victims, redb::Durability::Immediate)
+    }
+
+    /// [`Index::remove_entries_of`] for eviction, whose files are deleted next: committed
+    /// without an fsync of its own. The next durable commit (any fill's, or the one
+    /// [`Index::persist`] makes at the end of each eviction) makes it durable; a crash before
+    /// that brings back entries whose files are gone, which start-up's reconcile forgets (and a
+    /// request for one finds its file missing and fetches it again), as after any lost file.
+    pub(super) fn unindex_evicted(&self, victims: &[(&Digest, u8)]) -> Result<(), IndexError> {
+        self.remove_entries_with(victims, redb::Durability::None)
+    }
+
+    /// Makes every commit so far durable (one empty commit with an fsync).
+    pub(super) fn persist(&self) -> Result<(), IndexError> {
+        self.begin_write().map_err(ie)?.commit().map_err(ie)
+    }
+
+    fn remove_entries_with(
+        &self,
+        victims: &[(&Digest, u8)],
+        durability: redb::Durability,
+    ) -> Result<(), IndexError> {
         if victims.is_empty() {
             return Ok(());
         }
-        let tx = self.begin_write().map_err(ie)?;
+        // In key order: neighbours share the B-tree's pages, each copied once per transaction.
+        let mut victims: Vec<(String, u8)> =
+            victims.iter().map(|(d, k)| (d.to_string(), *k)).collect();
+        victims.sort_unstable();
+        let mut tx = self.begin_write().map_err(ie)?;
+        tx.set_durability(durability).map_err(ie)?;
         {
             let mut t = tx.open_table(ENTRIES).map_err(ie)?;
             let mut m = tx.open_table(MANIFESTS).map_err(ie)?;
             let mut l = tx.open_table(LINKS).map_err(ie)?;
             let mut r = tx.open_table(REFERRERS).map_err(ie)?;
-            for (d, kinds) in victims {
-                let ds = d.to_string();
+            for (ds, kinds) in &victims {
                 t.remove(ds.as_str()).map_err(ie)?;
                 let prefix = format!("{ds}\0");
                 let end = format!("{ds}\u{1}");
