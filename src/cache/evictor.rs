@@ -8,8 +8,11 @@
 //! as `deleting`; one used since it was chosen stays), leave the index in one transaction
 //! without an fsync of its own (the next durable commit carries it: `Index::unindex_evicted`),
 //! and their files are deleted on several threads of the blocking pool while the next batch
-//! leaves the index; each batch's bytes are given back once its files are gone. The eviction
-//! ends with one durable commit. A reservation that
+//! leaves the index; each batch's bytes are given back once its files are gone. When fills take
+//! the room as fast as it is made, the pass's list runs out with the cache still above its
+//! target: the next pass is begun 32 batches before the end (its steps taken while index
+//! removals run), so the eviction goes on without a stall for a scan. It ends, once a pass
+//! finds nothing more to take, with one durable commit. A reservation that
 //! would pass the bound itself waits for those batches, not for the whole eviction; it fails with
 //! `NoRoom` only when an eviction that began after it asked found nothing more to evict (fills in
 //! flight alone would pass the bound).
@@ -23,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::index::EntryMeta;
+use super::lru::victims::VictimScan;
 use super::lru::{State, delete_evicted_files, kinds_of, remove_victims};
 use super::{Cache, CacheError, blocking};
 use crate::reference::Digest;
@@ -48,6 +52,10 @@ struct Deletion {
 fn bytes_of(victims: &[(Digest, EntryMeta)]) -> u64 {
     victims.iter().map(|(_, m)| m.size).sum()
 }
+
+/// Batches before the end of a pass at which the next pass begins, its steps taken while the
+/// index removals run: about the time of a pass over a million entries.
+const AHEAD: usize = 32;
 
 /// Slots the victim scan looks at per hold of the cache's lock: about a millisecond's work.
 pub(super) const SCAN_STEP: usize = 8192;
@@ -115,46 +123,65 @@ impl Cache {
     /// the index) and its bytes are given back. Run by one eviction at a time (the caller holds
     /// `evicting`), which holds it until every file it chose is deleted.
     pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
-        let (mut scan, target) = {
-            let s = self.lock();
-            let target = target(&s);
-            match s.lru.scan_for_victims(target, 0) {
-                Some(scan) => (scan, target),
-                None => return Ok(()),
-            }
+        let Some((mut scan, mut goal)) = self.scan_for(&target) else {
+            return Ok(());
         };
         while !self.lock().lru.scan_step(&mut scan, SCAN_STEP) {
             tokio::task::yield_now().await;
         }
+        let mut chosen = scan.chosen();
         let mut first_error = None;
         // The files of the batch before, being deleted while this batch leaves the index.
         let mut deleting: Option<Deletion> = None;
-        for batch in scan.chosen().chunks(BATCH) {
-            let victims = self.lock().take_victims(batch, target);
-            if victims.is_empty() {
-                continue;
-            }
-            self.publish_size();
-            let victims = Arc::new(victims);
-            let (index, v) = (self.index.clone(), victims.clone());
-            let unindexed = blocking(move || index.unindex_evicted(&kinds_of(&v))).await;
-            if let Some(before) = deleting.take() {
-                self.deleted(before, &mut first_error).await;
-            }
-            if unindexed.is_err() {
-                // A full disk refuses even a removal: the files go first, then the index.
-                let (store, index, metrics) =
-                    (self.store.clone(), self.index.clone(), self.metrics.clone());
-                let freed = bytes_of(&victims);
-                let removed =
-                    blocking(move || remove_victims(&store, &index, &metrics, &victims)).await;
-                self.give_back(freed);
-                if let Err(e) = removed {
-                    first_error.get_or_insert(e);
+        loop {
+            let batches = chosen.len().div_ceil(BATCH);
+            // The next pass, begun while this one's last batches go, if fills took the room
+            // they freed: the one after starts with no scan to wait for.
+            let mut next: Option<(VictimScan, u64, bool)> = None;
+            let mut taken = 0;
+            for (i, batch) in chosen.chunks(BATCH).enumerate() {
+                if next.is_none() && batches - i <= AHEAD {
+                    next = self
+                        .scan_for(&target)
+                        .map(|(scan, goal)| (scan, goal, false));
                 }
-                continue;
+                let victims = self.lock().take_victims(batch, goal);
+                if victims.is_empty() {
+                    continue;
+                }
+                taken += victims.len();
+                self.publish_size();
+                let victims = Arc::new(victims);
+                let (index, v) = (self.index.clone(), victims.clone());
+                let unindex = blocking(move || index.unindex_evicted(&kinds_of(&v)));
+                let unindexed = self.scan_while(unindex, next.as_mut()).await;
+                if let Some(before) = deleting.take() {
+                    self.deleted(before, &mut first_error).await;
+                }
+                if unindexed.is_err() {
+                    // A full disk refuses even a removal: the files go first, then the index.
+                    let (store, index, metrics) =
+                        (self.store.clone(), self.index.clone(), self.metrics.clone());
+                    let freed = bytes_of(&victims);
+                    let removed =
+                        blocking(move || remove_victims(&store, &index, &metrics, &victims)).await;
+                    self.give_back(freed);
+                    if let Err(e) = removed {
+                        first_error.get_or_insert(e);
+                    }
+                    continue;
+                }
+                deleting = Some(self.delete_files(victims));
             }
-            deleting = Some(self.delete_files(victims));
+            // A pass that took nothing (everything chosen was used since) ends the eviction.
+            let Some((mut scan, next_goal, mut done)) = next.filter(|_| taken > 0) else {
+                break;
+            };
+            while !done {
+                done = self.lock().lru.scan_step(&mut scan, SCAN_STEP);
+                tokio::task::yield_now().await;
+            }
+            (chosen, goal) = (scan.chosen(), next_goal);
         }
         if let Some(before) = deleting.take() {
             self.deleted(before, &mut first_error).await;
@@ -164,6 +191,36 @@ impl Cache {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// A pass choosing victims down to `target(state)`, and that target, if stored bytes are
+    /// above it.
+    fn scan_for(&self, target: &impl Fn(&State) -> u64) -> Option<(VictimScan, u64)> {
+        let s = self.lock();
+        let goal = target(&s);
+        s.lru.scan_for_victims(goal, 0).map(|scan| (scan, goal))
+    }
+
+    /// Awaits `work`, meanwhile taking the steps of the next pass (if any, until it is done),
+    /// one per turn of the runtime.
+    async fn scan_while<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        mut next: Option<&mut (VictimScan, u64, bool)>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            if let Some(out) = futures_util::FutureExt::now_or_never(work.as_mut()) {
+                return out;
+            }
+            match next.as_mut() {
+                Some((scan, _, done)) if !*done => {
+                    *done = self.lock().lru.scan_step(scan, SCAN_STEP);
+                    tokio::task::yield_now().await;
+                }
+                _ => return work.await,
+            }
+        }
     }
 
     /// Starts deleting the files of victims already gone from the index, on [`DELETERS`]

@@ -21,7 +21,7 @@ use super::{Cache, CacheError, now_millis};
 use crate::metrics::{Content, Metrics};
 use crate::reference::Digest;
 
-mod victims;
+pub(super) mod victims;
 
 /// Everything under the cache's lock: the in-memory view of what is stored and what is in flight.
 ///
