@@ -13,15 +13,16 @@ use std::collections::HashSet;
 use super::fills::Fills;
 #[cfg(test)]
 use super::index::KIND_PINNED;
-use super::index::{EntryMeta, Index, KIND_BLOB};
+use super::index::{EntryMeta, KIND_BLOB};
 use super::links::{LinkSet, Links};
 use super::records::Records;
-use super::store::BlobStore;
 use super::{Cache, CacheError, now_millis};
-use crate::metrics::{Content, Metrics};
 use crate::reference::Digest;
 
+mod deletion;
 pub(super) mod victims;
+
+pub(super) use deletion::{delete_evicted_files, kinds_of, remove_victims};
 
 /// Everything under the cache's lock: the in-memory view of what is stored and what is in flight.
 ///
@@ -327,53 +328,6 @@ impl Cache {
     pub(super) fn release(&self, size: u64) {
         self.lock().lru.release(size);
     }
-}
-
-/// Removes evicted entries from the index, then deletes their files: a stop in between leaves
-/// files the index does not know, which the next start hashes and keeps or deletes
-/// (`reconcile`). On a full disk the index cannot take even a removal: the files go first
-/// then, and the index is written once they have made room (an entry whose file is gone is
-/// forgotten at the next start, or when it is next read). Blocking.
-pub(super) fn remove_victims(
-    store: &BlobStore,
-    index: &Index,
-    metrics: &Metrics,
-    victims: &[(Digest, EntryMeta)],
-) -> Result<(), CacheError> {
-    if victims.is_empty() {
-        return Ok(());
-    }
-    let kinds = kinds_of(victims);
-    let indexed = index.remove_entries_of(&kinds);
-    delete_evicted_files(store, metrics, victims)?;
-    if indexed.is_err() {
-        index.remove_entries_of(&kinds)?;
-    }
-    Ok(())
-}
-
-/// Each victim's digest and kinds, as the index's removals take them.
-pub(super) fn kinds_of(victims: &[(Digest, EntryMeta)]) -> Vec<(&Digest, u8)> {
-    victims.iter().map(|(d, m)| (d, m.kinds)).collect()
-}
-
-/// Deletes evicted entries' files (already gone from the index), counting each. Blocking.
-pub(super) fn delete_evicted_files(
-    store: &BlobStore,
-    metrics: &Metrics,
-    victims: &[(Digest, EntryMeta)],
-) -> Result<(), CacheError> {
-    for (d, meta) in victims {
-        let kind = if meta.kinds & KIND_BLOB != 0 {
-            Content::Blob
-        } else {
-            Content::Manifest
-        };
-        metrics.evicted(kind, meta.size);
-        tracing::debug!(digest = %d, size = meta.size, "evicted");
-        store.remove(d)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
