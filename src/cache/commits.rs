@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use super::index::{Batch, Index, IndexError};
+use super::index::{self, Batch, Index, IndexError};
 use super::{CacheError, blocking, now_millis};
 
 /// Batches waiting for the writer, and whether it runs.
@@ -58,7 +58,7 @@ impl Commits {
         }
         match rx.await {
             Ok(written) => written.map_err(Into::into),
-            Err(_) => Err(IndexError::from_message("the index's writer stopped").into()),
+            Err(_) => Err(index::ie("the index's writer stopped").into()),
         }
     }
 

@@ -22,20 +22,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-
 use tokio::task::JoinHandle;
 
 use super::index::EntryMeta;
 use super::lru::victims::VictimScan;
-use super::lru::{State, delete_evicted_files, kinds_of, remove_victims};
+use super::lru::{State, bytes_of, delete_evicted_files, kinds_of, remove_victims};
 use super::{Cache, CacheError, blocking};
 use crate::reference::Digest;
 
 /// Victims removed from the index in one transaction and deleted before their bytes are given
 /// back: small enough that a fill's own index commit, which waits for the transaction, and a
-/// waiting fill's room come soon, large enough that a transaction's fsync is shared by many.
-/// At 100k tiny entries, with eviction all the time, 1,024 made the longest wait of a cold fill
-/// 267 ms and 128 made it 211 ms (throughput 113 -> 96 fills/s: `scripts/bench.sh scale`).
+/// waiting fill's room come soon. At 100k tiny entries, with eviction all the time, 1,024 made
+/// the longest wait of a cold fill 267 ms and 128 made it 211 ms (each transaction fsynced
+/// then); at 1M, without an fsync each, 512 cost as much a victim as 128 (89 and 83 us) and made
+/// the p999 267 ms, 128 226 ms (`scripts/bench.sh scale`).
 const BATCH: usize = 128;
 
 /// Threads that delete one batch's files together. An unlink waits for the filesystem (on a
@@ -43,22 +43,26 @@ const BATCH: usize = 128;
 /// at a time here, 40 us with 4 threads, no less with more.
 const DELETERS: usize = 4;
 
-/// A batch's files being deleted, and their bytes (counted as `deleting` until they are gone).
-struct Deletion {
-    freed: u64,
-    parts: Vec<JoinHandle<Result<(), CacheError>>>,
-}
-
-fn bytes_of(victims: &[(Digest, EntryMeta)]) -> u64 {
-    victims.iter().map(|(_, m)| m.size).sum()
-}
-
 /// Batches before the end of a pass at which the next pass begins, its steps taken while the
 /// index removals run: about the time of a pass over a million entries.
 const AHEAD: usize = 32;
 
 /// Slots the victim scan looks at per hold of the cache's lock: about a millisecond's work.
 pub(super) const SCAN_STEP: usize = 8192;
+
+/// A batch's files being deleted, and their bytes (counted as `deleting` until they are gone).
+struct Deletion {
+    freed: u64,
+    parts: Vec<JoinHandle<Result<(), CacheError>>>,
+}
+
+/// A pass over the entries choosing victims, the stored bytes it goes down to, and whether
+/// every slot has been looked at.
+struct Pass {
+    scan: VictimScan,
+    goal: u64,
+    done: bool,
+}
 
 /// How long a waiting reservation sleeps before it looks again, should a wake-up be missed.
 const RECHECK: Duration = Duration::from_millis(250);
@@ -123,38 +127,42 @@ impl Cache {
     /// the index) and its bytes are given back. Run by one eviction at a time (the caller holds
     /// `evicting`), which holds it until every file it chose is deleted.
     pub(super) async fn evict(&self, target: impl Fn(&State) -> u64) -> Result<(), CacheError> {
-        let Some((mut scan, mut goal)) = self.scan_for(&target) else {
+        let Some(first) = self.scan_for(&target) else {
             return Ok(());
         };
-        while !self.lock().lru.scan_step(&mut scan, SCAN_STEP) {
-            tokio::task::yield_now().await;
-        }
-        let mut chosen = scan.chosen();
         let mut first_error = None;
         // The files of the batch before, being deleted while this batch leaves the index.
         let mut deleting: Option<Deletion> = None;
-        loop {
+        let mut pass = Some(first);
+        while let Some(Pass {
+            mut scan,
+            goal,
+            mut done,
+        }) = pass.take()
+        {
+            while !done {
+                done = self.lock().lru.scan_step(&mut scan, SCAN_STEP);
+                tokio::task::yield_now().await;
+            }
+            let chosen = scan.chosen();
             let batches = chosen.len().div_ceil(BATCH);
-            // The next pass, begun while this one's last batches go, if fills took the room
-            // they freed: the one after starts with no scan to wait for.
-            let mut next: Option<(VictimScan, u64, bool)> = None;
-            let mut taken = 0;
+            let mut took_any = false;
             for (i, batch) in chosen.chunks(BATCH).enumerate() {
-                if next.is_none() && batches - i <= AHEAD {
-                    next = self
-                        .scan_for(&target)
-                        .map(|(scan, goal)| (scan, goal, false));
+                // The next pass, begun while this one's last batches go, in case fills take
+                // the room they free: it is then ready when this one's list runs out.
+                if pass.is_none() && batches - i <= AHEAD {
+                    pass = self.scan_for(&target);
                 }
                 let victims = self.lock().take_victims(batch, goal);
                 if victims.is_empty() {
                     continue;
                 }
-                taken += victims.len();
+                took_any = true;
                 self.publish_size();
                 let victims = Arc::new(victims);
                 let (index, v) = (self.index.clone(), victims.clone());
                 let unindex = blocking(move || index.unindex_evicted(&kinds_of(&v)));
-                let unindexed = self.scan_while(unindex, next.as_mut()).await;
+                let unindexed = self.scan_while(unindex, pass.as_mut()).await;
                 if let Some(before) = deleting.take() {
                     self.deleted(before, &mut first_error).await;
                 }
@@ -174,14 +182,9 @@ impl Cache {
                 deleting = Some(self.delete_files(victims));
             }
             // A pass that took nothing (everything chosen was used since) ends the eviction.
-            let Some((mut scan, next_goal, mut done)) = next.filter(|_| taken > 0) else {
-                break;
-            };
-            while !done {
-                done = self.lock().lru.scan_step(&mut scan, SCAN_STEP);
-                tokio::task::yield_now().await;
+            if !took_any {
+                pass = None;
             }
-            (chosen, goal) = (scan.chosen(), next_goal);
         }
         if let Some(before) = deleting.take() {
             self.deleted(before, &mut first_error).await;
@@ -193,12 +196,16 @@ impl Cache {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// A pass choosing victims down to `target(state)`, and that target, if stored bytes are
-    /// above it.
-    fn scan_for(&self, target: &impl Fn(&State) -> u64) -> Option<(VictimScan, u64)> {
+    /// A pass choosing victims down to `target(state)`, if stored bytes are above it.
+    fn scan_for(&self, target: &impl Fn(&State) -> u64) -> Option<Pass> {
         let s = self.lock();
         let goal = target(&s);
-        s.lru.scan_for_victims(goal, 0).map(|scan| (scan, goal))
+        let scan = s.lru.scan_for_victims(goal, 0)?;
+        Some(Pass {
+            scan,
+            goal,
+            done: false,
+        })
     }
 
     /// Awaits `work`, meanwhile taking the steps of the next pass (if any, until it is done),
@@ -206,7 +213,7 @@ impl Cache {
     async fn scan_while<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-        mut next: Option<&mut (VictimScan, u64, bool)>,
+        mut next: Option<&mut Pass>,
     ) -> T {
         let mut work = std::pin::pin!(work);
         loop {
@@ -214,8 +221,8 @@ impl Cache {
                 return out;
             }
             match next.as_mut() {
-                Some((scan, _, done)) if !*done => {
-                    *done = self.lock().lru.scan_step(scan, SCAN_STEP);
+                Some(pass) if !pass.done => {
+                    pass.done = self.lock().lru.scan_step(&mut pass.scan, SCAN_STEP);
                     tokio::task::yield_now().await;
                 }
                 _ => return work.await,
@@ -259,13 +266,8 @@ impl Cache {
     }
 
     /// Bytes of deleted files are no longer counted: waiting reservations look again.
-    fn give_back(&self, freed: u64) {
+    pub(super) fn give_back(&self, freed: u64) {
         self.lock().lru.deleting -= freed;
-        self.evictor.freed.notify_waiters();
-    }
-
-    /// Gives waiting reservations a look after bytes were freed outside the background task.
-    pub(super) fn room_freed(&self) {
         self.evictor.freed.notify_waiters();
     }
 }

@@ -22,7 +22,7 @@ use crate::reference::Digest;
 mod deletion;
 pub(super) mod victims;
 
-pub(super) use deletion::{delete_evicted_files, kinds_of, remove_victims};
+pub(super) use deletion::{bytes_of, delete_evicted_files, kinds_of, remove_victims};
 
 /// Everything under the cache's lock: the in-memory view of what is stored and what is in flight.
 ///

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::index::{KIND_BLOB, KIND_MANIFEST};
 use super::inventory::{DigestImage, TaggedImage};
 use super::links::scope;
-use super::lru::remove_victims;
+use super::lru::{bytes_of, remove_victims};
 use super::{Cache, CacheError, now_millis};
 use crate::manifest::Listing;
 use crate::reference::{Digest, Tag};
@@ -184,7 +184,7 @@ impl Cache {
                 })
                 .collect()
         };
-        let (count, bytes) = (victims.len(), victims.iter().map(|(_, m)| m.size).sum());
+        let (count, bytes) = (victims.len(), bytes_of(&victims));
         remove_victims(&self.store, &self.index, &self.metrics, &victims)?;
         Ok((count, bytes))
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::lru::remove_victims;
+use super::lru::{bytes_of, remove_victims};
 use super::{Cache, CacheError, blocking};
 use crate::metrics::Content;
 
@@ -175,10 +175,9 @@ impl Cache {
             }
             None => Vec::new(),
         };
-        let freed: u64 = victims.iter().map(|(_, m)| m.size).sum();
+        let freed = bytes_of(&victims);
         let removed = remove_victims(&self.store, &self.index, &self.metrics, &victims);
-        self.lock().lru.deleting -= freed;
-        self.room_freed();
+        self.give_back(freed);
         self.publish_size();
         if let Err(e) = removed {
             tracing::warn!(error = %e, "could not delete evicted files");

@@ -65,13 +65,7 @@ pub(super) const KIND_PINNED: u8 = 4;
 #[error("index: {0}")]
 pub(crate) struct IndexError(String);
 
-impl IndexError {
-    pub(super) fn from_message(message: &str) -> IndexError {
-        IndexError(message.to_owned())
-    }
-}
-
-fn ie(e: impl std::fmt::Display) -> IndexError {
+pub(super) fn ie(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
 }
 

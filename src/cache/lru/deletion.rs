@@ -29,6 +29,11 @@ pub(in crate::cache) fn remove_victims(
     Ok(())
 }
 
+/// The bytes of evicted entries.
+pub(in crate::cache) fn bytes_of(victims: &[(Digest, EntryMeta)]) -> u64 {
+    victims.iter().map(|(_, m)| m.size).sum()
+}
+
 /// Each victim's digest and kinds, as the index's removals take them.
 pub(in crate::cache) fn kinds_of(victims: &[(Digest, EntryMeta)]) -> Vec<(&Digest, u8)> {
     victims.iter().map(|(d, m)| (d, m.kinds)).collect()
