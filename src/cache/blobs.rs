@@ -133,9 +133,12 @@ impl Cache {
         }
     }
 
-    /// Opens a stored blob (on the blocking pool). One that cannot be opened is forgotten, to be
-    /// fetched again.
+    /// Opens a stored blob: on the worker when that cannot block (`BlobStore::open_cached`),
+    /// else on the blocking pool. One that cannot be opened is forgotten, to be fetched again.
     async fn open_stored(&self, digest: &Digest) -> Option<std::fs::File> {
+        if let Some(file) = self.store.open_cached(digest) {
+            return Some(file);
+        }
         let path = self.store.path(digest);
         match blocking(move || std::fs::File::open(path)).await {
             Ok(file) => Some(file),

@@ -204,7 +204,8 @@ impl Cache {
         upstream: &str,
         digest: &Digest,
     ) -> Result<Option<(String, Vec<u8>)>, CacheError> {
-        read_manifest(&self.index, &self.store, upstream, digest)
+        let found = read_manifest(&self.index, &self.store, upstream, digest, None)?;
+        Ok(found.map(|(t, bytes)| (t.as_str().to_owned(), bytes)))
     }
 
     /// Everything the manifest `root` reaches that the cache holds, and what it lacks. None if

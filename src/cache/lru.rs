@@ -13,13 +13,15 @@ use std::collections::HashSet;
 use super::fills::Fills;
 #[cfg(test)]
 use super::index::KIND_PINNED;
-use super::index::{EntryMeta, KIND_BLOB};
+use super::index::{EntryMeta, KIND_BLOB, KIND_MANIFEST};
 use super::links::{LinkSet, Links};
 use super::records::Records;
 use super::{Cache, CacheError, now_millis};
 use crate::reference::Digest;
+use manifest_types::TYPE_SHIFT;
 
 mod deletion;
+mod manifest_types;
 pub(super) mod victims;
 
 pub(super) use deletion::{bytes_of, delete_evicted_files, kinds_of, remove_victims};
@@ -75,11 +77,13 @@ impl State {
 /// repositories may be served it, `links.rs`). One map for both: a year-old cache holds a million
 /// of each, and a map slot costs its digest and a share of the table again.
 ///
-/// 32 bytes: the entry's kinds share a word with its size (the top 8 bits; no file is 2^56
-/// bytes), and the links take 16 (`LinkSet`).
+/// 32 bytes: the entry's kinds and the number of its manifest type (`lru/manifest_types.rs`)
+/// share a word with its size (the top 16 bits; no file is 2^48 bytes), and the links take 16
+/// (`LinkSet`).
 pub(super) struct Record {
-    /// The entry's size, and its kinds in the top 8 bits: kinds 0 when the digest is not held
-    /// (a manifest listed it, or a client was linked to it, and no file is stored).
+    /// The entry's size (bits 0-47), its kinds (48-55: 0 when the digest is not held, a manifest
+    /// listed it, or a client was linked to it, and no file is stored), and for a manifest the
+    /// number of one upstream's media type for it (56-63: 0 when not known here).
     size_kinds: u64,
     last_access_ms: u64,
     pub(super) links: LinkSet,
@@ -88,7 +92,7 @@ pub(super) struct Record {
 const _: () = assert!(std::mem::size_of::<Record>() == 32);
 
 /// Where a record's kinds start in `size_kinds`, and the bits below them (its size).
-const KINDS_SHIFT: u32 = 56;
+const KINDS_SHIFT: u32 = 48;
 const SIZE_MASK: u64 = (1 << KINDS_SHIFT) - 1;
 
 impl Record {
@@ -105,9 +109,17 @@ impl Record {
         })
     }
 
+    /// Sets the entry. Its manifest type stays while it is still a manifest.
     fn set(&mut self, meta: EntryMeta) {
         debug_assert!(meta.size <= SIZE_MASK);
-        self.size_kinds = (meta.size & SIZE_MASK) | u64::from(meta.kinds) << KINDS_SHIFT;
+        let kept = if meta.kinds & KIND_MANIFEST != 0 {
+            self.manifest_type()
+        } else {
+            0
+        };
+        self.size_kinds = (meta.size & SIZE_MASK)
+            | u64::from(meta.kinds) << KINDS_SHIFT
+            | u64::from(kept) << TYPE_SHIFT;
         self.last_access_ms = meta.last_access_ms;
     }
 }
@@ -140,6 +152,8 @@ pub(super) struct Lru {
     pub(super) deleting: u64,
     /// Entries removed since the start: while it is unchanged, whatever was held still is.
     pub(super) removals: u64,
+    /// The (upstream, media type) pairs manifests' records are numbered by.
+    types: manifest_types::ManifestTypes,
 }
 
 impl Lru {

@@ -124,10 +124,32 @@ impl Cache {
         if let Some(m) = self.hot_manifest(up, digest) {
             return Ok(Some(m));
         }
+        // Its media type from its record, and its bytes from the kernel's cache, on the worker
+        // when both are there; else from the index and the file on the blocking pool. Read on
+        // the worker, it is not kept in memory: that costs about what a hit there does, and the
+        // room is for manifests whose reading needs the blocking pool.
+        let known = self.lock().lru.manifest_type(digest, &up.name);
+        if let Some((media_type, size)) = &known
+            && let Some(bytes) = self.store.read_cached(digest, *size)
+        {
+            self.lock().lru.touch(digest);
+            return Ok(Some(Manifest {
+                digest: digest.clone(),
+                media_type: media_type.clone(),
+                size: *size,
+                bytes: Some(Bytes::from(bytes)),
+            }));
+        }
         let (index, store) = (self.index.clone(), self.store.clone());
         let (upstream, d) = (up.name.clone(), digest.clone());
-        let found = blocking(move || read_manifest(&index, &store, &upstream, &d)).await?;
-        Ok(found.map(|(media_type, bytes)| self.loaded(up, digest, media_type, bytes)))
+        let known = known.map(|(t, _)| t);
+        let found = blocking(move || read_manifest(&index, &store, &upstream, &d, known)).await?;
+        Ok(found.map(|(media_type, bytes)| {
+            self.lock()
+                .lru
+                .note_manifest_type(digest, &up.name, &media_type);
+            self.loaded(up, digest, media_type, bytes)
+        }))
     }
 
     /// A manifest from memory (`hot.rs`), if it is there and still held.
@@ -151,12 +173,11 @@ impl Cache {
         &self,
         up: &Upstream,
         digest: &Digest,
-        media_type: String,
+        media_type: MediaType,
         bytes: Vec<u8>,
     ) -> Manifest {
         self.lock().lru.touch(digest);
         let bytes = Bytes::from(bytes);
-        let media_type = MediaType::parse(&media_type);
         self.hot
             .put_manifest(&up.name, digest, &media_type, bytes.clone());
         Manifest {
@@ -279,6 +300,9 @@ impl Cache {
         );
         self.with_index(move |ix| ix.put_manifest(&upstream, &r, &d, meta, &t))
             .await?;
+        self.lock()
+            .lru
+            .note_manifest_type(digest, &up.name, media_type);
         self.note_referrer(&up.name, repo, digest, media_type.as_str(), bytes)
             .await?;
         self.publish_size();
@@ -286,15 +310,21 @@ impl Cache {
     }
 }
 
-/// A manifest's media type (for this upstream) and bytes, if the cache holds it. Blocking.
+/// A manifest's media type (for this upstream) and bytes, if the cache holds it: its type from
+/// the index unless `known` already (its record's copy, `lru/manifest_types.rs`). Blocking.
 pub(super) fn read_manifest(
     index: &Index,
     store: &BlobStore,
     upstream: &str,
     digest: &Digest,
-) -> Result<Option<(String, Vec<u8>)>, CacheError> {
-    let Some(media_type) = index.manifest_type(upstream, digest)? else {
-        return Ok(None);
+    known: Option<MediaType>,
+) -> Result<Option<(MediaType, Vec<u8>)>, CacheError> {
+    let media_type = match known {
+        Some(t) => t,
+        None => match index.manifest_type(upstream, digest)? {
+            Some(t) => MediaType::parse(&t),
+            None => return Ok(None),
+        },
     };
     match std::fs::read(store.path(digest)) {
         Ok(bytes) => Ok(Some((media_type, bytes))),

@@ -160,9 +160,14 @@ impl Cache {
         }
         let in_runtime = tokio::runtime::Handle::try_current().is_ok();
         if in_runtime {
-            // The files are checked against the index once serving has begun (reconcile.rs).
+            // The manifests' media types are read, and the files checked against the index,
+            // once serving has begun (lru/manifest_types.rs, reconcile.rs).
             let c = cache.clone();
             tokio::spawn(async move {
+                let types = c.clone();
+                if let Err(e) = blocking(move || types.note_manifest_types()).await {
+                    tracing::warn!(error = %e, "could not read the manifests' media types");
+                }
                 if let Err(e) = blocking(move || c.reconcile_files(opened_at)).await {
                     tracing::warn!(error = %e, "could not check the files against the index");
                 }

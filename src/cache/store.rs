@@ -14,6 +14,9 @@ use crate::reference::{Algorithm, Digest, Hasher};
 
 pub(super) struct BlobStore {
     blobs: PathBuf,
+    /// `blobs/`, open: stored files are opened on the workers relative to it (`open_cached`),
+    /// a lookup of two names instead of the whole path.
+    blobs_dir: fs::File,
     tmp: PathBuf,
     next_temp: AtomicU64,
 }
@@ -30,8 +33,10 @@ impl BlobStore {
             Err(e) => return Err(e),
         }
         fs::create_dir_all(&tmp)?;
+        let blobs_dir = fs::File::open(&blobs)?;
         Ok(BlobStore {
             blobs,
+            blobs_dir,
             tmp,
             next_temp: AtomicU64::new(0),
         })
@@ -81,6 +86,36 @@ impl BlobStore {
             hasher.update(&buf[..n]);
         }
         Ok(hasher.finish() == *digest)
+    }
+
+    /// Opens the stored file for `digest` only if that cannot block, so an async worker may call
+    /// it: every part of its path is in the kernel's lookup cache (`openat2` with
+    /// `RESOLVE_CACHED`). None otherwise, whatever the reason (not cached, not there, a kernel
+    /// without it): open it on the blocking pool instead, which gives the real error.
+    pub(super) fn open_cached(&self, digest: &Digest) -> Option<fs::File> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let hex = digest.hex();
+        let name = format!("{}/{}/{hex}", digest.algorithm().name(), &hex[..2]);
+        rustix::fs::openat2(
+            &self.blobs_dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        )
+        .ok()
+        .map(fs::File::from)
+    }
+
+    /// The `size` bytes of the stored file for `digest`, only if the kernel holds all of them
+    /// and its path in memory (as [`Self::open_cached`], and `RWF_NOWAIT`): an async worker may
+    /// call it. None otherwise: read it on the blocking pool instead.
+    pub(super) fn read_cached(&self, digest: &Digest, size: u64) -> Option<Vec<u8>> {
+        let file = self.open_cached(digest)?;
+        let mut bytes = vec![0u8; usize::try_from(size).ok()?];
+        let mut slices = [io::IoSliceMut::new(&mut bytes)];
+        let n = rustix::io::preadv2(&file, &mut slices, 0, rustix::io::ReadWriteFlags::NOWAIT);
+        (n.ok()? as u64 == size).then_some(bytes)
     }
 
     /// Where the verified content for `digest` lives.

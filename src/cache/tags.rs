@@ -166,7 +166,9 @@ impl Cache {
         let (entry, found) = blocking(move || {
             let entry = index.tag(&upstream, &r, &t)?;
             let found = match &entry {
-                Some(e) if fresh(e, ttl) => read_manifest(&index, &store, &upstream, &e.digest)?,
+                Some(e) if fresh(e, ttl) => {
+                    read_manifest(&index, &store, &upstream, &e.digest, None)?
+                }
                 _ => None,
             };
             Ok::<_, CacheError>((entry, found))
@@ -177,6 +179,9 @@ impl Cache {
         }
         let fresh = match (&entry, found) {
             (Some(e), Some((media_type, bytes))) => {
+                self.lock()
+                    .lru
+                    .note_manifest_type(&e.digest, &up.name, &media_type);
                 Some(self.loaded(up, &e.digest, media_type, bytes))
             }
             _ => None,

@@ -30,6 +30,9 @@ mod removal;
 pub(super) use batch::Batch;
 pub(super) use db::Index;
 
+/// A row of the manifests table: digest, upstream, media type.
+pub(super) type ManifestRow = (Digest, String, String);
+
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
 
@@ -332,6 +335,35 @@ impl Index {
                 .map_err(ie)?;
         }
         tx.commit().map_err(ie)
+    }
+
+    /// Up to `n` rows of the manifests table after the key `after` (from the first if None), as
+    /// (digest, upstream, media type), and the last key read (None: the table's end).
+    pub(super) fn manifest_types_after(
+        &self,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<ManifestRow>, Option<String>), IndexError> {
+        use std::ops::Bound;
+        let tx = self.begin_read().map_err(ie)?;
+        let t = tx.open_table(MANIFESTS).map_err(ie)?;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let (mut out, mut last) = (Vec::new(), None);
+        for item in t
+            .range::<&str>((from, Bound::Unbounded))
+            .map_err(ie)?
+            .take(n)
+        {
+            let (k, v) = item.map_err(ie)?;
+            let k = k.value();
+            if let Some((d, upstream)) = k.split_once('\0')
+                && let Ok(d) = Digest::parse(d)
+            {
+                out.push((d, upstream.to_owned(), v.value().to_owned()));
+            }
+            last = Some(k.to_owned());
+        }
+        Ok((out, last))
     }
 
     pub(super) fn manifest_type(
