@@ -183,14 +183,12 @@ impl Cache {
     /// A held root manifest and, for an index, the manifests it lists: only an index's bytes
     /// are read (an image's type is in the index), so walking every tag reads few files.
     fn manifests_reached(&self, upstream: &str, root: &Digest) -> Result<Vec<Digest>, CacheError> {
-        let Some(media_type) = self.index.manifest_type(upstream, root)? else {
+        let Some(media_type) = self.manifest_type(upstream, root)? else {
             return Ok(Vec::new());
         };
         let mut out = vec![root.clone()];
-        if matches!(
-            MediaType::parse(&media_type),
-            MediaType::OciIndex | MediaType::DockerList
-        ) && let Some((_, bytes)) = self.manifest_bytes(upstream, root)?
+        if matches!(media_type, MediaType::OciIndex | MediaType::DockerList)
+            && let Some((_, bytes)) = self.manifest_bytes(upstream, root)?
             && let Ok(l) = Listing::parse(root, &bytes)
         {
             out.extend(l.manifests.into_iter().map(|m| m.digest));
@@ -204,8 +202,29 @@ impl Cache {
         upstream: &str,
         digest: &Digest,
     ) -> Result<Option<(String, Vec<u8>)>, CacheError> {
-        let found = read_manifest(&self.index, &self.store, upstream, digest, None)?;
+        let known = self
+            .lock()
+            .lru
+            .manifest_type(digest, upstream)
+            .map(|(t, _)| t);
+        let found = read_manifest(&self.index, &self.store, upstream, digest, known)?;
         Ok(found.map(|(t, bytes)| (t.as_str().to_owned(), bytes)))
+    }
+
+    /// A held manifest's media type for `upstream`: from its record when it knows it
+    /// (`lru/manifest_types.rs`), else from the index.
+    fn manifest_type(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<Option<MediaType>, CacheError> {
+        if let Some((t, _)) = self.lock().lru.manifest_type(digest, upstream) {
+            return Ok(Some(t));
+        }
+        Ok(self
+            .index
+            .manifest_type(upstream, digest)?
+            .map(|t| MediaType::parse(&t)))
     }
 
     /// Everything the manifest `root` reaches that the cache holds, and what it lacks. None if

@@ -118,8 +118,7 @@ impl Cache {
     ) -> Result<Arc<Cache>, CacheError> {
         std::fs::create_dir_all(dir)?;
         // The index first: its lock keeps a second process from clearing the first's temp files.
-        let index =
-            Index::open_with_cache(&dir.join("index.redb"), index::page_cache_for(max_size))?;
+        let index = Index::open_with_cache(&dir.join("index.redb"), index::PAGE_CACHE)?;
         let store = BlobStore::open(dir)?;
         let state = reconcile::load(&index)?;
         let opened_at = SystemTime::now();

@@ -7,7 +7,7 @@ use std::sync::RwLock;
 use redb::{Database, ReadableDatabase};
 
 #[cfg(test)]
-use super::MIN_PAGE_CACHE;
+use super::PAGE_CACHE;
 use super::{ENTRIES, IndexError, LINKS, MANIFESTS, REFERRERS, REPOS, TAGS, ie};
 
 /// The redb database, reopened after an I/O error: redb refuses every transaction after one
@@ -104,7 +104,7 @@ impl Index {
 
     #[cfg(test)]
     pub(in crate::cache) fn open(path: &Path) -> Result<Index, IndexError> {
-        Self::open_with_cache(path, MIN_PAGE_CACHE)
+        Self::open_with_cache(path, PAGE_CACHE)
     }
 
     /// Opens the index with a page cache of `cache_bytes` (redb's default is 1 GiB, which a

@@ -36,20 +36,14 @@ pub(super) type ManifestRow = (Digest, String, String);
 /// A link's size when no manifest said one.
 const NO_SIZE: u64 = u64::MAX;
 
-/// The index's page cache: 1/256 of `max_size`, within these bounds. Its hot pages (tags, the
-/// manifests clients ask for again) fit in far less; a uniform load over a million entries
-/// misses any cache much smaller than the index (about 1 GB there) anyway, and start-up, which
-/// reads every entry, would fill a larger one with pages nobody asks for again. At a million
-/// entries, warm manifests by digest uniform over 200,000 of them went as fast with 32 MiB as
-/// with 64 (35.6k and 35.4k GET/s), and half as fast with 16 (19.5k: the manifests' media types
-/// no longer fit); 64 cost 32 MiB of RSS more (`scripts/bench.sh scale`).
-const MIN_PAGE_CACHE: u64 = 16 << 20;
-const MAX_PAGE_CACHE: u64 = 32 << 20;
-
-/// The page cache for a cache of `max_size` bytes.
-pub(super) fn page_cache_for(max_size: u64) -> u64 {
-    (max_size / 256).clamp(MIN_PAGE_CACHE, MAX_PAGE_CACHE)
-}
+/// The index's page cache. Its hot pages (tags, the records of fills) fit in far less; a uniform
+/// load over a million entries misses any cache much smaller than the index (about 0.5 GB there)
+/// anyway, and start-up's reads (the entries, the manifests' media types, the files checked)
+/// fill it with pages nobody asks for again. Warm manifests by digest no longer read it (their
+/// media types are in their records, `lru/manifest_types.rs`): at a million entries, with 16 MiB
+/// instead of 32, idle RSS went from 160 to 127 MiB and a warm manifest cost the same CPU (61 µs
+/// a request on a slow day of this machine, `scripts/bench.sh scale`).
+pub(super) const PAGE_CACHE: u64 = 16 << 20;
 
 /// What [`Index::each_entry_and_link`] reads: an entry, or a link (digest, `upstream\0repo`,
 /// the size a manifest gave) of the entry given before it.
