@@ -144,12 +144,7 @@ impl Cache {
         let (upstream, d) = (up.name.clone(), digest.clone());
         let known = known.map(|(t, _)| t);
         let found = blocking(move || read_manifest(&index, &store, &upstream, &d, known)).await?;
-        Ok(found.map(|(media_type, bytes)| {
-            self.lock()
-                .lru
-                .note_manifest_type(digest, &up.name, &media_type);
-            self.loaded(up, digest, media_type, bytes)
-        }))
+        Ok(found.map(|(media_type, bytes)| self.loaded(up, digest, media_type, bytes)))
     }
 
     /// A manifest from memory (`hot.rs`), if it is there and still held.
@@ -168,7 +163,8 @@ impl Cache {
         })
     }
 
-    /// A manifest read from the store, marked as just used and kept in memory.
+    /// A manifest read from the store (its type from the index or its record), marked as just
+    /// used, its type noted in its record, and kept in memory.
     pub(super) fn loaded(
         &self,
         up: &Upstream,
@@ -176,7 +172,11 @@ impl Cache {
         media_type: MediaType,
         bytes: Vec<u8>,
     ) -> Manifest {
-        self.lock().lru.touch(digest);
+        {
+            let mut s = self.lock();
+            s.lru.touch(digest);
+            s.lru.note_manifest_type(digest, &up.name, &media_type);
+        }
         let bytes = Bytes::from(bytes);
         self.hot
             .put_manifest(&up.name, digest, &media_type, bytes.clone());

@@ -162,15 +162,14 @@ impl Cache {
             // The manifests' media types are read, and the files checked against the index,
             // once serving has begun (lru/manifest_types.rs, reconcile.rs).
             let c = cache.clone();
-            tokio::spawn(async move {
-                let types = c.clone();
-                if let Err(e) = blocking(move || types.note_manifest_types()).await {
+            tokio::spawn(off_the_workers(move || {
+                if let Err(e) = c.note_manifest_types() {
                     tracing::warn!(error = %e, "could not read the manifests' media types");
                 }
-                if let Err(e) = blocking(move || c.reconcile_files(opened_at)).await {
+                if let Err(e) = c.reconcile_files(opened_at) {
                     tracing::warn!(error = %e, "could not check the files against the index");
                 }
-            });
+            }));
         } else {
             cache.reconcile_files(opened_at)?;
         }

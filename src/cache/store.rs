@@ -21,6 +21,12 @@ pub(super) struct BlobStore {
     next_temp: AtomicU64,
 }
 
+/// A stored file's name under `blobs/`: `<alg>/<2 hex>/<hex>`.
+fn stored_name(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{}/{}/{hex}", digest.algorithm().name(), &hex[..2])
+}
+
 impl BlobStore {
     /// Opens (creating) the store under `dir`, deleting whatever a previous run left in `tmp/`.
     pub(super) fn open(dir: &Path) -> io::Result<BlobStore> {
@@ -94,11 +100,9 @@ impl BlobStore {
     /// without it): open it on the blocking pool instead, which gives the real error.
     pub(super) fn open_cached(&self, digest: &Digest) -> Option<fs::File> {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let hex = digest.hex();
-        let name = format!("{}/{}/{hex}", digest.algorithm().name(), &hex[..2]);
         rustix::fs::openat2(
             &self.blobs_dir,
-            name.as_str(),
+            stored_name(digest).as_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::CACHED,
@@ -120,11 +124,7 @@ impl BlobStore {
 
     /// Where the verified content for `digest` lives.
     pub(super) fn path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.blobs
-            .join(digest.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
+        self.blobs.join(stored_name(digest))
     }
 
     /// A fresh, unique path under `tmp/` for content in flight.

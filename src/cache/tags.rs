@@ -179,9 +179,6 @@ impl Cache {
         }
         let fresh = match (&entry, found) {
             (Some(e), Some((media_type, bytes))) => {
-                self.lock()
-                    .lru
-                    .note_manifest_type(&e.digest, &up.name, &media_type);
                 Some(self.loaded(up, &e.digest, media_type, bytes))
             }
             _ => None,

@@ -5,9 +5,10 @@
 //! one of those rows as a number (8 bits of its first word, `lru.rs`) naming an (upstream, media
 //! type) pair here. It is a copy of the index, never more: noted only once the index holds the
 //! row (written or read), forgotten with the entry (a row leaves the index only with its entry),
-//! and replaced when that upstream's row is written again. Another upstream's row, a pair past
-//! the 255 numbers, or an entry loaded at start-up and not asked for since, is read from the
-//! index as before, and noted then.
+//! and replaced when that upstream's row is written again. Every held manifest's row is read in
+//! the background once serving has begun (`Cache::note_manifest_types`). Another upstream's row,
+//! a pair past the 255 numbers, or a manifest not reached by that read yet, is read from the
+//! index as before.
 
 use super::{Lru, Record};
 use crate::cache::{Cache, CacheError};
