@@ -6,7 +6,8 @@
 //! pass over the entries, in steps that each hold the lock for about a millisecond
 //! (`VictimScan`); then, a batch at a time, they leave the in-memory view (their bytes counted
 //! as `deleting`; one used since it was chosen stays), leave the index in one transaction
-//! without an fsync of its own (the next durable commit carries it: `Index::unindex_evicted`),
+//! without an fsync of its own (the next durable commit carries it, and every 16th has one so
+//! that redb reuses the pages they free: `Index::unindex_evicted`),
 //! and their files are deleted on several threads of the blocking pool while the next batch
 //! leaves the index; each batch's bytes are given back once its files are gone. When fills take
 //! the room as fast as it is made, the pass's list runs out with the cache still above its

@@ -1,8 +1,10 @@
 //! The index's database handle: redb opened with a page cache sized from `max_size`, reopened
 //! after an I/O error, compacted on request. The tables' reads and writes are `mod.rs`'s.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::AtomicU32;
 
 use redb::{Database, ReadableDatabase};
 
@@ -19,6 +21,9 @@ pub(in crate::cache) struct Index {
     cache_bytes: usize,
     /// None while a reopen failed (the next transaction tries again).
     db: RwLock<Option<Database>>,
+    /// Eviction's removals committed without an fsync since its last durable one
+    /// (`removal.rs`).
+    pub(super) undurable: AtomicU32,
 }
 
 /// What redb says of every transaction after an I/O error.
@@ -137,14 +142,18 @@ impl Index {
             path: path.to_owned(),
             cache_bytes,
             db: RwLock::new(Some(db)),
+            undurable: AtomicU32::new(0),
         })
     }
 
-    /// The bytes of the index's file, which count towards `max_size` beside the stored files.
-    /// Blocking.
+    /// The bytes the index's file takes on the disk, which count towards `max_size` beside the
+    /// stored files: its length, less the holes in it. redb grows the file by doubling its
+    /// length (until it is 4 GiB), and the new half takes no space until pages are written
+    /// there: counted as its length, a 539 MB index that needed one page more made the cache's
+    /// bound 539 MB smaller at once. Blocking.
     pub(in crate::cache) fn file_size(&self) -> u64 {
         super::super::assert_off_the_workers();
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+        std::fs::metadata(&self.path).map_or(0, |m| m.len().min(m.blocks() * 512))
     }
 
     /// Gives the file's free pages back (redb's `compact`): after a year of eviction churn the

@@ -1,8 +1,13 @@
 //! Removing entries: forgotten ones (their files are gone) and evicted ones, each with its
 //! manifest types, links and referrers.
 
+use std::sync::atomic::Ordering;
+
 use super::{ENTRIES, Index, IndexError, KIND_MANIFEST, LINKS, MANIFESTS, REFERRERS, ie};
 use crate::reference::Digest;
+
+/// Eviction's commits in a row without an fsync, at most (see [`Index::unindex_evicted`]).
+const UNDURABLE_RUN: u32 = 16;
 
 impl Index {
     /// Forgets entries whose files are gone (evicted, or lost), with their manifest types and
@@ -28,11 +33,21 @@ impl Index {
     /// [`Index::persist`] makes at the end of each eviction) makes it durable; a crash before
     /// that brings back entries whose files are gone, which start-up's reconcile forgets (and a
     /// request for one finds its file missing and fetches it again), as after any lost file.
+    ///
+    /// Every [`UNDURABLE_RUN`]th is durable all the same: redb gives back the pages a commit
+    /// without an fsync leaves behind only at a durable commit, and an eviction with no fill
+    /// committing beside it (a lowered `max_size`, a cache far over its bound) otherwise took
+    /// new pages for every batch, the file growing towards twice its size.
     pub(in crate::cache) fn unindex_evicted(
         &self,
         victims: &[(&Digest, u8)],
     ) -> Result<(), IndexError> {
-        self.remove_entries_with(victims, redb::Durability::None)
+        let run = self.undurable.fetch_add(1, Ordering::Relaxed) + 1;
+        if run < UNDURABLE_RUN {
+            return self.remove_entries_with(victims, redb::Durability::None);
+        }
+        self.undurable.store(0, Ordering::Relaxed);
+        self.remove_entries_with(victims, redb::Durability::Immediate)
     }
 
     /// Makes every commit so far durable (one empty commit with an fsync).

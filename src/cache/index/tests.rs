@@ -155,3 +155,57 @@ fn one_pass_gives_every_entry_and_each_link_with_its_entry() {
     want_unheld.sort();
     assert_eq!(found_unheld, want_unheld);
 }
+
+/// A long eviction with no fill committing beside it (a lowered `max_size`, a cache far over its
+/// bound at start) removes batch after batch without an fsync of its own. redb gives back the
+/// pages such a commit leaves behind only at a durable commit: with none, every batch took new
+/// pages and the file kept growing. And redb grows its file by doubling its length (up to 4 GiB),
+/// the new half a hole until written: counted towards `max_size` as its length, a million-entry
+/// index taking one page more made the bound 539 MB smaller at once, and half the cache was
+/// evicted for space the disk did not lose.
+#[test]
+fn a_long_eviction_alone_grows_the_file_little_and_its_holes_are_not_counted() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.redb");
+    let idx = Index::open(&path).unwrap();
+    let meta = EntryMeta {
+        size: 1,
+        last_access_ms: 7,
+        kinds: KIND_BLOB,
+    };
+    let digests: Vec<Digest> = (0u32..40_000)
+        .map(|i| Digest::sha256_of(&i.to_le_bytes()))
+        .collect();
+    for chunk in digests.chunks(4000) {
+        let entries: Vec<_> = chunk.iter().map(|d| (d.clone(), meta)).collect();
+        idx.put_entries(&entries).unwrap();
+        let links: Vec<_> = chunk
+            .iter()
+            .map(|d| (d.clone(), "docker.io\0library/a".to_owned(), Some(1)))
+            .collect();
+        idx.put_links(&links).unwrap();
+    }
+    // A tight file, as after an import or `gc`: no free pages to take.
+    let (_, before) = idx.compact().unwrap().expect("nothing in flight");
+    for batch in digests[..30_000].chunks(32) {
+        let victims: Vec<_> = batch.iter().map(|d| (d, KIND_BLOB)).collect();
+        idx.unindex_evicted(&victims).unwrap();
+    }
+    idx.persist().unwrap();
+    assert_eq!(idx.entries().unwrap().len(), 10_000);
+    let file = std::fs::metadata(&path).unwrap();
+    let on_disk = file.blocks() * 512;
+    // Without a durable commit now and then: 2.04 times what it took before.
+    assert!(
+        on_disk < before / 2 * 3,
+        "{before} -> {on_disk} bytes on disk"
+    );
+    // redb doubled the length: the index counts what the disk holds.
+    assert!(file.len() > before / 2 * 3, "{before} -> {}", file.len());
+    assert!(
+        idx.file_size() <= on_disk,
+        "{} > {on_disk}",
+        idx.file_size()
+    );
+}
