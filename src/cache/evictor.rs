@@ -255,12 +255,8 @@ impl Cache {
     /// Waits for a deletion to end, and gives its bytes back.
     async fn deleted(&self, deletion: Deletion, first_error: &mut Option<CacheError>) {
         for part in deletion.parts {
-            match part.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            if let Err(e) = crate::blocking::joined(part.await).await {
+                first_error.get_or_insert(e);
             }
         }
         self.give_back(deletion.freed);
