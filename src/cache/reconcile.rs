@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use super::index::{self, EntryMeta, Index, Row};
 use super::lru::State;
-use super::{Cache, CacheError, now_millis};
+use super::{Cache, CacheError};
 use crate::reference::Digest;
 
 /// The in-memory view of what is stored, from the index alone: its entries, and the links of
@@ -81,16 +81,20 @@ impl Cache {
                 }
                 let mut adopted = Vec::new();
                 for digest in unknown {
-                    match self.store.modified(&digest) {
-                        Ok(t) if t < since => {}
+                    let written = match self.store.modified(&digest) {
+                        Ok(t) if t < since => t,
                         // This process's own, or gone already.
                         _ => continue,
-                    }
+                    };
                     if self.store.matches_its_name(&digest).unwrap_or(false) {
                         let size = self.store.size(&digest)?;
+                        // Last used when it was written, for all we know: a file whose entry
+                        // an eviction had removed when a stop came before its deletion is
+                        // among the least recently used, and stays so (kept as used now, it
+                        // outlived everything used since).
                         let meta = EntryMeta {
                             size,
-                            last_access_ms: now_millis(),
+                            last_access_ms: millis_since_epoch(written),
                             kinds: index::KIND_BLOB,
                         };
                         let mut s = self.lock();
@@ -129,6 +133,11 @@ impl Cache {
 }
 
 /// What only the index has, and what only the disk has: both lists sorted.
+fn millis_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn differences(indexed: &[Digest], on_disk: &[Digest]) -> (Vec<Digest>, Vec<Digest>) {
     let (mut lost, mut unknown) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
@@ -158,7 +167,44 @@ fn differences(indexed: &[Digest], on_disk: &[Digest]) -> (Vec<Digest>, Vec<Dige
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A verified file the index does not know (an eviction's victim whose deletion a stop cut
+    /// short, or a fill's whose record was lost) is kept as last used when it was written.
+    #[test]
+    fn a_file_kept_at_the_check_is_as_old_as_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let minute = Duration::from_secs(60);
+        let cache = Cache::open(
+            dir.path(),
+            1 << 20,
+            minute,
+            Duration::ZERO,
+            metrics,
+            None,
+            false,
+        )
+        .unwrap();
+        let bytes = b"an evicted blob whose file outlived its entry";
+        let digest = Digest::sha256_of(bytes);
+        let path = cache.store.path(&digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let written = SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        cache.reconcile_files(SystemTime::now()).unwrap();
+        let meta = cache.lock().lru.get(&digest).expect("kept");
+        assert_eq!(meta.size, bytes.len() as u64);
+        assert_eq!(meta.last_access_ms, millis_since_epoch(written));
+    }
 
     #[test]
     fn differences_are_what_one_side_alone_has() {
