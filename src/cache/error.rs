@@ -26,7 +26,11 @@ pub(crate) enum CacheError {
     Index(#[from] IndexError),
     #[error("the fill was abandoned")]
     Abandoned,
-    #[error("no room in the cache: blobs being fetched at once already fill max_size ({0} bytes)")]
+    /// The bound is reached and no room was made: the fills in flight alone fill it, or
+    /// eviction did not make room within `ROOM_WAIT` (`evictor.rs`).
+    #[error(
+        "no room in the cache's bound ({0} bytes): the blobs being fetched at once fill it, or eviction did not make room within a second"
+    )]
     NoRoom(u64),
 }
 
@@ -87,5 +91,20 @@ impl CacheError {
             }
             CacheError::NotABlob(_) | CacheError::Abandoned => FillFailure::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reservation refused for want of room says both of the reasons it can have: the log of
+    /// a manifest passed through uncached is all an operator sees of it.
+    #[test]
+    fn no_room_names_the_fills_in_flight_and_a_slow_eviction() {
+        let said = CacheError::NoRoom(1000).to_string();
+        assert!(said.contains("1000 bytes"), "{said}");
+        assert!(said.contains("fetched at once"), "{said}");
+        assert!(said.contains("eviction did not make room"), "{said}");
     }
 }

@@ -390,7 +390,7 @@ impl Intake<'_> {
             // Space for what has arrived, never for what the upstream says will.
             match self.cache.reserve(len).await {
                 Ok(_) => *self.reserved += len,
-                Err(CacheError::NoRoom(_)) => self.pass_through("no room could be made").await,
+                Err(CacheError::NoRoom(_)) => self.pass_through("no room was made").await,
                 Err(e) => return Err(e),
             }
         }
