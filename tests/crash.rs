@@ -486,6 +486,58 @@ fn a_graceful_stop_right_after_cold_fills_keeps_every_blob() {
     }
 }
 
+/// Issue 22's own sequence, with curl: a cold 64 MiB blob, curl gets every byte, SIGTERM at once,
+/// start again. Before the stop drained the index's batches, the next start said `file unknown
+/// to the index: removing it` and fetched the blob again, 4 times in 4; here each of 4 rounds (a
+/// cache of its own each time, so that the blob is cold) keeps it and fetches it once.
+#[test]
+fn curl_then_sigterm_at_once_keeps_the_cold_blob_four_times_in_four() {
+    let seed = seed();
+    let reg = Registry::start(&seed.storage);
+    let (digest, size) = seed.image("lru/c").largest_blob();
+    let path = format!("/v2/lru/c/blobs/{digest}");
+    let out = scratch("curl-sigterm");
+    for round in 0..4 {
+        let mut m = Mirror::of(&[Up::default("docker.io", reg.url())]).start();
+        let body = out.path().join(format!("blob-{round}"));
+        let curl = std::process::Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}"])
+            .arg(format!("{}{path}", m.url()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&curl.stdout),
+            "200",
+            "round {round}"
+        );
+        let bytes = std::fs::read(&body).unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            size,
+            "round {round}: curl got part of it"
+        );
+        assert_eq!(sha256(&bytes), digest, "round {round}: wrong bytes");
+        m.stop();
+        let logged = m.log_text().len();
+        m.restart();
+        let r = stream_get(m.port, &path, &[]);
+        assert_eq!(r.status, 200, "round {round}, after the restart");
+        assert!(r.complete() && r.digest == digest, "round {round}");
+        let after = m.log_text()[logged..].to_owned();
+        assert!(
+            !after.contains("file unknown to the index"),
+            "round {round}: the verified blob was thrown away at start-up:\n{after}"
+        );
+        assert_eq!(
+            reg.count(&format!("\"GET {path}")),
+            round + 1,
+            "round {round}: the blob was fetched again after a graceful stop"
+        );
+    }
+}
+
 /// Start-up reads the index alone and serves; the files are checked against it afterwards
 /// (issue 22, "start-up that does not stat every file"): an entry whose file was deleted by hand
 /// is forgotten and fetched again when asked for, and a verified file whose record was lost (a
