@@ -11,8 +11,8 @@
 //! - cold fills (8 clients, distinct 64 KiB blobs from a real docker-registry): rate, p99, p999
 //!   and the longest, once with room to spare and once with eviction running all the time
 //!   (`max_size` just above what the cache holds);
-//! - `_catalog`, `ls` (first row and whole), `gc` and `rm` of one image, beside the running
-//!   `serve` (the admin socket).
+//! - `_catalog`, `ls` (first row and whole), `gc`, `rm` of one image and what each image past the
+//!   first adds to one `rm`, beside the running `serve` (the admin socket).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -63,6 +63,8 @@ struct Figures {
     ls_s: f64,
     gc_s: f64,
     rm_s: f64,
+    /// What each image past the first adds to one `rm` command.
+    rm_extra_s: f64,
 }
 
 #[derive(Default)]
@@ -159,9 +161,16 @@ fn one_size(n: usize, origin: &Registry, cold: &[String]) -> Figures {
     let start = Instant::now();
     site.ok(&["gc", "--grace", "1h"]);
     f.gc_s = start.elapsed().as_secs_f64();
+    let mid = images.len() / 2;
     let start = Instant::now();
-    site.ok(&["rm", &images[images.len() / 2].name]);
+    site.ok(&["rm", &images[mid].name]);
     f.rm_s = start.elapsed().as_secs_f64();
+    // Five more in one command (each in a repository of its own): what each one adds.
+    let mut five = vec!["rm"];
+    five.extend(images[mid + 1..mid + 6].iter().map(|i| i.name.as_str()));
+    let start = Instant::now();
+    site.ok(&five);
+    f.rm_extra_s = (start.elapsed().as_secs_f64() - f.rm_s).max(0.0) / 4.0;
 
     let half = cold.len() / 2;
     f.cold = cold_fills(serve.port, &cold[..half]);
@@ -541,8 +550,8 @@ fn print_table(all: &[Figures]) {
         format!("{:.2} / {:.2} s", f.ls_first_s, f.ls_s)
     });
     row(&mut out, "`gc`", &|f| format!("{:.2} s", f.gc_s));
-    row(&mut out, "`rm` of one image", &|f| {
-        format!("{:.2} s", f.rm_s)
+    row(&mut out, "`rm` of one image; each extra image", &|f| {
+        format!("{:.2}; {:.2} s", f.rm_s, f.rm_extra_s)
     });
     println!("{out}");
     let _ = std::io::stdout().flush();
