@@ -487,9 +487,11 @@ fn a_graceful_stop_right_after_cold_fills_keeps_every_blob() {
 }
 
 /// Issue 22's own sequence, with curl: a cold 64 MiB blob, curl gets every byte, SIGTERM at once,
-/// start again. Before the stop drained the index's batches, the next start said `file unknown
-/// to the index: removing it` and fetched the blob again, 4 times in 4; here each of 4 rounds (a
-/// cache of its own each time, so that the blob is cold) keeps it and fetches it once.
+/// start again. On the code the issue was filed against, the next start said `file unknown to
+/// the index: removing it` and fetched the blob again, 4 times in 4; here each of 4 rounds (a
+/// cache of its own each time, so that the blob is cold) keeps it and fetches it once. It guards
+/// the sequence as reported: it passes on the code just before the stop's drain (43cde73^),
+/// where the 16 concurrent fills above are the test that failed.
 #[test]
 fn curl_then_sigterm_at_once_keeps_the_cold_blob_four_times_in_four() {
     let seed = seed();
