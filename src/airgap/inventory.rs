@@ -7,7 +7,7 @@ use super::progress::{StreamedTable, size};
 use super::{CommandError, Failure, full_name, locate, open_existing, remote, short};
 use crate::admin::{self, Console};
 use crate::app::App;
-use crate::cache::{Cache, TaggedImage};
+use crate::cache::{Cache, Compaction, TaggedImage};
 use crate::config::Config;
 use crate::cosign::is_cosign_tag;
 use crate::reference::{Digest, Reference};
@@ -235,14 +235,20 @@ pub(crate) fn gc_in(
     // What eviction and removals freed in the index's file goes back to the disk (and, as the
     // file counts towards max_size, to the cache).
     match app.cache.compact_index()? {
-        Some((before, after)) => console.line(format!(
+        Compaction::Done { before, after } => console.line(format!(
             "index compacted: {} -> {}",
             size(before),
             size(after)
         )),
-        None => {
+        Compaction::Busy => {
             console.line("index not compacted: a request was using it; run gc again to compact it")
         }
+        // The compaction would stop every request that needs the index for seconds.
+        Compaction::NotWorthIt { file, free } => console.line(format!(
+            "index not compacted: {} of its {} are free, too little to stop the index for",
+            size(free),
+            size(file)
+        )),
     }
     Ok(())
 }

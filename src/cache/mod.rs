@@ -53,6 +53,7 @@ pub(crate) use blobs::Blob;
 pub(crate) use error::CacheError;
 pub(crate) use file_reader::FileReader;
 pub(crate) use fill::Fill;
+pub(crate) use index::Compaction;
 use index::{EntryMeta, Index};
 pub(crate) use inventory::{Held, TaggedImage};
 pub(crate) use lists::paginate;

@@ -10,7 +10,7 @@ use super::index::{KIND_BLOB, KIND_MANIFEST};
 use super::inventory::{DigestImage, TaggedImage};
 use super::links::scope;
 use super::lru::{bytes_of, remove_victims};
-use super::{Cache, CacheError, now_millis};
+use super::{Cache, CacheError, Compaction, now_millis};
 use crate::manifest::Listing;
 use crate::reference::{Digest, Tag};
 
@@ -160,15 +160,15 @@ impl Cache {
         self.delete(unlisted)
     }
 
-    /// Compacts the index's file (`Index::compact`) and measures the room again, as the file's
-    /// size counts towards the bound. None: a request was using the index; try again. Blocking.
-    pub(crate) fn compact_index(&self) -> Result<Option<(u64, u64)>, CacheError> {
-        let sizes = self.index.compact()?;
-        if let Some((before, after)) = sizes {
+    /// Compacts the index's file when it is worth it (`Index::compact`) and measures the room
+    /// again, as the file's size counts towards the bound. Blocking.
+    pub(crate) fn compact_index(&self) -> Result<Compaction, CacheError> {
+        let done = self.index.compact()?;
+        if let Compaction::Done { before, after } = done {
             tracing::info!(before, after, "index compacted");
             self.measure_room()?;
         }
-        Ok(sizes)
+        Ok(done)
     }
 
     /// Deletes held content: files, index entries and links.

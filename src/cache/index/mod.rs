@@ -28,6 +28,7 @@ mod batch;
 mod db;
 mod removal;
 pub(super) use batch::Batch;
+pub(crate) use db::Compaction;
 pub(super) use db::Index;
 
 /// A row of the manifests table: digest, upstream, media type.
