@@ -46,6 +46,23 @@ fn round_trips() {
     assert_eq!(repos.len(), 2);
 }
 
+/// Puts `n` one-byte blob entries, `per_commit` to a transaction; returns their digests.
+fn blobs_put(idx: &Index, n: u32, per_commit: usize) -> Vec<Digest> {
+    let meta = EntryMeta {
+        size: 1,
+        last_access_ms: 7,
+        kinds: KIND_BLOB,
+    };
+    let digests: Vec<Digest> = (0..n)
+        .map(|i| Digest::sha256_of(&i.to_le_bytes()))
+        .collect();
+    for chunk in digests.chunks(per_commit) {
+        let entries: Vec<_> = chunk.iter().map(|d| (d.clone(), meta)).collect();
+        idx.put_entries(&entries).unwrap();
+    }
+    digests
+}
+
 /// A compaction's sizes before and after; it must have run.
 fn compacted(c: Compaction) -> (u64, u64) {
     match c {
@@ -61,18 +78,7 @@ fn compacted(c: Compaction) -> (u64, u64) {
 fn a_file_with_little_free_is_not_compacted_and_one_mostly_free_is() {
     let dir = tempfile::tempdir().unwrap();
     let idx = Index::open(&dir.path().join("i.redb")).unwrap();
-    let meta = EntryMeta {
-        size: 1,
-        last_access_ms: 7,
-        kinds: KIND_BLOB,
-    };
-    let digests: Vec<Digest> = (0u32..40_000)
-        .map(|i| Digest::sha256_of(&i.to_le_bytes()))
-        .collect();
-    for chunk in digests.chunks(4000) {
-        let entries: Vec<_> = chunk.iter().map(|d| (d.clone(), meta)).collect();
-        idx.put_entries(&entries).unwrap();
-    }
+    let digests = blobs_put(&idx, 40_000, 4000);
     // Tight, as after an import or a compaction.
     compacted(idx.compact_past(u64::MAX).unwrap());
     match idx.compact_past(0).unwrap() {
@@ -93,18 +99,7 @@ fn a_file_with_little_free_is_not_compacted_and_one_mostly_free_is() {
 fn compaction_gives_back_what_removals_freed() {
     let dir = tempfile::tempdir().unwrap();
     let idx = Index::open(&dir.path().join("i.redb")).unwrap();
-    let meta = EntryMeta {
-        size: 1,
-        last_access_ms: 7,
-        kinds: KIND_BLOB,
-    };
-    let digests: Vec<Digest> = (0u32..20_000)
-        .map(|i| Digest::sha256_of(&i.to_le_bytes()))
-        .collect();
-    for chunk in digests.chunks(1000) {
-        let entries: Vec<_> = chunk.iter().map(|d| (d.clone(), meta)).collect();
-        idx.put_entries(&entries).unwrap();
-    }
+    let digests = blobs_put(&idx, 20_000, 1000);
     idx.remove_entries(&digests[..19_000]).unwrap();
     let (before, after) = compacted(idx.compact().unwrap());
     assert!(after < before / 2, "{before} -> {after}");
