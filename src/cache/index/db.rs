@@ -27,7 +27,7 @@ pub(in crate::cache) struct Index {
 }
 
 /// Files smaller than this are compacted whatever they gain: the index stops for little time.
-pub(in crate::cache) const COMPACT_ALWAYS_BELOW: u64 = 64 << 20;
+const COMPACT_ALWAYS_BELOW: u64 = 64 << 20;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,28 +221,20 @@ impl Index {
     }
 
     /// The bytes of the pages the tables use (their entries, their branches and what is unused
-    /// inside those pages), read in one read transaction: writers and readers go on meanwhile.
+    /// inside those pages), every table read in one read transaction: writers and readers go
+    /// on meanwhile.
     fn table_bytes(&self) -> Result<u64, IndexError> {
-        fn of<K: redb::Key + 'static, V: redb::Value + 'static>(
-            tx: &redb::ReadTransaction,
-            table: redb::TableDefinition<K, V>,
-        ) -> Result<u64, IndexError> {
-            match tx.open_table(table) {
-                Ok(t) => {
-                    let s = t.stats().map_err(ie)?;
-                    Ok(s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes())
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-                Err(e) => Err(ie(e)),
-            }
-        }
         let tx = self.begin_read().map_err(ie)?;
-        Ok(of(&tx, ENTRIES)?
-            + of(&tx, MANIFESTS)?
-            + of(&tx, TAGS)?
-            + of(&tx, REPOS)?
-            + of(&tx, LINKS)?
-            + of(&tx, REFERRERS)?)
+        let mut bytes = 0;
+        for handle in tx.list_tables().map_err(ie)? {
+            let s = tx
+                .open_untyped_table(handle)
+                .map_err(ie)?
+                .stats()
+                .map_err(ie)?;
+            bytes += s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes();
+        }
+        Ok(bytes)
     }
 
     /// A read transaction on the entries table: the database answers.
