@@ -23,9 +23,6 @@ pub(super) struct Hot {
     tags: Lru<(String, String, String), TagEntry>,
     /// (upstream, digest) -> media type and bytes.
     manifests: Lru<(String, Digest), (MediaType, Bytes)>,
-    /// Image manifest digest -> the cache's removal count when every blob it lists was held
-    /// (layer prefetch skips parsing it again while nothing has been removed since).
-    held_all: Lru<Digest, u64>,
     /// (upstream, repository, subject, artifact type) -> the referrers answer, for `tag_ttl`
     /// (like a tag: a signature pushed just now shows within that).
     referrers: Lru<ReferrersKey, ReferrersAnswer>,
@@ -48,7 +45,6 @@ impl Hot {
                 })
                 .max_capacity(HOT_MANIFEST_BYTES)
                 .build(),
-            held_all: Lru::new(HOT_TAGS),
         }
     }
 
@@ -89,14 +85,5 @@ impl Hot {
 
     pub(super) fn put_referrers(&self, key: ReferrersKey, answer: ReferrersAnswer) {
         self.referrers.insert(key, answer);
-    }
-
-    /// The removal count at which every blob `manifest` lists was last seen held.
-    pub(super) fn held_all(&self, manifest: &Digest) -> Option<u64> {
-        self.held_all.get(manifest)
-    }
-
-    pub(super) fn put_held_all(&self, manifest: &Digest, removals: u64) {
-        self.held_all.insert(manifest.clone(), removals);
     }
 }

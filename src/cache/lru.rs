@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use super::fills::Fills;
+use super::held_all::HeldAll;
 #[cfg(test)]
 use super::index::KIND_PINNED;
 use super::index::{EntryMeta, KIND_BLOB, KIND_MANIFEST};
@@ -45,6 +46,8 @@ pub(super) struct State {
     pub(super) links: Links,
     /// Digests whose shared-tier copy failed its check: fetched from the upstream instead.
     pub(super) shared_refused: HashSet<Digest>,
+    /// Image manifests whose every listed blob was held, for layer prefetch (`held_all.rs`).
+    pub(super) held_all: HeldAll,
 }
 
 impl State {

@@ -21,6 +21,7 @@ mod fill;
 mod fill_task;
 mod fill_writer;
 mod fills;
+mod held_all;
 mod hot;
 mod index;
 mod inventory;

@@ -29,15 +29,17 @@ impl Cache {
         let Some(bytes) = &manifest.bytes else { return };
         // A warm pull's manifest: everything it lists was held, and nothing has been removed
         // since, so nothing is missing and it need not be parsed again.
-        let removals = self.lock().lru.removals;
-        if self.hot.held_all(&manifest.digest) == Some(removals) {
-            return;
+        {
+            let s = self.lock();
+            if s.held_all.held_at(&manifest.digest, s.lru.removals) {
+                return;
+            }
         }
         let Ok(listing) = Listing::parse(&manifest.digest, bytes) else {
             return;
         };
-        let (missing, in_flight, removals): (Vec<Digest>, bool, u64) = {
-            let s = self.lock();
+        let missing: Vec<Digest> = {
+            let mut s = self.lock();
             let mut in_flight = false;
             let missing = listing
                 .blobs
@@ -48,13 +50,14 @@ impl Cache {
                     in_flight |= flying;
                     !s.lru.holds(d) && !flying
                 })
-                .collect();
-            (missing, in_flight, s.lru.removals)
+                .collect::<Vec<_>>();
+            if missing.is_empty() && !in_flight {
+                let removals = s.lru.removals;
+                s.held_all.put(&manifest.digest, removals);
+            }
+            missing
         };
         if missing.is_empty() {
-            if !in_flight {
-                self.hot.put_held_all(&manifest.digest, removals);
-            }
             return;
         }
         let (this, up, repo) = (self.clone(), up.clone(), repo.clone());
