@@ -174,6 +174,10 @@ impl FakeUpstream {
                     maxf.fetch_max(now, Ordering::SeqCst);
                     let a = handler(&req);
                     std::thread::sleep(a.delay);
+                    // No longer counted once it answers: a client that has the whole answer
+                    // may send its next request before this thread runs again, and counting
+                    // until the last byte was written took those two for concurrent ones.
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
                     let mut head = if a.endless {
                         format!(
                             "HTTP/1.1 {} X\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n",
@@ -199,7 +203,6 @@ impl FakeUpstream {
                     } else if req.method != "HEAD" {
                         let _ = conn.write_all(&a.body);
                     }
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
                     let _ = conn.shutdown(std::net::Shutdown::Both);
                 });
             }
